@@ -1,0 +1,65 @@
+mod build;
+mod cmd;
+mod demo;
+mod kernels;
+mod setup;
+mod test;
+mod vm;
+mod vm_test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for gup-trace: set-up, tests in stock-kernel VMs, the demo.
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and the VM tests need (idempotent; every task runs it first).
+    Setup,
+    /// Run gup-trace live in a stock-kernel VM over the selftest workload (the main job).
+    Demo {
+        /// Kernel series to boot (6.1, 6.12, 6.18, another major.minor, an exact release).
+        #[arg(long, value_name = "SERIES", default_value = "newest")]
+        kernel: String,
+    },
+    /// Unit tests, host tests on this machine's kernel, then the VM matrix.
+    Test {
+        /// Kernel series for the VM matrix (repeatable; default: 6.1 6.12 6.18 newest).
+        #[arg(long = "kernel", value_name = "SERIES")]
+        kernels: Vec<String>,
+    },
+    /// `gup-trace selftest` in stock Debian kernels under QEMU; a table of hooks and totals.
+    VmTest {
+        /// Kernel series (repeatable; default: 6.1 6.12 6.18 newest).
+        #[arg(long = "kernel", value_name = "SERIES")]
+        kernels: Vec<String>,
+    },
+    /// Boot stock Debian kernels in QEMU with a minimal initramfs and print a table
+    /// (a check of the VM plumbing that vm-test and demo use).
+    VmBoot {
+        /// Kernel series to boot: 6.1, 6.12, 6.18, another major.minor, an exact release, or
+        /// "newest". Repeatable; default: 6.1 6.12 6.18 newest.
+        #[arg(long = "kernel", value_name = "SERIES")]
+        kernels: Vec<String>,
+        /// Show each guest's console as it boots.
+        #[arg(long)]
+        echo: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    setup::ensure()?;
+    match cli.command {
+        Task::Setup => Ok(()),
+        Task::VmBoot { kernels, echo } => vm::vm_boot(&kernels, echo),
+        Task::Demo { kernel } => demo::run(Some(&kernel)),
+        Task::Test { kernels } => test::run_all(&kernels),
+        Task::VmTest { kernels } => vm_test::run(&kernels),
+    }
+}

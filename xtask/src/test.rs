@@ -1,0 +1,23 @@
+//! `cargo xtask test`: everything, in the order that fails fastest: unit tests and the host
+//! tests (which load the tracepoint program into this machine's kernel), then the VM matrix.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::{build, cmd::run, vm_test};
+
+pub fn run_all(series: &[String]) -> Result<()> {
+    let start = Instant::now();
+    println!("xtask test: unit and host tests");
+    // The default members: everything but the eBPF crate, which only builds for BPF (the
+    // gup-trace build script builds it).
+    run(build::cargo().args(["test", "--quiet"]))?;
+    println!("xtask test: VM matrix");
+    vm_test::run(series)?;
+    println!(
+        "xtask test: all passed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
