@@ -1,0 +1,109 @@
+//! Maps, load-time globals, and the two ways out of the kernel: events and counters.
+
+use aya_ebpf::{
+    EbpfContext, Global,
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use aya_log_ebpf::info;
+use gup_trace_common::{COMM_LEN, Event, HOOK_COUNT, Hook, counter, setting};
+
+use crate::calls::ThreadCalls;
+
+/// Default 4 MiB; userspace resizes it (`--ring-buffer-kib`) before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-CPU counters indexed by `gup_trace_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per-thread state of the GUP calls in progress, keyed by thread id. Entries are removed when
+/// the thread's outermost call returns, so the map holds only threads inside a call.
+#[map]
+pub static THREADS: HashMap<u32, ThreadCalls> = HashMap::with_max_entries(16384, 0);
+
+/// Whether a hook has fired yet (logged once through aya-log, so `--verbose` shows which hooks
+/// are live).
+#[map]
+static FIRED: Array<u32> = Array::with_max_entries(HOOK_COUNT as u32, 0);
+
+#[unsafe(no_mangle)]
+pub static FOLL_PIN: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static FILTER_TGID: Global<u32> = Global::new(0);
+
+/// Indexed by `gup_trace_common::setting`.
+#[map]
+static SETTINGS: Array<u32> = Array::with_max_entries(setting::COUNT, 0);
+
+#[inline(always)]
+pub fn setting_value(index: u32) -> u32 {
+    SETTINGS.get(index).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn bump(index: u32, by: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot, and BPF programs do not migrate mid-run: a plain add is safe.
+        unsafe { *slot += by };
+    }
+}
+
+/// The current task as (tgid, tid), or None when a tgid filter excludes it.
+#[inline(always)]
+pub fn current_task() -> Option<(u32, u32)> {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let filter = FILTER_TGID.load();
+    if filter != 0 && filter != tgid {
+        return None;
+    }
+    Some((tgid, pid_tgid as u32))
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Writes one event; a full ring buffer is counted, never silent.
+#[inline(always)]
+pub fn emit<C: EbpfContext>(
+    ctx: &C,
+    hook: Hook,
+    task: (u32, u32),
+    pages: u64,
+    duration_ns: u64,
+    error: i32,
+) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(counter::LOST_EVENTS, 1);
+        return;
+    };
+    let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+    entry.write(Event {
+        ts_ns: now_ns(),
+        duration_ns,
+        pages,
+        tgid: task.0,
+        tid: task.1,
+        hook: hook as u32,
+        error,
+        comm,
+    });
+    entry.submit(0);
+    log_first_fire(ctx, hook);
+}
+
+#[inline(always)]
+fn log_first_fire<C: EbpfContext>(ctx: &C, hook: Hook) {
+    if let Some(fired) = FIRED.get_ptr_mut(hook as u32) {
+        // Two CPUs may both see 0 and log twice; harmless for a diagnostic line.
+        if unsafe { *fired } == 0 {
+            unsafe { *fired = 1 };
+            info!(ctx, "first event from hook {}", hook.name());
+        }
+    }
+}
