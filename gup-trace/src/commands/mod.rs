@@ -1,0 +1,64 @@
+//! One module per subcommand.
+
+pub mod probe;
+pub mod selftest;
+pub mod trace;
+pub mod workload;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::session::{MmapLockMode, SessionConfig};
+
+/// Loading eBPF programs needs root (or CAP_BPF + CAP_PERFMON); say so before trying.
+pub fn require_root(command: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "`gup-trace {command}` loads eBPF programs and needs root: run `sudo gup-trace {command}`"
+        );
+    }
+    Ok(())
+}
+
+/// Options shared by every command that traces.
+#[derive(Args, Clone, Debug)]
+pub struct SessionArgs {
+    /// Trace only this process (tgid). Releases completed in interrupt context (block I/O)
+    /// run on whichever task was interrupted and are missed by this filter.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Which mmap_lock releases to report as events.
+    #[arg(long, value_enum, default_value_t = MmapLockMode::Auto, value_name = "MODE")]
+    pub mmap_lock: MmapLockMode,
+    /// Size of the kernel-to-user ring buffer in KiB (power of two). Raise it when the
+    /// summary reports lost events.
+    #[arg(long, default_value_t = 4096, value_name = "KIB")]
+    pub ring_buffer_kib: u32,
+}
+
+impl SessionArgs {
+    pub fn config(&self) -> SessionConfig {
+        SessionConfig {
+            pid: self.pid,
+            mmap_lock: self.mmap_lock,
+            ring_buffer_kib: self.ring_buffer_kib,
+        }
+    }
+}
+
+/// Resolves when the user asks to stop: Ctrl-C or SIGTERM.
+pub async fn stop_requested() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

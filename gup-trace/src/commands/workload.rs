@@ -1,0 +1,46 @@
+//! `gup-trace workload`: the selftest's pin workload alone, to trace from another terminal.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::workload::{self, StepOutcome, WorkloadOptions};
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
+    /// Block device or file for the O_DIRECT step (default: /dev/nvme0n1, /dev/vda or
+    /// /dev/sda, else a temporary file).
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+    /// Repeat the workload this many times.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+}
+
+impl WorkloadArgs {
+    pub fn options(&self) -> WorkloadOptions {
+        WorkloadOptions {
+            direct_io_path: self.device.clone(),
+            ..WorkloadOptions::default()
+        }
+    }
+}
+
+pub async fn run(args: WorkloadArgs) -> Result<ExitCode> {
+    for round in 1..=args.rounds {
+        let opts = args.options();
+        let report = tokio::task::spawn_blocking(move || workload::run(&opts)).await??;
+        for step in &report.steps {
+            match &step.outcome {
+                StepOutcome::Ran => {
+                    println!("round {round}: {:<28} {:>6} pages", step.name, step.pages)
+                }
+                StepOutcome::Skipped(why) => {
+                    println!("round {round}: {:<28} skipped: {why}", step.name)
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,396 @@
+//! Everything gup-trace knows about differences between kernels: which GUP symbols exist, the
+//! values BTF gives us (FOLL_PIN), which attach method each hook can use on this kernel, and the
+//! capability report that explains it to the user.
+//!
+//! Hooks are chosen by probing symbols and trying attach methods, never by version number:
+//! stable kernels backport renames, and distributions differ in what they allow.
+
+use std::{collections::HashSet, fmt, fs, io, path::Path};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Btf, Ebpf,
+    programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
+};
+use gup_trace_common::{Hook, HookClass};
+use serde::Serialize;
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// The perf PMU aya creates kprobes through; absent when the kernel has no CONFIG_KPROBES.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
+/// What the running kernel offers, gathered once at start-up.
+pub struct KernelFacts {
+    pub release: String,
+    /// Function symbols in /proc/kallsyms (only the ones gup-trace cares about).
+    symbols: HashSet<String>,
+    /// vmlinux BTF, needed by fentry/fexit; None when the kernel has none.
+    btf: Option<Btf>,
+    btf_error: Option<String>,
+    pub foll_pin: FlagValue,
+    kprobe_pmu: bool,
+}
+
+/// A kernel constant and where its value came from.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FlagValue {
+    pub value: u32,
+    pub source: &'static str,
+}
+
+/// Tracepoints attach through tracefs. Minimal systems (and this project's test VMs) boot
+/// without it mounted; as root we can mount it ourselves rather than fail.
+fn ensure_tracefs() {
+    let target = c"/sys/kernel/tracing";
+    if Path::new("/sys/kernel/tracing/events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return;
+    }
+    // SAFETY: valid NUL-terminated strings; failure is reported by the attach that follows.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "cannot mount tracefs on /sys/kernel/tracing: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+impl KernelFacts {
+    pub fn probe() -> Result<KernelFacts> {
+        ensure_tracefs();
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .context("cannot read /proc/sys/kernel/osrelease: is /proc mounted?")?
+            .trim()
+            .to_string();
+        let symbols = read_kallsyms().context("cannot read /proc/kallsyms")?;
+        let (btf, btf_error) = match Btf::from_sys_fs() {
+            Ok(btf) => (Some(btf), None),
+            Err(e) => (None, Some(format!("kernel lacks BTF ({VMLINUX_BTF}: {e})"))),
+        };
+        let foll_pin = foll_pin_value(Path::new(VMLINUX_BTF));
+        Ok(KernelFacts {
+            release,
+            symbols,
+            btf,
+            btf_error,
+            foll_pin,
+            kprobe_pmu: Path::new(KPROBE_PMU).exists(),
+        })
+    }
+
+    pub fn has_symbol(&self, name: &str) -> bool {
+        self.symbols.contains(name)
+    }
+}
+
+fn read_kallsyms() -> io::Result<HashSet<String>> {
+    let wanted: HashSet<&str> = Hook::ALL
+        .iter()
+        .filter(|h| h.class() != HookClass::MmapLock)
+        .map(|h| h.name())
+        .collect();
+    let text = fs::read_to_string("/proc/kallsyms")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_addr, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
+            // Text symbols only; module symbols carry a "[module]" fourth field, which is fine.
+            (matches!(kind, "t" | "T") && wanted.contains(name)).then(|| name.to_string())
+        })
+        .collect())
+}
+
+/// FOLL_PIN moved from a #define (0x40000, up to 6.4) to an enum in mm/internal.h (0x80000 from
+/// 6.6). The enum is in BTF; the #define is not, so kernels without the enum get the old value.
+fn foll_pin_value(vmlinux: &Path) -> FlagValue {
+    const DEFINE_VALUE: FlagValue = FlagValue {
+        value: 0x40000,
+        source: "table (BTF has no FOLL_PIN enum: the kernel defines it as a macro)",
+    };
+    match btf_enum_value(vmlinux, "FOLL_PIN") {
+        Some(value) => FlagValue {
+            value,
+            source: "BTF",
+        },
+        None => DEFINE_VALUE,
+    }
+}
+
+/// The value of an enum constant, searched through every enum in the BTF (FOLL_* live in
+/// anonymous enums, so they cannot be looked up by the enum's name).
+pub fn btf_enum_value(vmlinux: &Path, constant: &str) -> Option<u32> {
+    use fallible_iterator::FallibleIterator as _;
+    let btf = btf_rs::Btf::from_file(vmlinux).ok()?;
+    let mut types = btf.type_iter();
+    while let Ok(Some(ty)) = types.next() {
+        if let btf_rs::Type::Enum(e) = ty {
+            for member in &e.members {
+                if btf.resolve_name(member).is_ok_and(|n| n == constant) {
+                    return Some(member.val());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// How a hook ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachKind {
+    /// fentry (and fexit where the hook needs the return).
+    Fentry,
+    /// kprobe (and kretprobe where the hook needs the return).
+    Kprobe,
+    Tracepoint,
+}
+
+impl fmt::Display for AttachKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachKind::Fentry => "fentry",
+            AttachKind::Kprobe => "kprobe",
+            AttachKind::Tracepoint => "tracepoint",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum HookStatus {
+    Attached {
+        kind: AttachKind,
+    },
+    /// The kernel has no such function: nothing is lost (its callers use another hooked one).
+    NotInKernel,
+    /// The function exists but could not be hooked; `reasons` says why for each method tried.
+    Failed {
+        reasons: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HookReport {
+    #[serde(serialize_with = "hook_name")]
+    pub hook: Hook,
+    #[serde(flatten)]
+    pub status: HookStatus,
+    /// What the user misses while this hook is not attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<&'static str>,
+}
+
+/// The capability report: one entry per hook, in table order.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capabilities {
+    pub kernel: String,
+    pub foll_pin: FlagValue,
+    pub hooks: Vec<HookReport>,
+}
+
+impl Capabilities {
+    pub fn attached(&self, class: HookClass) -> usize {
+        self.hooks
+            .iter()
+            .filter(|r| r.hook.class() == class && matches!(r.status, HookStatus::Attached { .. }))
+            .count()
+    }
+
+    pub fn count_by_kind(&self, kind: AttachKind) -> usize {
+        self.hooks
+            .iter()
+            .filter(|r| matches!(r.status, HookStatus::Attached { kind: k } if k == kind))
+            .count()
+    }
+
+    pub fn failed(&self) -> impl Iterator<Item = &HookReport> {
+        self.hooks
+            .iter()
+            .filter(|r| matches!(r.status, HookStatus::Failed { .. }))
+    }
+}
+
+fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(hook.name())
+}
+
+fn cost_of_missing(hook: Hook) -> &'static str {
+    match hook.class() {
+        HookClass::Pin => "pins taken through this entry point are not seen",
+        HookClass::Unpin => "releases through this function are not seen; pins look leaked",
+        HookClass::MmapLock => "mmap_lock drops during GUP are not reported",
+    }
+}
+
+/// Attaches every hook this kernel supports to `ebpf`, fentry first, kprobe as the fallback,
+/// and reports what happened to each.
+pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> Capabilities {
+    let hooks = Hook::ALL
+        .iter()
+        .map(|&hook| {
+            let status = match hook.class() {
+                HookClass::MmapLock => attach_tracepoint(ebpf, hook),
+                _ if !facts.has_symbol(hook.name()) => HookStatus::NotInKernel,
+                _ => attach_function(ebpf, facts, hook),
+            };
+            let cost = matches!(status, HookStatus::Failed { .. }).then(|| cost_of_missing(hook));
+            HookReport { hook, status, cost }
+        })
+        .collect();
+    Capabilities {
+        kernel: facts.release.clone(),
+        foll_pin: facts.foll_pin,
+        hooks,
+    }
+}
+
+/// Whether a hook needs a program at function return as well as at entry. gup_put_folio is a
+/// leaf: nothing gup-trace tracks nests inside it.
+fn needs_exit(hook: Hook) -> bool {
+    hook != Hook::GupPutFolio
+}
+
+fn attach_function(ebpf: &mut Ebpf, facts: &KernelFacts, hook: Hook) -> HookStatus {
+    let mut reasons = Vec::new();
+    match &facts.btf {
+        Some(btf) => match attach_fentry(ebpf, btf, hook) {
+            Ok(()) => {
+                return HookStatus::Attached {
+                    kind: AttachKind::Fentry,
+                };
+            }
+            Err(e) => reasons.push(e),
+        },
+        None => reasons.push(format!(
+            "fentry impossible: {}",
+            facts.btf_error.as_deref().unwrap_or("no BTF")
+        )),
+    }
+    if !facts.kprobe_pmu {
+        reasons.push(format!(
+            "kprobe impossible: kernel built without CONFIG_KPROBES (no {KPROBE_PMU})"
+        ));
+        return HookStatus::Failed { reasons };
+    }
+    match attach_kprobe(ebpf, hook) {
+        Ok(()) => HookStatus::Attached {
+            kind: AttachKind::Kprobe,
+        },
+        Err(e) => {
+            reasons.push(e);
+            HookStatus::Failed { reasons }
+        }
+    }
+}
+
+/// The exit program is attached before the entry one: a call already in flight then shows up as
+/// an unmatched exit (counted and ignored) instead of leaving a thread that looks nested forever.
+fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), String> {
+    let symbol = hook.name();
+    if needs_exit(hook) {
+        let name = format!("fexit_{symbol}");
+        let prog: &mut FExit = program(ebpf, &name)?;
+        prog.load(symbol, btf)
+            .and_then(|()| prog.attach().map(drop))
+            .map_err(|e| explain("fexit", &e))?;
+    }
+    let name = format!("fentry_{symbol}");
+    let result = {
+        let prog: &mut FEntry = program(ebpf, &name)?;
+        prog.load(symbol, btf)
+            .and_then(|()| prog.attach().map(drop))
+            .map_err(|e| explain("fentry", &e))
+    };
+    if result.is_err() && needs_exit(hook) {
+        // Do not leave a lone exit program behind: the kprobe pair replaces it.
+        if let Ok(prog) = program::<FExit>(ebpf, &format!("fexit_{symbol}")) {
+            let _ = prog.unload();
+        }
+    }
+    result
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, hook: Hook) -> Result<(), String> {
+    let symbol = hook.name();
+    let mut names = vec![format!("kprobe_{symbol}")];
+    if needs_exit(hook) {
+        names.insert(0, format!("kretprobe_{symbol}"));
+    }
+    for name in &names {
+        let prog: &mut KProbe = program(ebpf, name)?;
+        let kind = if name.starts_with("kretprobe") {
+            "kretprobe"
+        } else {
+            "kprobe"
+        };
+        prog.load()
+            .and_then(|()| prog.attach(symbol, 0).map(drop))
+            .map_err(|e| explain(kind, &e))?;
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook) -> HookStatus {
+    let result = program::<TracePoint>(ebpf, hook.name()).and_then(|prog| {
+        prog.load()
+            .and_then(|()| prog.attach("mmap_lock", hook.name()).map(drop))
+            .map_err(|e| explain("tracepoint", &e))
+    });
+    match result {
+        Ok(()) => HookStatus::Attached {
+            kind: AttachKind::Tracepoint,
+        },
+        Err(reason) => HookStatus::Failed {
+            reasons: vec![reason],
+        },
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the eBPF object (build mismatch)"))?;
+    prog.try_into()
+        .map_err(|e: ProgramError| format!("{name}: {e}"))
+}
+
+/// Turns an attach error into one line that says what the kernel refused and why.
+fn explain(kind: &str, err: &ProgramError) -> String {
+    let io = find_io_error(err);
+    match io.and_then(io::Error::raw_os_error) {
+        Some(libc::EPERM) => format!("{kind} refused: EPERM (this kernel forbids {kind} programs)"),
+        Some(524) => format!(
+            "{kind} refused: error 524 (ENOTSUPP: the kernel cannot build a BPF trampoline for this function, e.g. fexit on a 7-argument function before 6.x)"
+        ),
+        Some(libc::ENOENT) => format!(
+            "{kind} failed: ENOENT (symbol not attachable: inlined, notrace or blacklisted)"
+        ),
+        Some(libc::EINVAL) => format!("{kind} failed: EINVAL ({err})"),
+        _ => format!("{kind} failed: {err}"),
+    }
+}
+
+fn find_io_error(err: &ProgramError) -> Option<&io::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        source = e.source();
+    }
+    None
+}

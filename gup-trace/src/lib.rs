@@ -1,0 +1,16 @@
+//! gup-trace: an eBPF tracer for get_user_pages and FOLL_PIN page pinning.
+//!
+//! Layout: `kernel` knows every kernel difference (symbols, BTF values, attach methods);
+//! `session` loads and attaches the eBPF object and reads its ring buffer; `events` decodes
+//! records; `engine` is the pure pin-state engine; `window` compares totals with /proc/vmstat;
+//! `output` formats for humans; `commands` holds one module per subcommand.
+
+pub mod commands;
+pub mod engine;
+pub mod events;
+pub mod kernel;
+pub mod output;
+pub mod session;
+pub mod vmstat;
+pub mod window;
+pub mod workload;

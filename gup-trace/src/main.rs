@@ -1,0 +1,69 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gup_trace::commands::{
+    self, probe::ProbeArgs, selftest::SelftestArgs, trace::TraceArgs, workload::WorkloadArgs,
+};
+
+/// Trace get_user_pages (GUP) and FOLL_PIN page pinning with eBPF.
+///
+/// gup-trace hooks the kernel's pin_user_pages* entry points and the unpin_* release calls
+/// (fentry where the kernel allows it, kprobes otherwise) and the mmap_lock tracepoints, and
+/// checks its totals against the kernel's own /proc/vmstat pin counters.
+///
+/// Start with `sudo gup-trace probe` to see what this kernel lets it hook, then
+/// `sudo gup-trace selftest` to check it against the kernel's counters.
+#[derive(Parser)]
+#[command(name = "gup-trace", version, propagate_version = true)]
+struct Cli {
+    /// Say more: per-hook details, and log lines from the eBPF programs.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print each pin, unpin and mmap_lock event live, then totals beside /proc/vmstat.
+    Trace(TraceArgs),
+    /// Run a known pin workload while tracing; pass only if the totals equal /proc/vmstat.
+    Selftest(SelftestArgs),
+    /// Report which hooks this kernel supports, how they attach, and why others do not.
+    Probe(ProbeArgs),
+    /// Run the selftest's pin workload without tracing (trace it from another terminal).
+    Workload(WorkloadArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gup-trace: error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Trace(args) => commands::trace::run(args, cli.verbose).await,
+            Command::Selftest(args) => commands::selftest::run(args, cli.verbose).await,
+            Command::Probe(args) => commands::probe::run(args).await,
+            Command::Workload(args) => commands::workload::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gup-trace: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Everything printed for humans: event lines, the capability report, summaries. JSON output
+//! goes through serde on the same types.
+
+use std::fmt::Write as _;
+
+use gup_trace_common::HookClass;
+
+use crate::{
+    events::TraceEvent,
+    kernel::{Capabilities, HookStatus},
+    window::Summary,
+};
+
+pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EVENT  HOOK                              PAGES  DURATION";
+
+/// One line per event; `start_ns` is the trace start, so times read as seconds into the trace.
+pub fn event_line(e: &TraceEvent, start_ns: u64) -> String {
+    let secs = e.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let what = match e.hook.class() {
+        HookClass::Pin if e.error < 0 => "pin!",
+        HookClass::Pin => "pin",
+        HookClass::Unpin => "unpin",
+        HookClass::MmapLock => "mmap",
+    };
+    let pages = match e.hook.class() {
+        HookClass::MmapLock => "-".to_string(),
+        HookClass::Pin if e.error < 0 => format!("err {}", e.error),
+        _ => e.pages.to_string(),
+    };
+    format!(
+        "{secs:11.6} {:>7} {:>7}  {:<16} {:<6} {:<32} {:>6}  {}",
+        e.tgid,
+        e.tid,
+        e.comm,
+        what,
+        e.hook.name(),
+        pages,
+        duration(e.duration_ns)
+    )
+}
+
+pub fn duration(ns: u64) -> String {
+    match ns {
+        0 => "-".to_string(),
+        1..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+/// The capability report, hooks with the same outcome grouped so that a kernel which refuses a
+/// method says it once, not once per hook.
+pub fn capabilities(caps: &Capabilities, verbose: bool) -> String {
+    let mut groups: Vec<(String, Vec<&str>, Vec<&str>)> = Vec::new();
+    for report in &caps.hooks {
+        let key = match &report.status {
+            HookStatus::Attached { kind } => format!("attached via {kind}"),
+            HookStatus::NotInKernel => "not in this kernel (nothing lost)".to_string(),
+            HookStatus::Failed { reasons } => format!("NOT attached: {}", reasons.join("; ")),
+        };
+        let group = match groups.iter().position(|g| g.0 == key) {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push((key, Vec::new(), Vec::new()));
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.1.push(report.hook.name());
+        if let Some(cost) = report.cost.filter(|c| !group.2.contains(c)) {
+            group.2.push(cost);
+        }
+    }
+    let mut out = format!(
+        "gup-trace on Linux {} (FOLL_PIN = {:#x}, from {})\n",
+        caps.kernel, caps.foll_pin.value, caps.foll_pin.source
+    );
+    for (key, hooks, costs) in &groups {
+        let _ = writeln!(out, "  {key}:");
+        let _ = writeln!(out, "      {}", hooks.join(", "));
+        for cost in costs {
+            let _ = writeln!(out, "      cost: {cost}");
+        }
+    }
+    let pins = caps.attached(HookClass::Pin);
+    let unpins = caps.attached(HookClass::Unpin);
+    if pins == 0 && unpins == 0 {
+        out.push_str(
+            "  no GUP function can be hooked on this kernel: still traced are the mmap_lock \
+             tracepoint and the /proc/vmstat pin totals\n",
+        );
+    } else if verbose {
+        let _ = writeln!(out, "  {pins} pin and {unpins} unpin hooks live");
+    }
+    out
+}
+
+pub fn summary(s: &Summary, top: usize) -> String {
+    let mark = |ok: bool| if ok { "match" } else { "DIFFER" };
+    let mut out = String::new();
+    let _ = writeln!(out, "summary over {:.2} s", s.seconds);
+    let _ = writeln!(out, "                     gup-trace  /proc/vmstat");
+    let _ = writeln!(
+        out,
+        "  pinned pages     {:>12}  {:>12}  {}",
+        s.pinned,
+        s.vmstat.acquired,
+        mark(s.pins_match())
+    );
+    let _ = writeln!(
+        out,
+        "  released pages   {:>12}  {:>12}  {}",
+        s.released,
+        s.vmstat.released,
+        mark(s.releases_match())
+    );
+    let _ = writeln!(
+        out,
+        "  calls: {} pin ({} failed), {} unpin; mmap_lock: {} releases, {} reported as events",
+        s.pin_calls,
+        s.failed_pin_calls,
+        s.unpin_calls,
+        s.kernel.mmap_lock_releases,
+        s.mmap_lock_events
+    );
+    let _ = writeln!(
+        out,
+        "  lost events: {}{}",
+        s.kernel.lost_events,
+        if s.kernel.lost_events > 0 {
+            "  (raise --ring-buffer-kib)"
+        } else {
+            ""
+        }
+    );
+    if s.kernel.unmatched_exits > 0 || s.kernel.thread_map_full > 0 {
+        let _ = writeln!(
+            out,
+            "  untracked calls: {} returns without their entry, {} with the thread map full",
+            s.kernel.unmatched_exits, s.kernel.thread_map_full
+        );
+    }
+    if !s.processes.is_empty() {
+        let _ = writeln!(
+            out,
+            "  processes          PID  COMM              PINNED  RELEASED  NET"
+        );
+        for (pid, p) in s.processes.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "                 {pid:>7}  {:<16} {:>7}  {:>8}  {:+}",
+                p.comm,
+                p.pinned,
+                p.released,
+                p.outstanding()
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use gup_trace_common::Hook;
+
+    use super::*;
+    use crate::kernel::{AttachKind, FlagValue, HookReport};
+
+    #[test]
+    fn event_lines_show_time_task_hook_and_pages() {
+        let e = TraceEvent {
+            ts_ns: 1_500_000_000,
+            duration_ns: 12_300,
+            pages: 64,
+            tgid: 42,
+            tid: 43,
+            hook: Hook::PinUserPagesFast,
+            error: 0,
+            comm: "fio".into(),
+        };
+        let line = event_line(&e, 500_000_000);
+        assert!(
+            line.starts_with("   1.000000      42      43  fio"),
+            "{line}"
+        );
+        assert!(line.contains("pin_user_pages_fast"), "{line}");
+        assert!(line.contains("    64  12.3us"), "{line}");
+    }
+
+    #[test]
+    fn capability_report_groups_hooks_refused_for_the_same_reason() {
+        let failed = |hook| HookReport {
+            hook,
+            status: HookStatus::Failed {
+                reasons: vec!["fentry refused: EPERM".into()],
+            },
+            cost: Some("pins are not seen"),
+        };
+        let caps = Capabilities {
+            kernel: "6.18.0".into(),
+            foll_pin: FlagValue {
+                value: 0x80000,
+                source: "BTF",
+            },
+            hooks: vec![
+                failed(Hook::PinUserPages),
+                failed(Hook::UnpinUserPage),
+                HookReport {
+                    hook: Hook::MmapLockReleased,
+                    status: HookStatus::Attached {
+                        kind: AttachKind::Tracepoint,
+                    },
+                    cost: None,
+                },
+            ],
+        };
+        let text = capabilities(&caps, false);
+        assert_eq!(text.matches("fentry refused: EPERM").count(), 1, "{text}");
+        assert!(text.contains("pin_user_pages, unpin_user_page"), "{text}");
+        assert!(text.contains("attached via tracepoint"), "{text}");
+        assert!(text.contains("FOLL_PIN = 0x80000"), "{text}");
+    }
+}

@@ -1,0 +1,223 @@
+//! A tracing session: the eBPF object loaded with this kernel's values, every supported hook
+//! attached, and the ring buffer and counters read back.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+};
+use clap::ValueEnum;
+use gup_trace_common::{HookClass, counter, global, setting};
+use serde::Serialize;
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    events::TraceEvent,
+    kernel::{self, Capabilities, KernelFacts},
+};
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gup-trace"));
+
+/// Which mmap_lock releases become events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MmapLockMode {
+    /// `gup` when a pin hook is attached, else `all`.
+    #[default]
+    Auto,
+    /// Only releases made by a thread inside a traced pin call (GUP dropping the lock).
+    Gup,
+    /// Every release (busy machines produce many).
+    All,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Only this process (tgid); None traces all.
+    pub pid: Option<u32>,
+    pub mmap_lock: MmapLockMode,
+    /// Ring buffer size in KiB (a power of two, at least 4).
+    pub ring_buffer_kib: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            pid: None,
+            mmap_lock: MmapLockMode::Auto,
+            ring_buffer_kib: 4096,
+        }
+    }
+}
+
+/// Counters the kernel side keeps, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct KernelCounters {
+    pub lost_events: u64,
+    pub mmap_lock_releases: u64,
+    pub thread_map_full: u64,
+    pub unmatched_exits: u64,
+}
+
+impl KernelCounters {
+    pub fn delta_since(&self, earlier: &KernelCounters) -> KernelCounters {
+        KernelCounters {
+            lost_events: self.lost_events - earlier.lost_events,
+            mmap_lock_releases: self.mmap_lock_releases - earlier.mmap_lock_releases,
+            thread_map_full: self.thread_map_full - earlier.thread_map_full,
+            unmatched_exits: self.unmatched_exits - earlier.unmatched_exits,
+        }
+    }
+}
+
+pub struct Session {
+    // Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    events: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    pub capabilities: Capabilities,
+    pub mmap_lock: MmapLockMode,
+}
+
+impl Session {
+    pub fn start(config: &SessionConfig) -> Result<Session> {
+        let facts = KernelFacts::probe()?;
+        let ring_bytes = config
+            .ring_buffer_kib
+            .checked_mul(1024)
+            .filter(|b| b.is_power_of_two() && *b >= 4096)
+            .with_context(|| {
+                format!(
+                    "--ring-buffer-kib {} is not a power of two >= 4",
+                    config.ring_buffer_kib
+                )
+            })?;
+        let filter_tgid = config.pid.unwrap_or(0);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(global::FOLL_PIN, &facts.foll_pin.value, true)
+            .override_global(global::FILTER_TGID, &filter_tgid, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;
+        start_ebpf_logger(&mut ebpf);
+
+        let capabilities = kernel::attach_all(&mut ebpf, &facts);
+        let mmap_lock = match config.mmap_lock {
+            MmapLockMode::Auto if capabilities.attached(HookClass::Pin) == 0 => MmapLockMode::All,
+            MmapLockMode::Auto => MmapLockMode::Gup,
+            chosen => chosen,
+        };
+        let mut settings: Array<_, u32> = Array::try_from(map(&mut ebpf, "SETTINGS")?)?;
+        settings.set(
+            setting::MMAP_LOCK_ALL,
+            &u32::from(mmap_lock == MmapLockMode::All),
+            0,
+        )?;
+
+        let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?)?;
+        let counters = PerCpuArray::try_from(map(&mut ebpf, "COUNTERS")?)?;
+        Ok(Session {
+            _ebpf: ebpf,
+            events: pollable(events).context("cannot poll the ring buffer")?,
+            counters,
+            capabilities,
+            mmap_lock,
+        })
+    }
+
+    /// Waits until events are available (or `timeout` passes) and appends them to `out`.
+    pub async fn next_events(
+        &mut self,
+        out: &mut Vec<TraceEvent>,
+        timeout: Duration,
+    ) -> Result<()> {
+        if let Ok(guard) = tokio::time::timeout(timeout, self.events.readable_mut()).await {
+            let mut guard = guard.context("polling the ring buffer failed")?;
+            drain_into(guard.get_inner_mut(), out)?;
+            guard.clear_ready();
+        }
+        Ok(())
+    }
+
+    /// Appends every event already in the ring buffer to `out`, without waiting.
+    pub fn drain(&mut self, out: &mut Vec<TraceEvent>) -> Result<()> {
+        drain_into(self.events.get_mut(), out)
+    }
+
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
+        Ok(KernelCounters {
+            lost_events: sum(counter::LOST_EVENTS)?,
+            mmap_lock_releases: sum(counter::MMAP_LOCK_RELEASES)?,
+            thread_map_full: sum(counter::TASK_MAP_FULL)?,
+            unmatched_exits: sum(counter::UNMATCHED_EXITS)?,
+        })
+    }
+}
+
+fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<TraceEvent>) -> Result<()> {
+    while let Some(item) = ring.next() {
+        out.push(TraceEvent::decode(&item).map_err(|e| {
+            anyhow::anyhow!("{e}: gup-trace and its eBPF object disagree (rebuild)")
+        })?);
+    }
+    Ok(())
+}
+
+fn map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object (build mismatch)"))
+}
+
+fn explain_load_error(err: &aya::EbpfError) -> String {
+    let text = err.to_string();
+    if text.contains("Operation not permitted") {
+        format!(
+            "loading the eBPF object failed: {text}: run as root (or with CAP_BPF and CAP_PERFMON)"
+        )
+    } else {
+        format!("loading the eBPF object failed: {text}")
+    }
+}
+
+/// Forwards aya-log records from the eBPF programs to our logger (shown with --verbose).
+fn start_ebpf_logger(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => {
+            log::warn!("eBPF-side logging unavailable: {e}");
+            return;
+        }
+    };
+    let Ok(mut logger) = pollable(logger) else {
+        log::warn!("eBPF-side logging unavailable: cannot poll its ring buffer");
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+/// Registers a map-backed reader with the async runtime, for readability.
+fn pollable<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its map fd and keeps it open, unchanged, for as long as it lives,
+    // and the AsyncFd owns `inner`.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads, so it compares with event times.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
