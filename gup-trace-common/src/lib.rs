@@ -9,6 +9,9 @@ pub const COMM_LEN: usize = 16;
 pub enum HookClass {
     /// A `pin_user_pages*`-style entry point: the pages it returns are pinned.
     Pin,
+    /// A `get_user_pages*` entry point: the pages it returns hold plain references (FOLL_GET),
+    /// which /proc/vmstat's pin counters do not count.
+    Get,
     /// An `unpin_*` call or a `gup_put_folio` outside of one: pages released.
     Unpin,
     /// The `mmap_lock_released` tracepoint.
@@ -66,6 +69,11 @@ hooks! {
     UnpinFolios = 12, "unpin_folios", Unpin;
     GupPutFolio = 13, "gup_put_folio", Unpin;
     MmapLockReleased = 14, "mmap_lock_released", MmapLock;
+    GetUserPages = 15, "get_user_pages", Get;
+    GetUserPagesFast = 16, "get_user_pages_fast", Get;
+    GetUserPagesFastOnly = 17, "get_user_pages_fast_only", Get;
+    GetUserPagesRemote = 18, "get_user_pages_remote", Get;
+    GetUserPagesUnlocked = 19, "get_user_pages_unlocked", Get;
 }
 
 pub const HOOK_COUNT: usize = Hook::ALL.len();
@@ -86,8 +94,18 @@ pub struct Event {
     pub tid: u32,
     /// A [`Hook`] id.
     pub hook: u32,
-    /// For pin hooks, the raw return value when it was an error (negative errno), else 0.
+    /// For GUP calls, the raw return value when it was an error (negative errno), else 0.
     pub error: i32,
+    /// GUP calls: the start address (memfd_pin_folios: the file offset).
+    pub start: u64,
+    /// GUP calls: pages asked for (memfd_pin_folios: the most folios it may return).
+    pub requested: u64,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
+    /// GUP calls: the caller's gup_flags (without what GUP adds itself, e.g. FOLL_PIN).
+    pub gup_flags: u32,
+    /// GUP calls: id of the caller's kernel stack in the `STACKS` map; negative when none.
+    pub stack_id: i32,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -110,6 +128,10 @@ pub mod global {
     pub const FOLL_PIN: &str = "FOLL_PIN";
     /// Only trace this tgid (0: every process).
     pub const FILTER_TGID: &str = "FILTER_TGID";
+    /// Only trace tasks with this comm (all zero: every comm).
+    pub const FILTER_COMM: &str = "FILTER_COMM";
+    /// Only trace tasks in this cgroup v2 (0: every cgroup).
+    pub const FILTER_CGROUP: &str = "FILTER_CGROUP";
 }
 
 /// Indices into the `SETTINGS` array: switches userspace sets after the programs are attached

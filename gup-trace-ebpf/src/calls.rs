@@ -10,36 +10,54 @@
 //! a grab when the PTE changed under it; FOLL_LONGTERM unpins, migrates and pins again), so they
 //! are added to the call's pin total: the kernel's `nr_foll_pin_acquired` counts those grabs too.
 
-use aya_ebpf::EbpfContext;
-use gup_trace_common::{Hook, counter};
+use aya_ebpf::{EbpfContext, programs::tracing::StackIdContext};
+use gup_trace_common::{Hook, HookClass, counter};
 
-use crate::maps::{THREADS, bump, current_task, emit, now_ns};
+use crate::maps::{FOLL_PIN, Record, THREADS, bump, current_task, emit, now_ns, stack_id};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ThreadCalls {
-    pin_depth: u32,
+    /// Nesting depth of GUP entry points (pin_user_pages*, get_user_pages*).
+    gup_depth: u32,
     unpin_depth: u32,
-    pin_start_ns: u64,
+    gup_start_ns: u64,
     unpin_start_ns: u64,
     /// Pages released while the outermost pin call was in progress.
     released_in_pin: u64,
     /// Pages the outermost unpin call releases (from its arguments at entry).
     unpin_pages: u64,
-    pin_hook: u32,
+    /// The outermost GUP call's arguments, saved at entry for the event at its return.
+    gup_start: u64,
+    gup_requested: u64,
+    gup_flags: u32,
+    gup_stack_id: i32,
+    gup_hook: u32,
     unpin_hook: u32,
 }
 
 const IDLE: ThreadCalls = ThreadCalls {
-    pin_depth: 0,
+    gup_depth: 0,
     unpin_depth: 0,
-    pin_start_ns: 0,
+    gup_start_ns: 0,
     unpin_start_ns: 0,
     released_in_pin: 0,
     unpin_pages: 0,
-    pin_hook: 0,
+    gup_start: 0,
+    gup_requested: 0,
+    gup_flags: 0,
+    gup_stack_id: -1,
+    gup_hook: 0,
     unpin_hook: 0,
 };
+
+/// A GUP call's arguments as the entry program reads them.
+#[derive(Clone, Copy)]
+pub struct GupArgs {
+    pub start: u64,
+    pub requested: u64,
+    pub flags: u32,
+}
 
 /// The thread's state, created on first use.
 #[inline(always)]
@@ -70,55 +88,67 @@ fn state_for_exit(tid: u32) -> Option<&'static mut ThreadCalls> {
 /// Drops the thread's entry once it is inside no call, keeping the map small.
 #[inline(always)]
 fn forget_if_idle(tid: u32, state: &ThreadCalls) {
-    if state.pin_depth == 0 && state.unpin_depth == 0 {
+    if state.gup_depth == 0 && state.unpin_depth == 0 {
         let _ = THREADS.remove(&tid);
     }
 }
 
+/// Entry of a GUP entry point. Only the outermost call of a thread is reported: the stack is
+/// taken here, where it still shows the caller.
 #[inline(always)]
-pub fn pin_enter(hook: Hook) {
+pub fn gup_enter<C: StackIdContext>(ctx: &C, hook: Hook, args: GupArgs) {
     let Some((_, tid)) = current_task() else {
         return;
     };
     let Some(state) = state_for_entry(tid) else {
         return;
     };
-    if state.pin_depth == 0 {
-        state.pin_start_ns = now_ns();
+    if state.gup_depth == 0 {
+        state.gup_start_ns = now_ns();
         state.released_in_pin = 0;
-        state.pin_hook = hook as u32;
+        state.gup_hook = hook as u32;
+        state.gup_start = args.start;
+        state.gup_requested = args.requested;
+        state.gup_flags = args.flags;
+        state.gup_stack_id = stack_id(ctx);
     }
-    state.pin_depth += 1;
+    state.gup_depth += 1;
 }
 
-/// `ret` is the pin function's return value: pages (or folios) pinned, or a negative errno.
+/// `ret` is the entry point's return value: pages (or folios) obtained, or a negative errno.
 #[inline(always)]
-pub fn pin_exit<C: EbpfContext>(ctx: &C, ret: i64) {
+pub fn gup_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let Some(task) = current_task() else { return };
     let Some(state) = state_for_exit(task.1) else {
         return;
     };
-    if state.pin_depth == 0 {
+    if state.gup_depth == 0 {
         bump(counter::UNMATCHED_EXITS, 1);
         return;
     }
-    state.pin_depth -= 1;
-    if state.pin_depth == 0 {
-        let (pinned, error) = if ret < 0 {
+    state.gup_depth -= 1;
+    if state.gup_depth == 0 {
+        let (got, error) = if ret < 0 {
             (0, ret as i32)
         } else {
             (ret as u64, 0)
         };
-        let hook = Hook::from_id(state.pin_hook).unwrap_or(Hook::PinUserPages);
-        let duration = now_ns().saturating_sub(state.pin_start_ns);
-        emit(
-            ctx,
-            hook,
-            task,
-            pinned + state.released_in_pin,
-            duration,
+        let hook = Hook::from_id(state.gup_hook).unwrap_or(Hook::PinUserPages);
+        // Pins the call gave back before returning were taken by it too.
+        let pages = match hook.class() {
+            HookClass::Pin => got + state.released_in_pin,
+            _ => got,
+        };
+        let record = Record {
+            duration_ns: now_ns().saturating_sub(state.gup_start_ns),
             error,
-        );
+            start: state.gup_start,
+            requested: state.gup_requested,
+            gup_flags: state.gup_flags,
+            stack_id: state.gup_stack_id,
+            ..Record::new(hook, pages)
+        };
+        emit(ctx, task, record);
     }
     forget_if_idle(task.1, state);
 }
@@ -167,7 +197,7 @@ pub fn unpin_exit<C: EbpfContext>(ctx: &C) {
 /// and only for FOLL_PIN references (FOLL_GET puts go through it too).
 #[inline(always)]
 pub fn put_folio<C: EbpfContext>(ctx: &C, refs: u64, flags: u32) {
-    if flags & crate::maps::FOLL_PIN.load() == 0 {
+    if flags & FOLL_PIN.load() == 0 {
         return;
     }
     let Some(task) = current_task() else { return };
@@ -178,7 +208,7 @@ pub fn put_folio<C: EbpfContext>(ctx: &C, refs: u64, flags: u32) {
                 record_release(ctx, task, state, Hook::GupPutFolio as u32, refs, now_ns());
             }
         }
-        None => emit(ctx, Hook::GupPutFolio, task, refs, 0, 0),
+        None => emit(ctx, task, Record::new(Hook::GupPutFolio, refs)),
     }
 }
 
@@ -191,15 +221,19 @@ fn record_release<C: EbpfContext>(
     pages: u64,
     start_ns: u64,
 ) {
-    if state.pin_depth > 0 {
+    if state.gup_depth > 0 {
         state.released_in_pin += pages;
     }
     let hook = Hook::from_id(hook).unwrap_or(Hook::GupPutFolio);
-    emit(ctx, hook, task, pages, now_ns().saturating_sub(start_ns), 0);
+    let record = Record {
+        duration_ns: now_ns().saturating_sub(start_ns),
+        ..Record::new(hook, pages)
+    };
+    emit(ctx, task, record);
 }
 
-/// Whether the current thread is inside a traced pin call (for mmap_lock correlation).
+/// Whether the current thread is inside a traced GUP call (for mmap_lock correlation).
 #[inline(always)]
-pub fn in_pin_call(tid: u32) -> bool {
-    unsafe { THREADS.get(&tid) }.is_some_and(|s| s.pin_depth > 0)
+pub fn in_gup_call(tid: u32) -> bool {
+    unsafe { THREADS.get(&tid) }.is_some_and(|s| s.gup_depth > 0)
 }

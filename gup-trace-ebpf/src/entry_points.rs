@@ -45,29 +45,55 @@ fn pages<C: EntryArgs>(ctx: &C, count: PageCount) -> u64 {
     }
 }
 
-/// Pin entry points return pages (or folios) pinned or a negative errno. Some return `int`,
+/// Where a GUP entry point keeps its arguments. The positions are the same in every kernel
+/// from 5.10 to 7.x (arguments were only ever removed after these, e.g. `vmas`).
+#[derive(Clone, Copy)]
+struct GupArgPositions {
+    start: usize,
+    nr: usize,
+    flags: Option<usize>,
+}
+
+const fn at(start: usize, nr: usize, flags: usize) -> GupArgPositions {
+    GupArgPositions {
+        start,
+        nr,
+        flags: Some(flags),
+    }
+}
+
+#[inline(always)]
+fn gup_args<C: EntryArgs>(ctx: &C, at: GupArgPositions) -> calls::GupArgs {
+    calls::GupArgs {
+        start: ctx.arg_u64(at.start),
+        requested: ctx.arg_u64(at.nr) as u32 as u64,
+        flags: at.flags.map_or(0, |n| ctx.arg_u64(n) as u32),
+    }
+}
+
+/// GUP entry points return pages (or folios) obtained or a negative errno. Some return `int`,
 /// some `long`: read the low 32 bits as `i32` in every case, which is exact for both (counts
 /// stay far below 2^31) and avoids the undefined upper half of an `int` return register.
-macro_rules! pin_functions {
-    ($($symbol:ident => $hook:ident),* $(,)?) => { $(
+macro_rules! gup_functions {
+    ($($symbol:ident => $hook:ident, $at:expr;)*) => { $(
         #[fentry]
-        pub fn ${concat(fentry_, $symbol)}(_ctx: FEntryContext) -> u32 {
-            calls::pin_enter(Hook::$hook);
+        pub fn ${concat(fentry_, $symbol)}(ctx: FEntryContext) -> u32 {
+            calls::gup_enter(&ctx, Hook::$hook, gup_args(&ctx, $at));
             0
         }
         #[fexit]
         pub fn ${concat(fexit_, $symbol)}(ctx: FExitContext) -> u32 {
-            calls::pin_exit(&ctx, ctx.ret::<i32>().unwrap_or(0) as i64);
+            calls::gup_exit(&ctx, ctx.ret::<i32>().unwrap_or(0) as i64);
             0
         }
         #[kprobe]
-        pub fn ${concat(kprobe_, $symbol)}(_ctx: ProbeContext) -> u32 {
-            calls::pin_enter(Hook::$hook);
+        pub fn ${concat(kprobe_, $symbol)}(ctx: ProbeContext) -> u32 {
+            calls::gup_enter(&ctx, Hook::$hook, gup_args(&ctx, $at));
             0
         }
         #[kretprobe]
         pub fn ${concat(kretprobe_, $symbol)}(ctx: RetProbeContext) -> u32 {
-            calls::pin_exit(&ctx, ctx.ret::<i32>() as i64);
+            calls::gup_exit(&ctx, ctx.ret::<i32>() as i64);
             0
         }
     )* };
@@ -98,13 +124,22 @@ macro_rules! unpin_functions {
     )* };
 }
 
-pin_functions! {
-    pin_user_pages => PinUserPages,
-    pin_user_pages_fast => PinUserPagesFast,
-    pin_user_pages_fast_only => PinUserPagesFastOnly,
-    pin_user_pages_remote => PinUserPagesRemote,
-    pin_user_pages_unlocked => PinUserPagesUnlocked,
-    memfd_pin_folios => MemfdPinFolios,
+gup_functions! {
+    // (start, nr_pages, gup_flags, pages, ...)
+    pin_user_pages => PinUserPages, at(0, 1, 2);
+    pin_user_pages_fast => PinUserPagesFast, at(0, 1, 2);
+    pin_user_pages_fast_only => PinUserPagesFastOnly, at(0, 1, 2);
+    get_user_pages => GetUserPages, at(0, 1, 2);
+    get_user_pages_fast => GetUserPagesFast, at(0, 1, 2);
+    get_user_pages_fast_only => GetUserPagesFastOnly, at(0, 1, 2);
+    // (mm, start, nr_pages, gup_flags, pages, ...)
+    pin_user_pages_remote => PinUserPagesRemote, at(1, 2, 3);
+    get_user_pages_remote => GetUserPagesRemote, at(1, 2, 3);
+    // (start, nr_pages, pages, gup_flags)
+    pin_user_pages_unlocked => PinUserPagesUnlocked, at(0, 1, 3);
+    get_user_pages_unlocked => GetUserPagesUnlocked, at(0, 1, 3);
+    // (memfd, start, end, folios, max_folios, offset): no gup_flags.
+    memfd_pin_folios => MemfdPinFolios, GupArgPositions { start: 1, nr: 4, flags: None };
 }
 
 unpin_functions! {

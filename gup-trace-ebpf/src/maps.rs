@@ -2,9 +2,10 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::tracing::StackIdContext,
 };
 use aya_log_ebpf::info;
 use gup_trace_common::{COMM_LEN, Event, HOOK_COUNT, Hook, counter, setting};
@@ -24,6 +25,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 #[map]
 pub static THREADS: HashMap<u32, ThreadCalls> = HashMap::with_max_entries(16384, 0);
 
+/// Kernel stacks of GUP callers, referenced by `Event::stack_id`.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
 /// Whether a hook has fired yet (logged once through aya-log, so `--verbose` shows which hooks
 /// are live).
 #[map]
@@ -33,6 +38,10 @@ static FIRED: Array<u32> = Array::with_max_entries(HOOK_COUNT as u32, 0);
 pub static FOLL_PIN: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static FILTER_TGID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static FILTER_COMM: Global<[u8; COMM_LEN]> = Global::new([0; COMM_LEN]);
+#[unsafe(no_mangle)]
+pub static FILTER_CGROUP: Global<u64> = Global::new(0);
 
 /// Indexed by `gup_trace_common::setting`.
 #[map]
@@ -51,7 +60,8 @@ pub fn bump(index: u32, by: u64) {
     }
 }
 
-/// The current task as (tgid, tid), or None when a tgid filter excludes it.
+/// The current task as (tgid, tid), or None when a filter excludes it. Filtering here, first
+/// thing in every program, is what keeps a filtered trace nearly free for other tasks.
 #[inline(always)]
 pub fn current_task() -> Option<(u32, u32)> {
     let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
@@ -60,7 +70,52 @@ pub fn current_task() -> Option<(u32, u32)> {
     if filter != 0 && filter != tgid {
         return None;
     }
+    let cgroup = FILTER_CGROUP.load();
+    if cgroup != 0 && cgroup != unsafe { bpf_get_current_cgroup_id() } {
+        return None;
+    }
+    let comm = FILTER_COMM.load();
+    if comm[0] != 0 && bpf_get_current_comm().ok()? != comm {
+        return None;
+    }
     Some((tgid, pid_tgid as u32))
+}
+
+/// The caller's kernel stack, saved in `STACKS`; -1 when it could not be saved.
+#[inline(always)]
+pub fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
+    ctx.get_stackid(&STACKS, 0)
+        .map(|id| id as i32)
+        .unwrap_or(-1)
+}
+
+/// What a hook reports; `emit` adds time, task, cgroup and comm.
+#[derive(Clone, Copy)]
+pub struct Record {
+    pub hook: Hook,
+    pub pages: u64,
+    pub duration_ns: u64,
+    pub error: i32,
+    pub start: u64,
+    pub requested: u64,
+    pub gup_flags: u32,
+    pub stack_id: i32,
+}
+
+impl Record {
+    #[inline(always)]
+    pub const fn new(hook: Hook, pages: u64) -> Record {
+        Record {
+            hook,
+            pages,
+            duration_ns: 0,
+            error: 0,
+            start: 0,
+            requested: 0,
+            gup_flags: 0,
+            stack_id: -1,
+        }
+    }
 }
 
 #[inline(always)]
@@ -70,14 +125,7 @@ pub fn now_ns() -> u64 {
 
 /// Writes one event; a full ring buffer is counted, never silent.
 #[inline(always)]
-pub fn emit<C: EbpfContext>(
-    ctx: &C,
-    hook: Hook,
-    task: (u32, u32),
-    pages: u64,
-    duration_ns: u64,
-    error: i32,
-) {
+pub fn emit<C: EbpfContext>(ctx: &C, task: (u32, u32), r: Record) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(counter::LOST_EVENTS, 1);
         return;
@@ -85,16 +133,21 @@ pub fn emit<C: EbpfContext>(
     let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
     entry.write(Event {
         ts_ns: now_ns(),
-        duration_ns,
-        pages,
+        duration_ns: r.duration_ns,
+        pages: r.pages,
         tgid: task.0,
         tid: task.1,
-        hook: hook as u32,
-        error,
+        hook: r.hook as u32,
+        error: r.error,
+        start: r.start,
+        requested: r.requested,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        gup_flags: r.gup_flags,
+        stack_id: r.stack_id,
         comm,
     });
     entry.submit(0);
-    log_first_fire(ctx, hook);
+    log_first_fire(ctx, r.hook);
 }
 
 #[inline(always)]

@@ -5,8 +5,8 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gup_trace_common::{Hook, counter, setting};
 
 use crate::{
-    calls::in_pin_call,
-    maps::{bump, current_task, emit, setting_value},
+    calls::in_gup_call,
+    maps::{Record, bump, current_task, emit, setting_value},
 };
 
 #[tracepoint]
@@ -15,8 +15,8 @@ pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
     bump(counter::MMAP_LOCK_RELEASES, 1);
     // Every release on a busy machine is a flood; by default only releases inside a GUP call
     // are events (the lock drops GUP makes), the rest are counted.
-    if setting_value(setting::MMAP_LOCK_ALL) != 0 || in_pin_call(task.1) {
-        emit(&ctx, Hook::MmapLockReleased, task, 0, 0, 0);
+    if setting_value(setting::MMAP_LOCK_ALL) != 0 || in_gup_call(task.1) {
+        emit(&ctx, task, Record::new(Hook::MmapLockReleased, 0));
     }
     0
 }

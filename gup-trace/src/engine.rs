@@ -37,6 +37,9 @@ pub struct PinLedger {
     pub released: u64,
     pub pin_calls: u64,
     pub failed_pin_calls: u64,
+    /// get_user_pages* calls and the pages they returned with plain references (FOLL_GET).
+    pub get_calls: u64,
+    pub referenced: u64,
     pub unpin_calls: u64,
     pub mmap_lock_events: u64,
     /// Events seen outside the window (before its start, or after its end).
@@ -85,6 +88,10 @@ impl PinLedger {
                 self.pinned += event.pages;
                 process.pinned += event.pages;
             }
+            HookClass::Get => {
+                self.get_calls += 1;
+                self.referenced += event.pages;
+            }
             HookClass::Unpin => {
                 self.unpin_calls += 1;
                 self.released += event.pages;
@@ -110,6 +117,11 @@ mod tests {
             tid: tgid,
             hook,
             error: 0,
+            start: 0,
+            requested: pages,
+            gup_flags: 0,
+            stack_id: None,
+            cgroup_id: 0,
             comm: format!("p{tgid}"),
         }
     }
@@ -121,6 +133,12 @@ mod tests {
         l.apply(&ev(120, 2, Hook::PinUserPagesRemote, 8));
         l.apply(&ev(130, 1, Hook::UnpinUserPages, 60));
         l.apply(&ev(140, 1, Hook::MmapLockReleased, 0));
+        l.apply(&ev(150, 2, Hook::GetUserPagesRemote, 16));
+        assert_eq!(
+            (l.get_calls, l.referenced),
+            (1, 16),
+            "FOLL_GET pages are not pins"
+        );
         assert_eq!(
             (l.pinned, l.released, l.pin_calls, l.unpin_calls),
             (72, 60, 2, 1)

@@ -11,8 +11,14 @@ pub struct TraceEvent {
     pub tgid: u32,
     pub tid: u32,
     pub hook: Hook,
-    /// Negative errno a pin call returned, 0 on success.
+    /// Negative errno a GUP call returned, 0 on success.
     pub error: i32,
+    /// GUP calls: start address, pages asked for, the caller's gup_flags, kernel stack id.
+    pub start: u64,
+    pub requested: u64,
+    pub gup_flags: u32,
+    pub stack_id: Option<u32>,
+    pub cgroup_id: u64,
     pub comm: String,
 }
 
@@ -55,6 +61,11 @@ impl TraceEvent {
             tid: raw.tid,
             hook,
             error: raw.error,
+            start: raw.start,
+            requested: raw.requested,
+            gup_flags: raw.gup_flags,
+            stack_id: u32::try_from(raw.stack_id).ok(),
+            cgroup_id: raw.cgroup_id,
             comm: comm_to_string(&raw.comm),
         })
     }
@@ -80,6 +91,11 @@ mod tests {
             tid: 11,
             hook,
             error: 0,
+            start: 0x7f00_0000_0000,
+            requested: 64,
+            cgroup_id: 1,
+            gup_flags: 1,
+            stack_id: -14,
             comm,
         }
     }
@@ -96,6 +112,14 @@ mod tests {
         assert_eq!(
             (e.pages, e.tgid, e.tid, e.comm.as_str()),
             (64, 10, 11, "fio")
+        );
+        assert_eq!(
+            (e.start, e.requested, e.gup_flags),
+            (0x7f00_0000_0000, 64, 1)
+        );
+        assert_eq!(
+            e.stack_id, None,
+            "a negative stack id (-EFAULT) means no stack"
         );
     }
 

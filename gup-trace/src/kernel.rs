@@ -28,6 +28,7 @@ pub struct KernelFacts {
     btf: Option<Btf>,
     btf_error: Option<String>,
     pub foll_pin: FlagValue,
+    pub foll: FollFlags,
     kprobe_pmu: bool,
 }
 
@@ -77,13 +78,18 @@ impl KernelFacts {
             Ok(btf) => (Some(btf), None),
             Err(e) => (None, Some(format!("kernel lacks BTF ({VMLINUX_BTF}: {e})"))),
         };
-        let foll_pin = foll_pin_value(Path::new(VMLINUX_BTF));
+        let foll = FollFlags::read(Path::new(VMLINUX_BTF));
+        let foll_pin = FlagValue {
+            value: foll.value("FOLL_PIN").unwrap_or(0x40000),
+            source: foll.source,
+        };
         Ok(KernelFacts {
             release,
             symbols,
             btf,
             btf_error,
             foll_pin,
+            foll,
             kprobe_pmu: Path::new(KPROBE_PMU).exists(),
         })
     }
@@ -111,38 +117,96 @@ fn read_kallsyms() -> io::Result<HashSet<String>> {
         .collect())
 }
 
-/// FOLL_PIN moved from a #define (0x40000, up to 6.4) to an enum in mm/internal.h (0x80000 from
-/// 6.6). The enum is in BTF; the #define is not, so kernels without the enum get the old value.
-fn foll_pin_value(vmlinux: &Path) -> FlagValue {
-    const DEFINE_VALUE: FlagValue = FlagValue {
-        value: 0x40000,
-        source: "table (BTF has no FOLL_PIN enum: the kernel defines it as a macro)",
-    };
-    match btf_enum_value(vmlinux, "FOLL_PIN") {
-        Some(value) => FlagValue {
-            value,
-            source: "BTF",
-        },
-        None => DEFINE_VALUE,
+/// The kernel's FOLL_* gup flags, by name.
+///
+/// Up to 6.4 they are #defines, absent from BTF; from 6.6 they are enums (mm_types.h and
+/// mm/internal.h) whose values moved (FOLL_PIN 0x40000 -> 0x80000). BTF is the source when it
+/// has them; the table holds the #define values of the kernels that predate the enums.
+#[derive(Clone, Debug, Serialize)]
+pub struct FollFlags {
+    pub source: &'static str,
+    pub flags: Vec<(String, u32)>,
+}
+
+/// include/linux/mm.h up to 6.4 (the flags gup-trace users meet; others print as hex).
+const FOLL_DEFINES: &[(&str, u32)] = &[
+    ("FOLL_WRITE", 0x01),
+    ("FOLL_GET", 0x04),
+    ("FOLL_FORCE", 0x10),
+    ("FOLL_NOWAIT", 0x20),
+    ("FOLL_NOFAULT", 0x80),
+    ("FOLL_REMOTE", 0x2000),
+    ("FOLL_ANON", 0x8000),
+    ("FOLL_LONGTERM", 0x10000),
+    ("FOLL_SPLIT_PMD", 0x20000),
+    ("FOLL_PIN", 0x40000),
+    ("FOLL_FAST_ONLY", 0x80000),
+];
+
+impl FollFlags {
+    fn read(vmlinux: &Path) -> FollFlags {
+        let from_btf = btf_enum_constants(vmlinux, "FOLL_");
+        if from_btf.iter().any(|(name, _)| name == "FOLL_PIN") {
+            FollFlags {
+                source: "BTF",
+                flags: from_btf,
+            }
+        } else {
+            FollFlags {
+                source: "table (BTF has no FOLL_* enums: the kernel defines them as macros)",
+                flags: FOLL_DEFINES
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), *v))
+                    .collect(),
+            }
+        }
+    }
+
+    pub fn value(&self, name: &str) -> Option<u32> {
+        self.flags.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// `WRITE|LONGTERM`; unknown bits in hex; `-` for none.
+    pub fn describe(&self, mut bits: u32) -> String {
+        if bits == 0 {
+            return "-".into();
+        }
+        let mut parts = Vec::new();
+        for (name, value) in &self.flags {
+            if value.is_power_of_two() && bits & value != 0 {
+                parts.push(name.trim_start_matches("FOLL_").to_string());
+                bits &= !value;
+            }
+        }
+        if bits != 0 {
+            parts.push(format!("{bits:#x}"));
+        }
+        parts.join("|")
     }
 }
 
-/// The value of an enum constant, searched through every enum in the BTF (FOLL_* live in
-/// anonymous enums, so they cannot be looked up by the enum's name).
-pub fn btf_enum_value(vmlinux: &Path, constant: &str) -> Option<u32> {
+/// Every enum constant whose name starts with `prefix`, searched through all enums (FOLL_* live
+/// in anonymous enums, which cannot be looked up by name).
+fn btf_enum_constants(vmlinux: &Path, prefix: &str) -> Vec<(String, u32)> {
     use fallible_iterator::FallibleIterator as _;
-    let btf = btf_rs::Btf::from_file(vmlinux).ok()?;
+    let mut found = Vec::new();
+    let Ok(btf) = btf_rs::Btf::from_file(vmlinux) else {
+        return found;
+    };
     let mut types = btf.type_iter();
     while let Ok(Some(ty)) = types.next() {
         if let btf_rs::Type::Enum(e) = ty {
             for member in &e.members {
-                if btf.resolve_name(member).is_ok_and(|n| n == constant) {
-                    return Some(member.val());
+                if let Ok(name) = btf.resolve_name(member)
+                    && name.starts_with(prefix)
+                {
+                    found.push((name, member.val()));
                 }
             }
         }
     }
-    None
+    found.sort_by_key(|(_, v)| *v);
+    found
 }
 
 /// How a hook ended up attached.
@@ -196,6 +260,8 @@ pub struct HookReport {
 pub struct Capabilities {
     pub kernel: String,
     pub foll_pin: FlagValue,
+    #[serde(skip)]
+    pub foll: FollFlags,
     pub hooks: Vec<HookReport>,
 }
 
@@ -228,6 +294,7 @@ fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error>
 fn cost_of_missing(hook: Hook) -> &'static str {
     match hook.class() {
         HookClass::Pin => "pins taken through this entry point are not seen",
+        HookClass::Get => "FOLL_GET calls through this entry point are not seen",
         HookClass::Unpin => "releases through this function are not seen; pins look leaked",
         HookClass::MmapLock => "mmap_lock drops during GUP are not reported",
     }
@@ -251,6 +318,7 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> Capabilities {
     Capabilities {
         kernel: facts.release.clone(),
         foll_pin: facts.foll_pin,
+        foll: facts.foll.clone(),
         hooks,
     }
 }

@@ -41,7 +41,10 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
+    // Runtime threads are named after the tool: the workload runs on one of them, and its
+    // comm is what trace lines show.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("gup-trace")
         .enable_all()
         .build()
     {

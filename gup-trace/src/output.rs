@@ -7,28 +7,31 @@ use gup_trace_common::HookClass;
 
 use crate::{
     events::TraceEvent,
-    kernel::{Capabilities, HookStatus},
+    kernel::{Capabilities, FollFlags, HookStatus},
     window::Summary,
 };
 
-pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EVENT  HOOK                              PAGES  DURATION";
+pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EVENT  HOOK                                 PAGES  DURATION  ADDRESS         FLAGS";
 
 /// One line per event; `start_ns` is the trace start, so times read as seconds into the trace.
-pub fn event_line(e: &TraceEvent, start_ns: u64) -> String {
+pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
     let secs = e.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
     let what = match e.hook.class() {
         HookClass::Pin if e.error < 0 => "pin!",
         HookClass::Pin => "pin",
+        HookClass::Get if e.error < 0 => "get!",
+        HookClass::Get => "get",
         HookClass::Unpin => "unpin",
         HookClass::MmapLock => "mmap",
     };
     let pages = match e.hook.class() {
         HookClass::MmapLock => "-".to_string(),
-        HookClass::Pin if e.error < 0 => format!("err {}", e.error),
+        HookClass::Pin | HookClass::Get if e.error < 0 => format!("err {}", e.error),
+        HookClass::Pin | HookClass::Get => format!("{}/{}", e.pages, e.requested),
         _ => e.pages.to_string(),
     };
-    format!(
-        "{secs:11.6} {:>7} {:>7}  {:<16} {:<6} {:<32} {:>6}  {}",
+    let mut line = format!(
+        "{secs:11.6} {:>7} {:>7}  {:<16} {:<6} {:<32} {:>9}  {:>8}",
         e.tgid,
         e.tid,
         e.comm,
@@ -36,7 +39,11 @@ pub fn event_line(e: &TraceEvent, start_ns: u64) -> String {
         e.hook.name(),
         pages,
         duration(e.duration_ns)
-    )
+    );
+    if matches!(e.hook.class(), HookClass::Pin | HookClass::Get) {
+        let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
+    }
+    line
 }
 
 pub fn duration(ns: u64) -> String {
@@ -116,10 +123,12 @@ pub fn summary(s: &Summary, top: usize) -> String {
     );
     let _ = writeln!(
         out,
-        "  calls: {} pin ({} failed), {} unpin; mmap_lock: {} releases, {} reported as events",
+        "  calls: {} pin ({} failed), {} unpin, {} FOLL_GET ({} pages referenced); mmap_lock: {} releases, {} reported as events",
         s.pin_calls,
         s.failed_pin_calls,
         s.unpin_calls,
+        s.get_calls,
+        s.referenced,
         s.kernel.mmap_lock_releases,
         s.mmap_lock_events
     );
@@ -176,15 +185,25 @@ mod tests {
             tid: 43,
             hook: Hook::PinUserPagesFast,
             error: 0,
+            start: 0x7f00_1000,
+            requested: 64,
+            gup_flags: 0x10001,
+            stack_id: None,
+            cgroup_id: 1,
             comm: "fio".into(),
         };
-        let line = event_line(&e, 500_000_000);
+        let foll = FollFlags {
+            source: "test",
+            flags: vec![("FOLL_WRITE".into(), 1), ("FOLL_LONGTERM".into(), 0x10000)],
+        };
+        let line = event_line(&e, 500_000_000, &foll);
         assert!(
             line.starts_with("   1.000000      42      43  fio"),
             "{line}"
         );
         assert!(line.contains("pin_user_pages_fast"), "{line}");
-        assert!(line.contains("    64  12.3us"), "{line}");
+        assert!(line.contains("64/64    12.3us"), "{line}");
+        assert!(line.ends_with("0x00007f001000  WRITE|LONGTERM"), "{line}");
     }
 
     #[test]
@@ -201,6 +220,10 @@ mod tests {
             foll_pin: FlagValue {
                 value: 0x80000,
                 source: "BTF",
+            },
+            foll: FollFlags {
+                source: "BTF",
+                flags: Vec::new(),
             },
             hooks: vec![
                 failed(Hook::PinUserPages),

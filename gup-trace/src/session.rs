@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use clap::ValueEnum;
-use gup_trace_common::{HookClass, counter, global, setting};
+use gup_trace_common::{COMM_LEN, HookClass, counter, global, setting};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
@@ -37,6 +37,10 @@ pub enum MmapLockMode {
 pub struct SessionConfig {
     /// Only this process (tgid); None traces all.
     pub pid: Option<u32>,
+    /// Only tasks with this comm (at most 15 bytes, as the kernel keeps it).
+    pub comm: Option<String>,
+    /// Only tasks in this cgroup v2 (its id: the inode number of its directory).
+    pub cgroup_id: Option<u64>,
     pub mmap_lock: MmapLockMode,
     /// Ring buffer size in KiB (a power of two, at least 4).
     pub ring_buffer_kib: u32,
@@ -46,6 +50,8 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             pid: None,
+            comm: None,
+            cgroup_id: None,
             mmap_lock: MmapLockMode::Auto,
             ring_buffer_kib: 4096,
         }
@@ -95,9 +101,13 @@ impl Session {
                 )
             })?;
         let filter_tgid = config.pid.unwrap_or(0);
+        let filter_cgroup = config.cgroup_id.unwrap_or(0);
+        let filter_comm = comm_filter(config.comm.as_deref())?;
         let mut ebpf = EbpfLoader::new()
             .override_global(global::FOLL_PIN, &facts.foll_pin.value, true)
             .override_global(global::FILTER_TGID, &filter_tgid, true)
+            .override_global(global::FILTER_CGROUP, &filter_cgroup, true)
+            .override_global(global::FILTER_COMM, &filter_comm, true)
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;
@@ -164,6 +174,22 @@ fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<TraceEvent>) -> Result<
         })?);
     }
     Ok(())
+}
+
+/// The kernel compares the whole 16-byte comm; names longer than the kernel keeps never match,
+/// so refuse them instead of tracing nothing.
+fn comm_filter(comm: Option<&str>) -> Result<[u8; COMM_LEN]> {
+    let mut bytes = [0u8; COMM_LEN];
+    if let Some(comm) = comm {
+        if comm.is_empty() || comm.len() >= COMM_LEN {
+            anyhow::bail!(
+                "--comm {comm:?}: the kernel keeps 1 to {} bytes of a task name (see /proc/PID/comm)",
+                COMM_LEN - 1
+            );
+        }
+        bytes[..comm.len()].copy_from_slice(comm.as_bytes());
+    }
+    Ok(bytes)
 }
 
 fn map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

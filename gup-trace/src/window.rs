@@ -28,6 +28,9 @@ pub struct Summary {
     pub vmstat: PinCounters,
     pub pin_calls: u64,
     pub failed_pin_calls: u64,
+    pub get_calls: u64,
+    /// Pages get_user_pages* returned with plain references (not pins).
+    pub referenced: u64,
     pub unpin_calls: u64,
     pub mmap_lock_events: u64,
     pub kernel: KernelCounters,
@@ -90,6 +93,8 @@ impl Window {
             vmstat,
             pin_calls: l.pin_calls,
             failed_pin_calls: l.failed_pin_calls,
+            get_calls: l.get_calls,
+            referenced: l.referenced,
             unpin_calls: l.unpin_calls,
             mmap_lock_events: l.mmap_lock_events,
             kernel: session.counters()?.delta_since(&self.counters_start),

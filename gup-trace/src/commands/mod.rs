@@ -5,7 +5,7 @@ pub mod selftest;
 pub mod trace;
 pub mod workload;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::session::{MmapLockMode, SessionConfig};
@@ -28,6 +28,13 @@ pub struct SessionArgs {
     /// run on whichever task was interrupted and are missed by this filter.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+    /// Trace only tasks with this name (as in /proc/PID/comm).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Trace only tasks in this cgroup v2: its directory (e.g.
+    /// /sys/fs/cgroup/system.slice/foo.service) or its numeric id.
+    #[arg(long, value_name = "PATH|ID")]
+    pub cgroup: Option<String>,
     /// Which mmap_lock releases to report as events.
     #[arg(long, value_enum, default_value_t = MmapLockMode::Auto, value_name = "MODE")]
     pub mmap_lock: MmapLockMode,
@@ -38,13 +45,29 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
-    pub fn config(&self) -> SessionConfig {
-        SessionConfig {
+    pub fn config(&self) -> Result<SessionConfig> {
+        Ok(SessionConfig {
             pid: self.pid,
+            comm: self.comm.clone(),
+            cgroup_id: self.cgroup.as_deref().map(cgroup_id).transpose()?,
             mmap_lock: self.mmap_lock,
             ring_buffer_kib: self.ring_buffer_kib,
-        }
+        })
     }
+}
+
+/// A cgroup v2 id is the inode number of the cgroup's directory.
+fn cgroup_id(arg: &str) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    if let Ok(id) = arg.parse() {
+        return Ok(id);
+    }
+    let meta = std::fs::metadata(arg)
+        .with_context(|| format!("--cgroup {arg}: not a cgroup directory nor a number"))?;
+    if !meta.is_dir() {
+        bail!("--cgroup {arg}: not a directory (give a cgroup v2 directory under /sys/fs/cgroup)");
+    }
+    Ok(meta.ino())
 }
 
 /// Resolves when the user asks to stop: Ctrl-C or SIGTERM.

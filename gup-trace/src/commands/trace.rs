@@ -26,7 +26,7 @@ pub struct TraceArgs {
 
 pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     require_root("trace")?;
-    let mut session = Session::start(&args.session.config())?;
+    let mut session = Session::start(&args.session.config()?)?;
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
     eprintln!(
         "mmap_lock events: {:?}; tracing {}... (Ctrl-C ends)",
@@ -54,9 +54,10 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
         println!("{}", output::EVENT_HEADER);
     }
     let mut batch = Vec::new();
+    let foll = session.capabilities.foll.clone();
     let print = |e: &crate::events::TraceEvent| {
         if !args.quiet {
-            println!("{}", output::event_line(e, start_ns));
+            println!("{}", output::event_line(e, start_ns, &foll));
         }
     };
     loop {
