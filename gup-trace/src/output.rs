@@ -9,6 +9,7 @@ use crate::{
     events::TraceEvent,
     kernel::{Capabilities, FollFlags, HookStatus},
     window::Summary,
+    workload::{StepOutcome, StepReport},
 };
 
 pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EVENT  HOOK                                 PAGES  DURATION  ADDRESS         FLAGS";
@@ -44,6 +45,23 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
     }
     line
+}
+
+/// One workload step: what it asked the kernel for, or why it was skipped.
+pub fn workload_step(step: &StepReport) -> String {
+    match &step.outcome {
+        StepOutcome::Ran => format!(
+            "{:<28} {:>6} pages {}",
+            step.name,
+            step.pages,
+            if step.pins() {
+                "pinned"
+            } else {
+                "referenced (FOLL_GET)"
+            }
+        ),
+        StepOutcome::Skipped(why) => format!("{:<28} skipped: {why}", step.name),
+    }
 }
 
 pub fn duration(ns: u64) -> String {

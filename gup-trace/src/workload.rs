@@ -1,22 +1,42 @@
 //! Built-in pin workload run by `gup-trace selftest` while tracing.
 //!
-//! Each step makes the kernel take FOLL_PIN pins on a known number of user pages and release
-//! them again before the step returns, so a tracer (and the kernel's own `/proc/vmstat`
-//! counters `nr_foll_pin_acquired` / `nr_foll_pin_released`) should see exactly
-//! `StepReport::pages` acquisitions and as many releases per step that ran:
+//! Each step makes the kernel take references on a known number of user pages and release them
+//! again before the step returns. All steps but one take FOLL_PIN pins, so a tracer (and the
+//! kernel's own `/proc/vmstat` counters `nr_foll_pin_acquired` / `nr_foll_pin_released`)
+//! should see exactly `StepReport::pages` acquisitions and as many releases per pinning step
+//! that ran ([`StepReport::pins`]); the last step takes plain FOLL_GET references, which move
+//! those counters by 0:
 //!
 //! 1. `o_direct_read`: O_DIRECT read into freshly faulted private anonymous memory
 //!    (block layer, `iov_iter_extract_pages` -> `pin_user_pages_fast`). Block O_DIRECT pins
 //!    with FOLL_PIN on kernels newer than 6.1; 6.1 and older take plain references (FOLL_GET),
 //!    which the vmstat pin counters do not see.
-//! 2. `io_uring_register_buffers`: IORING_REGISTER_BUFFERS + IORING_UNREGISTER_BUFFERS
-//!    (`io_pin_pages` -> `pin_user_pages_fast(FOLL_WRITE | FOLL_LONGTERM)`).
-//! 3. `process_vm_readv`: read a forked child's buffer (`pin_user_pages_remote`).
+//! 2. `io_uring_register_buffers`: IORING_REGISTER_BUFFERS + IORING_UNREGISTER_BUFFERS of small
+//!    pages (`io_pin_pages` -> `pin_user_pages_fast(FOLL_WRITE | FOLL_LONGTERM)`).
+//! 3. `io_uring_buffers_thp`: the same on a buffer of PMD-sized transparent huge pages (large
+//!    anonymous folios: pins go to `_pincount`). Skipped unless every huge page really formed.
+//! 4. `io_uring_buffers_hugetlb`: the same on 2 MiB hugetlb pages (`MAP_HUGETLB`); as root
+//!    the 2 MiB pool is grown for the step when it lacks free pages and shrunk back afterwards.
+//! 5. `process_vm_readv`: read a forked child's buffer (`pin_user_pages_remote`).
+//! 6. `process_vm_writev`: write a forked child's buffer (`pin_user_pages_remote(FOLL_WRITE)`);
+//!    the child checks what arrived (a read-back through the kernel would pin again).
+//! 7. `proc_pid_mem_read`: pread of a forked child's buffer through `/proc/<pid>/mem`
+//!    (`access_remote_vm` -> `get_user_pages_remote`, one page at a time): FOLL_GET references,
+//!    not pins. `pages` counts the pages read; vmstat's pin counters move by 0.
 //!
 //! "Pages" are kernel pages (`sysconf(_SC_PAGESIZE)`, 4 KiB on x86-64). All buffers are
-//! `MAP_PRIVATE | MAP_ANONYMOUS`, marked `MADV_NOHUGEPAGE` (so they are small folios, one pin
-//! per page) and written to before use, so no page is the shared zero page (zero-page pins are
-//! not counted by vmstat).
+//! private anonymous memory written to before use, so no page is the shared zero page (zero-page
+//! pins are not counted by vmstat). Small-page buffers are marked `MADV_NOHUGEPAGE` (small
+//! folios, one pin per page).
+//!
+//! Huge-page steps count every small page of the buffer, because that is what the kernel
+//! counts: io_uring pins the buffer through one page pointer per small page, so a 2 MiB folio
+//! adds 512 to `nr_foll_pin_acquired`. Kernels that coalesce huge-page buffers into one bvec
+//! per folio (6.18 measured: a 4 MiB buffer gave +1024 acquired, +1022 released at
+//! registration, +2 released at unregistration) drop all but one pin per folio while
+//! registering (`unpin_user_folio(folio, 511)`) and the last one when unregistering
+//! (`unpin_user_folio(folio, 1)`), so acquisitions and releases each still equal `pages`.
+//! Kernels that do not coalesce pin and unpin page by page: the same totals.
 //!
 //! Caveats for exact counting:
 //! - FOLL_LONGTERM (io_uring) pins of pages in ZONE_MOVABLE or CMA are migrated first
@@ -24,6 +44,8 @@
 //! - O_DIRECT on file systems that do not go through the block layer (NFS, FUSE, 9p, ...)
 //!   may take references instead of pins. tmpfs accepts O_DIRECT from 6.6 on but copies
 //!   through the page cache without pinning, so a tmpfs target is skipped.
+//! - `folio_add_pin` / `folio_add_pins` (legacy fs/direct-io.c, iommufd) add pins without
+//!   touching the vmstat counters; no step here goes through them on the kernels measured.
 //!
 //! Everything here blocks; from an async runtime call [`run`] via `spawn_blocking`.
 
@@ -40,7 +62,15 @@ use anyhow::{Context, Result, anyhow, bail};
 
 pub const STEP_DIRECT_IO: &str = "o_direct_read";
 pub const STEP_URING: &str = "io_uring_register_buffers";
+pub const STEP_URING_THP: &str = "io_uring_buffers_thp";
+pub const STEP_URING_HUGETLB: &str = "io_uring_buffers_hugetlb";
 pub const STEP_VM_READV: &str = "process_vm_readv";
+pub const STEP_VM_WRITEV: &str = "process_vm_writev";
+pub const STEP_PROC_MEM: &str = "proc_pid_mem_read";
+
+/// Steps that take plain references (FOLL_GET) instead of pins: vmstat's pin counters do not
+/// move for them, and a tracer should see them as gets, not pins.
+pub const REFERENCE_STEPS: [&str; 1] = [STEP_PROC_MEM];
 
 /// Block devices tried, in order, when no `direct_io_path` is given.
 const AUTO_DEVICES: [&str; 3] = ["/dev/nvme0n1", "/dev/vda", "/dev/sda"];
@@ -50,8 +80,17 @@ const AUTO_TEMP_DIRS: [&str; 2] = [".", "/var/tmp"];
 const MAX_READ_BYTES: usize = 64 << 20;
 /// io_uring refuses registered buffers larger than 1 GiB each.
 const MAX_URING_IOVEC_BYTES: usize = 1 << 30;
-/// Pattern the process_vm_readv child writes: word i holds `VM_PATTERN ^ i`.
+/// Pattern the forked children write: word i holds `VM_PATTERN ^ i`.
 const VM_PATTERN: u64 = 0x6775_702d_7472_6163; // "gup-trac"
+/// Pattern process_vm_writev writes into the child: word i holds `VM_WRITE_PATTERN ^ i`.
+const VM_WRITE_PATTERN: u64 = !VM_PATTERN;
+/// Exit status of a child that found something else than `VM_WRITE_PATTERN` in its buffer.
+const CHILD_MISMATCH: c_int = 3;
+/// Transparent huge page settings.
+const THP_DIR: &str = "/sys/kernel/mm/transparent_hugepage";
+/// The 2 MiB hugetlb pool.
+const HUGETLB_DIR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+const HUGETLB_SIZE: usize = 2 << 20;
 
 #[derive(Debug, Clone)]
 pub struct WorkloadOptions {
@@ -62,8 +101,16 @@ pub struct WorkloadOptions {
     pub direct_io_pages: usize,
     /// Pages registered as an io_uring fixed buffer (0 skips the step).
     pub uring_pages: usize,
+    /// PMD-sized transparent huge pages registered as an io_uring fixed buffer (0 skips).
+    pub uring_thp_hugepages: usize,
+    /// 2 MiB hugetlb pages registered as an io_uring fixed buffer (0 skips the step).
+    pub uring_hugetlb_hugepages: usize,
     /// Pages read from a child with process_vm_readv (0 skips the step).
     pub vm_pages: usize,
+    /// Pages written into a child with process_vm_writev (0 skips the step).
+    pub vm_write_pages: usize,
+    /// Pages read from a child through /proc/<pid>/mem (0 skips the step).
+    pub proc_mem_pages: usize,
 }
 
 impl Default for WorkloadOptions {
@@ -72,7 +119,11 @@ impl Default for WorkloadOptions {
             direct_io_path: None,
             direct_io_pages: 1024,
             uring_pages: 64,
+            uring_thp_hugepages: 2,
+            uring_hugetlb_hugepages: 2,
             vm_pages: 64,
+            vm_write_pages: 64,
+            proc_mem_pages: 64,
         }
     }
 }
@@ -86,9 +137,18 @@ pub enum StepOutcome {
 #[derive(Debug, Clone)]
 pub struct StepReport {
     pub name: &'static str,
-    /// Pages the step asked the kernel to pin (0 when skipped).
+    /// Pages the step asked the kernel to pin (or, for a step that does not pin, to take a
+    /// reference on); in small pages, also for huge-page buffers. 0 when skipped.
     pub pages: u64,
     pub outcome: StepOutcome,
+}
+
+impl StepReport {
+    /// Whether the step takes FOLL_PIN pins (counted by vmstat `nr_foll_pin_*`). `false` for
+    /// the steps in [`REFERENCE_STEPS`], which take FOLL_GET references.
+    pub fn pins(&self) -> bool {
+        !REFERENCE_STEPS.contains(&self.name)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,27 +157,36 @@ pub struct WorkloadReport {
 }
 
 impl WorkloadReport {
-    /// Sum of `pages` over the steps that ran: the expected pin (and unpin) count.
+    /// Sum of `pages` over the pinning steps that ran: the expected pin (and unpin) count.
     pub fn pinned_pages(&self) -> u64 {
-        self.steps
-            .iter()
-            .filter(|s| s.outcome == StepOutcome::Ran)
-            .map(|s| s.pages)
-            .sum()
+        self.ran().filter(|s| s.pins()).map(|s| s.pages).sum()
+    }
+
+    /// Sum of `pages` over the steps that ran and take references (FOLL_GET) instead of pins.
+    pub fn referenced_pages(&self) -> u64 {
+        self.ran().filter(|s| !s.pins()).map(|s| s.pages).sum()
+    }
+
+    fn ran(&self) -> impl Iterator<Item = &StepReport> {
+        self.steps.iter().filter(|s| s.outcome == StepOutcome::Ran)
     }
 }
 
-/// Runs the three steps in order. A step that cannot run here is reported as skipped; a step
-/// that fails midway is an error (with the step, the syscall and the errno in its context).
-/// Every pin a step takes is released before the step returns.
+/// Runs the steps in order. A step that cannot run here is reported as skipped; a step that
+/// fails midway is an error (with the step, the syscall and the errno in its context).
+/// Every pin or reference a step takes is released before the step returns.
 pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport> {
     let page = page_size()?;
+    let ctx = |name: &str| format!("workload step {name}");
     let steps = vec![
-        direct_io_step(opts, page).with_context(|| format!("workload step {STEP_DIRECT_IO}"))?,
-        uring_step(opts.uring_pages, page)
-            .with_context(|| format!("workload step {STEP_URING}"))?,
-        vm_readv_step(opts.vm_pages, page)
-            .with_context(|| format!("workload step {STEP_VM_READV}"))?,
+        direct_io_step(opts, page).with_context(|| ctx(STEP_DIRECT_IO))?,
+        uring_step(opts.uring_pages, page).with_context(|| ctx(STEP_URING))?,
+        uring_thp_step(opts.uring_thp_hugepages, page).with_context(|| ctx(STEP_URING_THP))?,
+        uring_hugetlb_step(opts.uring_hugetlb_hugepages, page)
+            .with_context(|| ctx(STEP_URING_HUGETLB))?,
+        vm_readv_step(opts.vm_pages, page).with_context(|| ctx(STEP_VM_READV))?,
+        vm_writev_step(opts.vm_write_pages, page).with_context(|| ctx(STEP_VM_WRITEV))?,
+        proc_mem_step(opts.proc_mem_pages, page).with_context(|| ctx(STEP_PROC_MEM))?,
     ];
     Ok(WorkloadReport { steps })
 }
@@ -157,12 +226,35 @@ fn page_size() -> Result<usize> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Anonymous, page-aligned, faulted-in buffer
+// Anonymous, page-aligned, faulted-in buffers
 // ---------------------------------------------------------------------------------------------
 
+/// `len` bytes at `ptr`, inside the mapping `map_ptr .. map_ptr + map_len` that drop unmaps.
 struct AnonBuf {
     ptr: *mut u8,
     len: usize,
+    map_ptr: *mut c_void,
+    map_len: usize,
+}
+
+/// mmap of fresh private anonymous memory, read-write, with extra `flags`.
+fn mmap_anon(len: usize, flags: c_int) -> std::result::Result<*mut c_void, io::Error> {
+    // SAFETY: fresh anonymous mapping, no existing memory is touched.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p)
+    }
 }
 
 impl AnonBuf {
@@ -172,40 +264,104 @@ impl AnonBuf {
         let len = pages
             .checked_mul(page)
             .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
-        // SAFETY: fresh anonymous mapping, no existing memory is touched.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(os_error(format!(
+        let p = mmap_anon(len, 0).map_err(|e| {
+            anyhow::Error::new(e).context(format!(
                 "mmap({len} bytes, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS)"
-            )));
-        }
-        let buf = AnonBuf { ptr: p.cast(), len };
+            ))
+        })?;
+        let buf = AnonBuf::whole(p, len);
         // EINVAL means a kernel without transparent huge pages: small pages anyway.
         // SAFETY: the range is the mapping just created.
         if unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) } != 0 && errno() != libc::EINVAL {
             return Err(os_error(format!("madvise({len} bytes, MADV_NOHUGEPAGE)")));
         }
-        for i in 0..pages {
-            // SAFETY: i * page < len, inside the mapping.
-            unsafe { ptr::write_volatile(buf.ptr.add(i * page), 0x5a) };
-        }
+        buf.touch(page);
         Ok(buf)
+    }
+
+    fn whole(p: *mut c_void, len: usize) -> Self {
+        AnonBuf {
+            ptr: p.cast(),
+            len,
+            map_ptr: p,
+            map_len: len,
+        }
+    }
+
+    /// `len` bytes (a multiple of the THP size `hp`) aligned to `hp`, marked MADV_HUGEPAGE and
+    /// written to. The mapping keeps at least one small page on either side of the buffer that
+    /// is not MADV_HUGEPAGE, so the buffer is a VMA of its own (it cannot merge with a
+    /// neighbour) and its smaps entry describes exactly the buffer.
+    /// `Ok(Err(why))` when the kernel refuses MADV_HUGEPAGE.
+    fn thp(len: usize, hp: usize, page: usize) -> Result<std::result::Result<Self, String>> {
+        let map_len = len
+            .checked_add(2 * hp)
+            .ok_or_else(|| anyhow!("{len} bytes + 2 huge pages overflow usize"))?;
+        let p = mmap_anon(map_len, 0).map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "mmap({map_len} bytes, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS)"
+            ))
+        })?;
+        let base = p as usize;
+        let start = (base + page).next_multiple_of(hp);
+        // start <= base + page + hp - 1 and hp >= 2 pages, so a page is left above the buffer.
+        let buf = AnonBuf {
+            ptr: p.cast::<u8>().wrapping_add(start - base),
+            len,
+            map_ptr: p,
+            map_len,
+        };
+        // SAFETY: the range lies inside the mapping just created.
+        if unsafe { libc::madvise(buf.ptr.cast(), len, libc::MADV_HUGEPAGE) } != 0 {
+            if errno() == libc::EINVAL {
+                return Ok(Err(
+                    "madvise(MADV_HUGEPAGE) fails with EINVAL: kernel without transparent huge \
+                     pages"
+                        .into(),
+                ));
+            }
+            return Err(os_error(format!("madvise({len} bytes, MADV_HUGEPAGE)")));
+        }
+        buf.touch(page);
+        Ok(Ok(buf))
+    }
+
+    /// `len` bytes (a multiple of 2 MiB) of MAP_HUGETLB memory from the 2 MiB pool, written to.
+    /// `Ok(Err(why))` when the kernel cannot provide them.
+    fn hugetlb(len: usize, page: usize) -> Result<std::result::Result<Self, String>> {
+        let p = match mmap_anon(len, libc::MAP_HUGETLB | libc::MAP_HUGE_2MB) {
+            Ok(p) => p,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EINVAL)) => {
+                return Ok(Err(format!(
+                    "mmap({len} bytes, MAP_HUGETLB|MAP_HUGE_2MB) fails: {e} \
+                     (no hugetlb support, or too few free 2 MiB huge pages)"
+                )));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "mmap({len} bytes, MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB|MAP_HUGE_2MB)"
+                )));
+            }
+        };
+        // Private hugetlb mappings reserve their pages at mmap, so these faults cannot fail.
+        let buf = AnonBuf::whole(p, len);
+        buf.touch(page);
+        Ok(Ok(buf))
+    }
+
+    /// Writes one byte to every page.
+    fn touch(&self, page: usize) {
+        for off in (0..self.len).step_by(page) {
+            // SAFETY: off < len, inside the buffer.
+            unsafe { ptr::write_volatile(self.ptr.add(off), 0x5a) };
+        }
     }
 }
 
 impl Drop for AnonBuf {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in new().
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        // SAFETY: unmaps exactly the mapping created by the constructor.
+        unsafe { libc::munmap(self.map_ptr, self.map_len) };
     }
 }
 
@@ -449,8 +605,16 @@ fn probe_temp_dir(dir: &Path, bytes: usize) -> Result<Probe> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Step 2: io_uring fixed buffers
+// Steps 2-4: io_uring fixed buffers on small pages, transparent huge pages and hugetlb
 // ---------------------------------------------------------------------------------------------
+
+fn uring_step(pages: usize, page: usize) -> Result<StepReport> {
+    if pages == 0 {
+        return Ok(skipped(STEP_URING, "0 pages requested"));
+    }
+    let buf = AnonBuf::new(pages, page)?;
+    uring_register_cycle(STEP_URING, &buf, pages)
+}
 
 // When are the pins released? IORING_UNREGISTER_BUFFERS is synchronous on every kernel with
 // the opcode: 5.13-6.x quiesce the buffer table (wait for in-flight users and the rsrc put
@@ -460,19 +624,16 @@ fn probe_temp_dir(dir: &Path, bytes: usize) -> Result<Probe> {
 // work unpins whatever is still registered, possibly after we return. So we unregister
 // explicitly (after which the ring holds no user pages: the SQ/CQ rings are kernel memory, the
 // crate does not use IORING_SETUP_NO_MMAP) and then drop the ring, which munmaps the rings and
-// closes the fd before this step returns. If unregistering fails, the step fails; the pins are
-// then released by the kernel's exit work at some later time.
-fn uring_step(pages: usize, page: usize) -> Result<StepReport> {
-    if pages == 0 {
-        return Ok(skipped(STEP_URING, "0 pages requested"));
-    }
-    // Declared before the ring so it outlives it on every path.
-    let buf = AnonBuf::new(pages, page)?;
+// closes the fd before this function returns. If unregistering fails, the step fails; the
+// pins are then released by the kernel's exit work at some later time.
+/// Registers `buf` (`pages` small pages) as fixed buffers of a new ring and unregisters it.
+/// `buf` belongs to the caller and outlives the ring.
+fn uring_register_cycle(name: &'static str, buf: &AnonBuf, pages: usize) -> Result<StepReport> {
     let ring = match io_uring::IoUring::new(8) {
         Ok(r) => r,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
             return Ok(skipped(
-                STEP_URING,
+                name,
                 format!(
                     "io_uring unavailable: io_uring_setup: {e} \
                      (CONFIG_IO_URING off, kernel.io_uring_disabled, or seccomp)"
@@ -505,12 +666,247 @@ fn uring_step(pages: usize, page: usize) -> Result<StepReport> {
     let unregistered = ring.submitter().unregister_buffers();
     drop(ring);
     unregistered.context("io_uring_register(IORING_UNREGISTER_BUFFERS)")?;
-    drop(buf);
-    Ok(ran(STEP_URING, pages))
+    Ok(ran(name, pages))
+}
+
+/// The selected value of a sysfs multiple-choice file: `always [madvise] never` -> `madvise`.
+fn selected(choices: &str) -> Option<&str> {
+    let (_, rest) = choices.split_once('[')?;
+    Some(rest.split_once(']')?.0)
+}
+
+fn read_trimmed(path: &str) -> io::Result<String> {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string())
+}
+
+fn read_u64(path: &str) -> Result<u64> {
+    let s = read_trimmed(path).with_context(|| format!("read {path}"))?;
+    s.parse()
+        .with_context(|| format!("{path} holds {s:?}, not a number"))
+}
+
+fn uring_thp_step(hugepages: usize, page: usize) -> Result<StepReport> {
+    let name = STEP_URING_THP;
+    if hugepages == 0 {
+        return Ok(skipped(name, "0 huge pages requested"));
+    }
+    let enabled_path = format!("{THP_DIR}/enabled");
+    let enabled = match read_trimmed(&enabled_path) {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(skipped(
+                name,
+                format!("no transparent huge pages: {enabled_path}: {e}"),
+            ));
+        }
+    };
+    if selected(&enabled) == Some("never") {
+        return Ok(skipped(
+            name,
+            format!("transparent huge pages are disabled ({enabled_path}: {enabled})"),
+        ));
+    }
+    let size_path = format!("{THP_DIR}/hpage_pmd_size");
+    let hp = match read_u64(&size_path) {
+        Ok(v) => v as usize,
+        Err(e) => return Ok(skipped(name, format!("{e:#}"))),
+    };
+    if hp < 2 * page || !hp.is_multiple_of(page) {
+        return Ok(skipped(
+            name,
+            format!("{size_path} is {hp}, not a multiple of the page size {page}"),
+        ));
+    }
+    // Per-size switch (6.8+): "inherit" follows the global one.
+    let sized_path = format!("{THP_DIR}/hugepages-{}kB/enabled", hp >> 10);
+    if let Ok(s) = read_trimmed(&sized_path)
+        && selected(&s) == Some("never")
+    {
+        return Ok(skipped(
+            name,
+            format!("PMD-sized transparent huge pages are disabled ({sized_path}: {s})"),
+        ));
+    }
+    // SAFETY: PR_GET_THP_DISABLE takes no pointers.
+    if unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1 {
+        return Ok(skipped(
+            name,
+            "transparent huge pages are disabled for this process (prctl PR_SET_THP_DISABLE)",
+        ));
+    }
+    let len = hugepages
+        .checked_mul(hp)
+        .ok_or_else(|| anyhow!("{hugepages} huge pages of {hp} bytes overflow usize"))?;
+    let buf = match AnonBuf::thp(len, hp, page)? {
+        Ok(b) => b,
+        Err(why) => return Ok(skipped(name, why)),
+    };
+    if let Err(why) = check_thp_backed(&buf)? {
+        return Ok(skipped(name, why));
+    }
+    uring_register_cycle(name, &buf, len / page)
+}
+
+/// Checks, with /proc/self/smaps, that the whole buffer is PMD-mapped transparent huge pages
+/// (`AnonHugePages` counts exactly those). Needs the buffer to be a VMA of its own, which
+/// [`AnonBuf::thp`] arranges. `Ok(Err(why))` when it is not.
+fn check_thp_backed(buf: &AnonBuf) -> Result<std::result::Result<(), String>> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").context("read /proc/self/smaps")?;
+    let (start, end) = (buf.ptr as usize, buf.ptr as usize + buf.len);
+    let mut vma = None;
+    for line in smaps.lines() {
+        let range = line
+            .split_once(' ')
+            .and_then(|(r, _)| r.split_once('-'))
+            .and_then(|(a, b)| {
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(b, 16).ok()?,
+                ))
+            });
+        if let Some((a, b)) = range {
+            vma = (a <= start && start < b).then_some((a, b));
+            continue;
+        }
+        let Some((a, b)) = vma else { continue };
+        let Some(v) = line.strip_prefix("AnonHugePages:") else {
+            continue;
+        };
+        if (a, b) != (start, end) {
+            return Ok(Err(format!(
+                "the buffer {start:#x}-{end:#x} is not a VMA of its own in /proc/self/smaps \
+                 ({a:#x}-{b:#x}), so its huge pages cannot be checked"
+            )));
+        }
+        let kib: usize = v
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .with_context(|| format!("/proc/self/smaps: unexpected line {line:?}"))?;
+        if kib << 10 != buf.len {
+            return Ok(Err(format!(
+                "only {kib} of {} KiB of the buffer became transparent huge pages (the kernel \
+                 fell back to small pages, e.g. memory too fragmented or {THP_DIR}/defrag \
+                 forbids compaction)",
+                buf.len >> 10
+            )));
+        }
+        return Ok(Ok(()));
+    }
+    Ok(Err(format!(
+        "/proc/self/smaps shows no AnonHugePages line for the buffer at {start:#x}"
+    )))
+}
+
+/// Grows the 2 MiB hugetlb pool for a step and shrinks it back to its old size afterwards.
+struct HugetlbPool {
+    /// `nr_hugepages` to write back, when the pool was grown.
+    restore: Option<u64>,
+}
+
+impl HugetlbPool {
+    const NR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+    /// Unreserved free 2 MiB huge pages.
+    fn available() -> Result<u64> {
+        let free = read_u64(&format!("{HUGETLB_DIR}/free_hugepages"))?;
+        let resv = read_u64(&format!("{HUGETLB_DIR}/resv_hugepages"))?;
+        Ok(free.saturating_sub(resv))
+    }
+
+    /// Makes sure `need` unreserved free huge pages exist, growing the pool (root only) if not.
+    /// `Ok(Err(why))` when that is impossible.
+    fn ensure(need: u64) -> Result<std::result::Result<Self, String>> {
+        let avail = Self::available()?;
+        if avail >= need {
+            return Ok(Ok(HugetlbPool { restore: None }));
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(Err(format!(
+                "{avail} free 2 MiB huge pages, {need} needed, and only root may grow the pool \
+                 ({})",
+                Self::NR
+            )));
+        }
+        let old = read_u64(Self::NR)?;
+        let target = old + (need - avail);
+        // From here on, dropping `pool` writes `old` back.
+        let pool = HugetlbPool { restore: Some(old) };
+        if let Err(e) = std::fs::write(Self::NR, target.to_string()) {
+            return Ok(Err(format!(
+                "cannot grow the 2 MiB hugetlb pool from {old} to {target} pages: write {}: {e}",
+                Self::NR
+            )));
+        }
+        let now = Self::available()?;
+        if now < need {
+            let got = read_u64(Self::NR)?;
+            return Ok(Err(format!(
+                "asked for {target} 2 MiB hugetlb pages, the kernel found memory for {got} \
+                 ({now} free, {need} needed)"
+            )));
+        }
+        Ok(Ok(pool))
+    }
+
+    /// Shrinks the pool back, reporting a failure (drop does the same silently).
+    fn restore(mut self) -> Result<()> {
+        if let Some(old) = self.restore.take() {
+            std::fs::write(Self::NR, old.to_string()).with_context(|| {
+                format!(
+                    "restore {} to {old} after growing the hugetlb pool",
+                    Self::NR
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HugetlbPool {
+    fn drop(&mut self) {
+        if let Some(old) = self.restore.take() {
+            let _ = std::fs::write(Self::NR, old.to_string());
+        }
+    }
+}
+
+fn uring_hugetlb_step(hugepages: usize, page: usize) -> Result<StepReport> {
+    let name = STEP_URING_HUGETLB;
+    if hugepages == 0 {
+        return Ok(skipped(name, "0 huge pages requested"));
+    }
+    if !Path::new(HUGETLB_DIR).is_dir() {
+        return Ok(skipped(
+            name,
+            format!("no 2 MiB hugetlb pool: {HUGETLB_DIR} does not exist (CONFIG_HUGETLBFS off?)"),
+        ));
+    }
+    let len = hugepages
+        .checked_mul(HUGETLB_SIZE)
+        .ok_or_else(|| anyhow!("{hugepages} huge pages of 2 MiB overflow usize"))?;
+    let pool = match HugetlbPool::ensure(hugepages as u64)? {
+        Ok(p) => p,
+        Err(why) => return Ok(skipped(name, why)),
+    };
+    let report = match AnonBuf::hugetlb(len, page)? {
+        Ok(buf) => {
+            let r = uring_register_cycle(name, &buf, len / page);
+            drop(buf); // back to the pool before the pool shrinks
+            r
+        }
+        Err(why) => Ok(skipped(name, why)),
+    };
+    let restored = pool.restore();
+    let report = report?;
+    restored?;
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Step 3: process_vm_readv from a forked child
+// Steps 5-7: another process's memory: process_vm_readv, process_vm_writev, /proc/<pid>/mem
 // ---------------------------------------------------------------------------------------------
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -523,15 +919,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// The forked child. The parent may be a multi-threaded program, so only async-signal-safe
-/// calls are allowed here: plain memory writes, close, read, write, _exit. No allocation, no
-/// Rust std I/O, nothing that can panic.
+/// The forked child: fills its copy of the buffer with `VM_PATTERN`, signals readiness, waits
+/// for the parent, then (with `check_written`) checks that the buffer holds
+/// `VM_WRITE_PATTERN` and exits with `CHILD_MISMATCH` if not. The parent may be a
+/// multi-threaded program, so only async-signal-safe calls are allowed here: plain memory
+/// accesses, close, read, write, _exit. No allocation, no Rust std I/O, nothing that can panic.
 unsafe fn child_main(
     words: *mut u64,
     nwords: usize,
     ready_w: RawFd,
     go_r: RawFd,
     go_w: RawFd,
+    check_written: bool,
 ) -> ! {
     unsafe {
         // Our copy of the release pipe's write end would keep read() below from seeing EOF
@@ -560,6 +959,13 @@ unsafe fn child_main(
             }
             break;
         }
+        if check_written {
+            for i in 0..nwords {
+                if ptr::read_volatile(words.add(i)) != VM_WRITE_PATTERN ^ i as u64 {
+                    libc::_exit(CHILD_MISMATCH);
+                }
+            }
+        }
         libc::_exit(0);
     }
 }
@@ -572,6 +978,59 @@ struct Child {
 }
 
 impl Child {
+    /// Forks a child running [`child_main`] on its copy of `remote` and waits until it has
+    /// written its pattern.
+    fn spawn(remote: &AnonBuf, check_written: bool) -> Result<Child> {
+        let (ready_r, ready_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
+        let words = remote.ptr.cast::<u64>();
+        let nwords = remote.len / 8;
+        let (ready_w_raw, go_r_raw, go_w_raw) =
+            (ready_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
+
+        // SAFETY: the child only runs child_main, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(os_error("fork()"));
+        }
+        if pid == 0 {
+            // SAFETY: words..words+nwords is the (copied) mapping; the fds are inherited.
+            unsafe {
+                child_main(
+                    words,
+                    nwords,
+                    ready_w_raw,
+                    go_r_raw,
+                    go_w_raw,
+                    check_written,
+                )
+            };
+        }
+        drop(ready_w);
+        drop(go_r);
+        let mut child = Child {
+            pid,
+            go_w: Some(go_w),
+            reaped: false,
+        };
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: reads one byte into a local.
+            let r = unsafe { libc::read(ready_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+            if r == 1 {
+                return Ok(child);
+            }
+            if r < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            if r < 0 {
+                return Err(os_error(format!("read(readiness pipe of child {pid})")));
+            }
+            let status = child.finish()?;
+            bail!("child {pid} exited before signalling readiness (wait status {status:#x})");
+        }
+    }
+
     /// Lets the child exit and waits for it; returns its wait status.
     fn finish(&mut self) -> Result<c_int> {
         if let Some(go) = self.go_w.take() {
@@ -594,6 +1053,19 @@ impl Child {
             return Err(os_error(format!("waitpid({})", self.pid)));
         }
     }
+
+    /// [`Child::finish`], and an error unless the child exited with status 0.
+    fn finish_clean(&mut self) -> Result<()> {
+        let status = self.finish()?;
+        let pid = self.pid;
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == CHILD_MISMATCH {
+            bail!("child {pid} found other data in its buffer than process_vm_writev wrote");
+        }
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            bail!("child {pid} did not exit cleanly (wait status {status:#x})");
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Child {
@@ -601,6 +1073,33 @@ impl Drop for Child {
         if !self.reaped {
             let _ = self.finish();
         }
+    }
+}
+
+/// Checks that `bytes` holds `pattern ^ i` in word i.
+fn check_pattern(bytes: &[u8], pattern: u64, what: &str) -> Result<()> {
+    for (i, w) in bytes.chunks_exact(8).enumerate() {
+        let got = u64::from_ne_bytes(w.try_into().expect("8-byte chunk"));
+        let want = pattern ^ i as u64;
+        if got != want {
+            bail!("{what}: word {i} is {got:#018x}, the child wrote {want:#018x}");
+        }
+    }
+    Ok(())
+}
+
+/// Turns a failed process_vm_readv/writev (errno `e`, error `err`) into a skip or an error.
+fn vm_rw_failure(name: &'static str, e: c_int, err: anyhow::Error) -> Result<StepReport> {
+    match e {
+        libc::ENOSYS => Ok(skipped(
+            name,
+            format!("{name} not available (CONFIG_CROSS_MEMORY_ATTACH off)"),
+        )),
+        libc::EPERM => Ok(skipped(
+            name,
+            format!("{name} not permitted (ptrace policy / LSM): {err:#}"),
+        )),
+        _ => Err(err),
     }
 }
 
@@ -612,48 +1111,9 @@ fn vm_readv_step(pages: usize, page: usize) -> Result<StepReport> {
     // own copies of the pages when it writes the pattern.
     let remote = AnonBuf::new(pages, page)?;
     let len = remote.len;
-    let nwords = len / 8;
     let mut local = vec![0u8; len];
-    let (ready_r, ready_w) = pipe()?;
-    let (go_r, go_w) = pipe()?;
-    let words = remote.ptr.cast::<u64>();
-    let (ready_w_raw, go_r_raw, go_w_raw) =
-        (ready_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
-
-    // SAFETY: the child only runs child_main, which is async-signal-safe.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(os_error("fork()"));
-    }
-    if pid == 0 {
-        // SAFETY: words..words+nwords is the (copied) mapping; the fds are inherited.
-        unsafe { child_main(words, nwords, ready_w_raw, go_r_raw, go_w_raw) };
-    }
-    drop(ready_w);
-    drop(go_r);
-    let mut child = Child {
-        pid,
-        go_w: Some(go_w),
-        reaped: false,
-    };
-
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: reads one byte into a local.
-        let r = unsafe { libc::read(ready_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
-        if r == 1 {
-            break;
-        }
-        if r < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        if r < 0 {
-            return Err(os_error(format!("read(readiness pipe of child {pid})")));
-        }
-        let status = child.finish()?;
-        bail!("child {pid} exited before signalling readiness (wait status {status:#x})");
-    }
-
+    let mut child = Child::spawn(&remote, false)?;
+    let pid = child.pid;
     let liov = libc::iovec {
         iov_base: local.as_mut_ptr().cast(),
         iov_len: len,
@@ -671,32 +1131,118 @@ fn vm_readv_step(pages: usize, page: usize) -> Result<StepReport> {
             remote.ptr
         ));
         child.finish()?;
-        return match e {
-            libc::ENOSYS => Ok(skipped(
-                STEP_VM_READV,
-                "process_vm_readv not available (CONFIG_CROSS_MEMORY_ATTACH off)",
-            )),
-            libc::EPERM => Ok(skipped(
-                STEP_VM_READV,
-                format!("process_vm_readv not permitted (ptrace policy / LSM): {err:#}"),
-            )),
-            _ => Err(err),
-        };
+        return vm_rw_failure(STEP_VM_READV, e, err);
     }
     if n as usize != len {
         bail!("process_vm_readv(pid {pid}) read {n} of {len} bytes");
     }
-    for (i, w) in local.chunks_exact(8).enumerate() {
-        let got = u64::from_ne_bytes(w.try_into().expect("8-byte chunk"));
-        let want = VM_PATTERN ^ i as u64;
-        if got != want {
-            bail!("process_vm_readv(pid {pid}): word {i} is {got:#018x}, child wrote {want:#018x}");
-        }
-    }
-    let status = child.finish()?;
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("child {pid} did not exit cleanly (wait status {status:#x})");
-    }
+    check_pattern(&local, VM_PATTERN, &format!("process_vm_readv(pid {pid})"))?;
+    child.finish_clean()?;
     drop(remote);
     Ok(ran(STEP_VM_READV, pages))
+}
+
+/// Only the child's pages are pinned: the local side is copied with copy_from_user. The
+/// result is checked by the child itself, since reading it back through the kernel
+/// (process_vm_readv) would pin the pages once more.
+fn vm_writev_step(pages: usize, page: usize) -> Result<StepReport> {
+    if pages == 0 {
+        return Ok(skipped(STEP_VM_WRITEV, "0 pages requested"));
+    }
+    let remote = AnonBuf::new(pages, page)?;
+    let len = remote.len;
+    let local: Vec<u8> = (0..len / 8)
+        .flat_map(|i| (VM_WRITE_PATTERN ^ i as u64).to_ne_bytes())
+        .collect();
+    let mut child = Child::spawn(&remote, true)?;
+    let pid = child.pid;
+    let liov = libc::iovec {
+        iov_base: local.as_ptr().cast_mut().cast(),
+        iov_len: len,
+    };
+    let riov = libc::iovec {
+        iov_base: remote.ptr.cast(),
+        iov_len: len,
+    };
+    // SAFETY: liov describes `local` (only read); riov is an address in the child, checked by
+    // the kernel.
+    let n = unsafe { libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0) };
+    if n < 0 {
+        let e = errno();
+        let err = os_error(format!(
+            "process_vm_writev(pid {pid}, {len} bytes at {:p})",
+            remote.ptr
+        ));
+        child.finish()?;
+        return vm_rw_failure(STEP_VM_WRITEV, e, err);
+    }
+    if n as usize != len {
+        bail!("process_vm_writev(pid {pid}) wrote {n} of {len} bytes");
+    }
+    child.finish_clean()?;
+    drop(remote);
+    Ok(ran(STEP_VM_WRITEV, pages))
+}
+
+/// FOLL_GET, not FOLL_PIN: /proc/<pid>/mem copies page by page through access_remote_vm,
+/// which takes a plain reference on each page (get_user_pages_remote) and drops it again.
+fn proc_mem_step(pages: usize, page: usize) -> Result<StepReport> {
+    if pages == 0 {
+        return Ok(skipped(STEP_PROC_MEM, "0 pages requested"));
+    }
+    let remote = AnonBuf::new(pages, page)?;
+    let len = remote.len;
+    let mut local = vec![0u8; len];
+    let mut child = Child::spawn(&remote, false)?;
+    let pid = child.pid;
+    let path = format!("/proc/{pid}/mem");
+    let c = CString::new(path.clone()).expect("no NUL in a /proc path");
+    // SAFETY: c is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = errno();
+        let err = os_error(format!("open({path}, O_RDONLY)"));
+        child.finish()?;
+        return match e {
+            libc::EACCES | libc::EPERM => Ok(skipped(
+                STEP_PROC_MEM,
+                format!("{path} not readable (ptrace policy / LSM): {err:#}"),
+            )),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let addr = remote.ptr as usize;
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: local[done..] is writable; the offset is an address in the child.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                local.as_mut_ptr().add(done).cast(),
+                len - done,
+                (addr + done) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(os_error(format!(
+                "pread({path}, {} bytes at {:#x})",
+                len - done,
+                addr + done
+            )));
+        }
+        if n == 0 {
+            bail!("pread({path}) read {done} of {len} bytes, then end of file");
+        }
+        done += n as usize;
+    }
+    drop(fd);
+    check_pattern(&local, VM_PATTERN, &format!("pread({path})"))?;
+    child.finish_clean()?;
+    drop(remote);
+    Ok(ran(STEP_PROC_MEM, pages))
 }

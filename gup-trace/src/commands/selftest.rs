@@ -39,6 +39,8 @@ struct HookCounts {
 struct Step {
     name: &'static str,
     pages: u64,
+    /// Pins (compared with vmstat) or plain references (FOLL_GET, not counted by vmstat).
+    pins: bool,
     skipped: Option<String>,
 }
 
@@ -137,6 +139,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
         .map(|s| Step {
             name: s.name,
             pages: s.pages,
+            pins: s.pins(),
             skipped: match &s.outcome {
                 StepOutcome::Ran => None,
                 StepOutcome::Skipped(why) => Some(why.clone()),
@@ -148,11 +151,8 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
     if args.json {
         print_json(verdict, failure.clone(), &caps, &summary, steps)?;
     } else {
-        for s in &steps {
-            match &s.skipped {
-                None => eprintln!("workload: {:<28} {:>6} pages", s.name, s.pages),
-                Some(why) => eprintln!("workload: {:<28} skipped: {why}", s.name),
-            }
+        for step in &report.steps {
+            eprintln!("workload: {}", output::workload_step(step));
         }
         eprint!("{}", output::summary(&summary, 5));
         match &failure {

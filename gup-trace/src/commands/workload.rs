@@ -5,7 +5,10 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Result;
 use clap::Args;
 
-use crate::workload::{self, StepOutcome, WorkloadOptions};
+use crate::{
+    output,
+    workload::{self, WorkloadOptions},
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkloadArgs {
@@ -32,14 +35,7 @@ pub async fn run(args: WorkloadArgs) -> Result<ExitCode> {
         let opts = args.options();
         let report = tokio::task::spawn_blocking(move || workload::run(&opts)).await??;
         for step in &report.steps {
-            match &step.outcome {
-                StepOutcome::Ran => {
-                    println!("round {round}: {:<28} {:>6} pages", step.name, step.pages)
-                }
-                StepOutcome::Skipped(why) => {
-                    println!("round {round}: {:<28} skipped: {why}", step.name)
-                }
-            }
+            println!("round {round}: {}", output::workload_step(step));
         }
     }
     Ok(ExitCode::SUCCESS)
