@@ -85,6 +85,18 @@ fn state_for_exit(tid: u32) -> Option<&'static mut ThreadCalls> {
     }
 }
 
+/// Leaves one level of nesting; true when that was the outermost call. A return without its
+/// entry (the probe attached mid-call) is counted and changes nothing.
+#[inline(always)]
+fn leave(depth: &mut u32) -> bool {
+    if *depth == 0 {
+        bump(counter::UNMATCHED_EXITS, 1);
+        return false;
+    }
+    *depth -= 1;
+    *depth == 0
+}
+
 /// Drops the thread's entry once it is inside no call, keeping the map small.
 #[inline(always)]
 fn forget_if_idle(tid: u32, state: &ThreadCalls) {
@@ -122,12 +134,7 @@ pub fn gup_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let Some(state) = state_for_exit(task.1) else {
         return;
     };
-    if state.gup_depth == 0 {
-        bump(counter::UNMATCHED_EXITS, 1);
-        return;
-    }
-    state.gup_depth -= 1;
-    if state.gup_depth == 0 {
+    if leave(&mut state.gup_depth) {
         let (got, error) = if ret < 0 {
             (0, ret as i32)
         } else {
@@ -175,12 +182,7 @@ pub fn unpin_exit<C: EbpfContext>(ctx: &C) {
     let Some(state) = state_for_exit(task.1) else {
         return;
     };
-    if state.unpin_depth == 0 {
-        bump(counter::UNMATCHED_EXITS, 1);
-        return;
-    }
-    state.unpin_depth -= 1;
-    if state.unpin_depth == 0 {
+    if leave(&mut state.unpin_depth) {
         record_release(
             ctx,
             task,

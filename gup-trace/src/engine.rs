@@ -31,6 +31,15 @@ impl ProcessPins {
 pub struct PinLedger {
     pub start_ns: u64,
     pub end_ns: Option<u64>,
+    pub totals: PinTotals,
+    /// Events seen outside the window (before its start, or after its end).
+    pub outside_window: u64,
+    pub processes: BTreeMap<u32, ProcessPins>,
+}
+
+/// Counts over a window, in the units the kernel's counters use (pages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PinTotals {
     /// Pages pinned, as the kernel counts them in `nr_foll_pin_acquired`.
     pub pinned: u64,
     /// Pages released, as the kernel counts them in `nr_foll_pin_released`.
@@ -42,9 +51,6 @@ pub struct PinLedger {
     pub referenced: u64,
     pub unpin_calls: u64,
     pub mmap_lock_events: u64,
-    /// Events seen outside the window (before its start, or after its end).
-    pub outside_window: u64,
-    pub processes: BTreeMap<u32, ProcessPins>,
 }
 
 impl PinLedger {
@@ -71,7 +77,7 @@ impl PinLedger {
         }
         let class = event.hook.class();
         if class == HookClass::MmapLock {
-            self.mmap_lock_events += 1;
+            self.totals.mmap_lock_events += 1;
             return;
         }
         let process = self.processes.entry(event.tgid).or_default();
@@ -81,20 +87,20 @@ impl PinLedger {
         }
         match class {
             HookClass::Pin => {
-                self.pin_calls += 1;
+                self.totals.pin_calls += 1;
                 if event.error < 0 {
-                    self.failed_pin_calls += 1;
+                    self.totals.failed_pin_calls += 1;
                 }
-                self.pinned += event.pages;
+                self.totals.pinned += event.pages;
                 process.pinned += event.pages;
             }
             HookClass::Get => {
-                self.get_calls += 1;
-                self.referenced += event.pages;
+                self.totals.get_calls += 1;
+                self.totals.referenced += event.pages;
             }
             HookClass::Unpin => {
-                self.unpin_calls += 1;
-                self.released += event.pages;
+                self.totals.unpin_calls += 1;
+                self.totals.released += event.pages;
                 process.released += event.pages;
             }
             HookClass::MmapLock => unreachable!("handled above"),
@@ -135,18 +141,23 @@ mod tests {
         l.apply(&ev(140, 1, Hook::MmapLockReleased, 0));
         l.apply(&ev(150, 2, Hook::GetUserPagesRemote, 16));
         assert_eq!(
-            (l.get_calls, l.referenced),
+            (l.totals.get_calls, l.totals.referenced),
             (1, 16),
             "FOLL_GET pages are not pins"
         );
         assert_eq!(
-            (l.pinned, l.released, l.pin_calls, l.unpin_calls),
+            (
+                l.totals.pinned,
+                l.totals.released,
+                l.totals.pin_calls,
+                l.totals.unpin_calls
+            ),
             (72, 60, 2, 1)
         );
         assert_eq!(l.processes[&1].outstanding(), 4);
         assert_eq!(l.processes[&2].outstanding(), 8);
         assert_eq!(l.processes[&2].comm, "p2");
-        assert_eq!(l.mmap_lock_events, 1);
+        assert_eq!(l.totals.mmap_lock_events, 1);
     }
 
     #[test]
@@ -158,7 +169,10 @@ mod tests {
         // Arrives after close (drained from another CPU's ring position) but inside: counted.
         l.apply(&ev(199, 1, Hook::UnpinUserPage, 1));
         l.apply(&ev(201, 1, Hook::UnpinUserPage, 1));
-        assert_eq!((l.pinned, l.released, l.outside_window), (7, 1, 2));
+        assert_eq!(
+            (l.totals.pinned, l.totals.released, l.outside_window),
+            (7, 1, 2)
+        );
     }
 
     #[test]
@@ -167,6 +181,13 @@ mod tests {
         let mut e = ev(1, 3, Hook::PinUserPages, 0);
         e.error = -14;
         l.apply(&e);
-        assert_eq!((l.pin_calls, l.failed_pin_calls, l.pinned), (1, 1, 0));
+        assert_eq!(
+            (
+                l.totals.pin_calls,
+                l.totals.failed_pin_calls,
+                l.totals.pinned
+            ),
+            (1, 1, 0)
+        );
     }
 }

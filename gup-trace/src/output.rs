@@ -125,30 +125,33 @@ pub fn summary(s: &Summary, top: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "summary over {:.2} s", s.seconds);
     let _ = writeln!(out, "                     gup-trace  /proc/vmstat");
-    let _ = writeln!(
-        out,
-        "  pinned pages     {:>12}  {:>12}  {}",
-        s.pinned,
-        s.vmstat.acquired,
-        mark(s.pins_match())
-    );
-    let _ = writeln!(
-        out,
-        "  released pages   {:>12}  {:>12}  {}",
-        s.released,
-        s.vmstat.released,
-        mark(s.releases_match())
-    );
+    let rows = [
+        (
+            "pinned pages",
+            s.totals.pinned,
+            s.vmstat.acquired,
+            s.pins_match(),
+        ),
+        (
+            "released pages",
+            s.totals.released,
+            s.vmstat.released,
+            s.releases_match(),
+        ),
+    ];
+    for (what, seen, kernel, same) in rows {
+        let _ = writeln!(out, "  {what:<15}{seen:>12}  {kernel:>12}  {}", mark(same));
+    }
     let _ = writeln!(
         out,
         "  calls: {} pin ({} failed), {} unpin, {} FOLL_GET ({} pages referenced); mmap_lock: {} releases, {} reported as events",
-        s.pin_calls,
-        s.failed_pin_calls,
-        s.unpin_calls,
-        s.get_calls,
-        s.referenced,
+        s.totals.pin_calls,
+        s.totals.failed_pin_calls,
+        s.totals.unpin_calls,
+        s.totals.get_calls,
+        s.totals.referenced,
         s.kernel.mmap_lock_releases,
-        s.mmap_lock_events
+        s.totals.mmap_lock_events
     );
     let _ = writeln!(
         out,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    engine::{PinLedger, ProcessPins},
+    engine::{PinLedger, PinTotals, ProcessPins},
     events::TraceEvent,
     session::{KernelCounters, Session, monotonic_ns},
     vmstat::PinCounters,
@@ -21,18 +21,11 @@ pub struct Window {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub seconds: f64,
-    /// Pages gup-trace saw pinned and released.
-    pub pinned: u64,
-    pub released: u64,
+    /// What gup-trace saw.
+    #[serde(flatten)]
+    pub totals: PinTotals,
     /// The kernel's counters over the same window.
     pub vmstat: PinCounters,
-    pub pin_calls: u64,
-    pub failed_pin_calls: u64,
-    pub get_calls: u64,
-    /// Pages get_user_pages* returned with plain references (not pins).
-    pub referenced: u64,
-    pub unpin_calls: u64,
-    pub mmap_lock_events: u64,
     pub kernel: KernelCounters,
     /// Processes by pages pinned, most first.
     pub processes: Vec<(u32, ProcessPins)>,
@@ -40,11 +33,11 @@ pub struct Summary {
 
 impl Summary {
     pub fn pins_match(&self) -> bool {
-        self.pinned == self.vmstat.acquired
+        self.totals.pinned == self.vmstat.acquired
     }
 
     pub fn releases_match(&self) -> bool {
-        self.released == self.vmstat.released
+        self.totals.released == self.vmstat.released
     }
 }
 
@@ -88,15 +81,8 @@ impl Window {
         processes.sort_by(|a, b| b.1.pinned.cmp(&a.1.pinned).then(a.0.cmp(&b.0)));
         Ok(Summary {
             seconds: end_ns.saturating_sub(l.start_ns) as f64 / 1e9,
-            pinned: l.pinned,
-            released: l.released,
+            totals: l.totals,
             vmstat,
-            pin_calls: l.pin_calls,
-            failed_pin_calls: l.failed_pin_calls,
-            get_calls: l.get_calls,
-            referenced: l.referenced,
-            unpin_calls: l.unpin_calls,
-            mmap_lock_events: l.mmap_lock_events,
             kernel: session.counters()?.delta_since(&self.counters_start),
             processes,
         })

@@ -184,8 +184,9 @@ pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport> {
         uring_thp_step(opts.uring_thp_hugepages, page).with_context(|| ctx(STEP_URING_THP))?,
         uring_hugetlb_step(opts.uring_hugetlb_hugepages, page)
             .with_context(|| ctx(STEP_URING_HUGETLB))?,
-        vm_readv_step(opts.vm_pages, page).with_context(|| ctx(STEP_VM_READV))?,
-        vm_writev_step(opts.vm_write_pages, page).with_context(|| ctx(STEP_VM_WRITEV))?,
+        vm_copy_step(VmCopy::Read, opts.vm_pages, page).with_context(|| ctx(STEP_VM_READV))?,
+        vm_copy_step(VmCopy::Write, opts.vm_write_pages, page)
+            .with_context(|| ctx(STEP_VM_WRITEV))?,
         proc_mem_step(opts.proc_mem_pages, page).with_context(|| ctx(STEP_PROC_MEM))?,
     ];
     Ok(WorkloadReport { steps })
@@ -1103,16 +1104,36 @@ fn vm_rw_failure(name: &'static str, e: c_int, err: anyhow::Error) -> Result<Ste
     }
 }
 
-fn vm_readv_step(pages: usize, page: usize) -> Result<StepReport> {
+/// Which way process_vm_{readv,writev} copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum VmCopy {
+    Read,
+    Write,
+}
+
+/// process_vm_readv or process_vm_writev of a child's buffer. Only the child's pages are
+/// pinned: the local side is copied with copy_{to,from}_user. A read is checked here; a write
+/// is checked by the child itself, since reading it back through the kernel would pin the
+/// pages once more.
+fn vm_copy_step(way: VmCopy, pages: usize, page: usize) -> Result<StepReport> {
+    let (step, syscall) = match way {
+        VmCopy::Read => (STEP_VM_READV, "process_vm_readv"),
+        VmCopy::Write => (STEP_VM_WRITEV, "process_vm_writev"),
+    };
     if pages == 0 {
-        return Ok(skipped(STEP_VM_READV, "0 pages requested"));
+        return Ok(skipped(step, "0 pages requested"));
     }
     // Allocated and faulted in before fork: same address in the child, which then gets its
     // own copies of the pages when it writes the pattern.
     let remote = AnonBuf::new(pages, page)?;
     let len = remote.len;
-    let mut local = vec![0u8; len];
-    let mut child = Child::spawn(&remote, false)?;
+    let mut local: Vec<u8> = match way {
+        VmCopy::Read => vec![0u8; len],
+        VmCopy::Write => (0..len / 8)
+            .flat_map(|i| (VM_WRITE_PATTERN ^ i as u64).to_ne_bytes())
+            .collect(),
+    };
+    let mut child = Child::spawn(&remote, way == VmCopy::Write)?;
     let pid = child.pid;
     let liov = libc::iovec {
         iov_base: local.as_mut_ptr().cast(),
@@ -1123,65 +1144,30 @@ fn vm_readv_step(pages: usize, page: usize) -> Result<StepReport> {
         iov_len: len,
     };
     // SAFETY: liov describes `local`; riov is an address in the child, checked by the kernel.
-    let n = unsafe { libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0) };
+    let n = unsafe {
+        match way {
+            VmCopy::Read => libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0),
+            VmCopy::Write => libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0),
+        }
+    };
     if n < 0 {
         let e = errno();
         let err = os_error(format!(
-            "process_vm_readv(pid {pid}, {len} bytes at {:p})",
+            "{syscall}(pid {pid}, {len} bytes at {:p})",
             remote.ptr
         ));
         child.finish()?;
-        return vm_rw_failure(STEP_VM_READV, e, err);
+        return vm_rw_failure(step, e, err);
     }
     if n as usize != len {
-        bail!("process_vm_readv(pid {pid}) read {n} of {len} bytes");
+        bail!("{syscall}(pid {pid}) copied {n} of {len} bytes");
     }
-    check_pattern(&local, VM_PATTERN, &format!("process_vm_readv(pid {pid})"))?;
-    child.finish_clean()?;
-    drop(remote);
-    Ok(ran(STEP_VM_READV, pages))
-}
-
-/// Only the child's pages are pinned: the local side is copied with copy_from_user. The
-/// result is checked by the child itself, since reading it back through the kernel
-/// (process_vm_readv) would pin the pages once more.
-fn vm_writev_step(pages: usize, page: usize) -> Result<StepReport> {
-    if pages == 0 {
-        return Ok(skipped(STEP_VM_WRITEV, "0 pages requested"));
-    }
-    let remote = AnonBuf::new(pages, page)?;
-    let len = remote.len;
-    let local: Vec<u8> = (0..len / 8)
-        .flat_map(|i| (VM_WRITE_PATTERN ^ i as u64).to_ne_bytes())
-        .collect();
-    let mut child = Child::spawn(&remote, true)?;
-    let pid = child.pid;
-    let liov = libc::iovec {
-        iov_base: local.as_ptr().cast_mut().cast(),
-        iov_len: len,
-    };
-    let riov = libc::iovec {
-        iov_base: remote.ptr.cast(),
-        iov_len: len,
-    };
-    // SAFETY: liov describes `local` (only read); riov is an address in the child, checked by
-    // the kernel.
-    let n = unsafe { libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0) };
-    if n < 0 {
-        let e = errno();
-        let err = os_error(format!(
-            "process_vm_writev(pid {pid}, {len} bytes at {:p})",
-            remote.ptr
-        ));
-        child.finish()?;
-        return vm_rw_failure(STEP_VM_WRITEV, e, err);
-    }
-    if n as usize != len {
-        bail!("process_vm_writev(pid {pid}) wrote {n} of {len} bytes");
+    if way == VmCopy::Read {
+        check_pattern(&local, VM_PATTERN, &format!("{syscall}(pid {pid})"))?;
     }
     child.finish_clean()?;
     drop(remote);
-    Ok(ran(STEP_VM_WRITEV, pages))
+    Ok(ran(step, pages))
 }
 
 /// FOLL_GET, not FOLL_PIN: /proc/<pid>/mem copies page by page through access_remote_vm,

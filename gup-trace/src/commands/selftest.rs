@@ -81,13 +81,13 @@ fn failure(summary: &Summary) -> Option<String> {
     if !summary.pins_match() {
         differ.push(format!(
             "pinned {} vs vmstat {}",
-            summary.pinned, summary.vmstat.acquired
+            summary.totals.pinned, summary.vmstat.acquired
         ));
     }
     if !summary.releases_match() {
         differ.push(format!(
             "released {} vs vmstat {}",
-            summary.released, summary.vmstat.released
+            summary.totals.released, summary.vmstat.released
         ));
     }
     (!differ.is_empty()).then(|| differ.join(", "))
