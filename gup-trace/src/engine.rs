@@ -81,8 +81,9 @@ impl PinLedger {
             return;
         }
         let process = self.processes.entry(event.tgid).or_default();
-        if process.comm.is_empty() {
-            // The first comm seen is the process's; later threads may rename themselves.
+        if process.comm != event.comm {
+            // The latest name wins: a process's first events often come from its own execve
+            // (argument copying through get_user_pages_remote), under the parent's name.
             process.comm.clone_from(&event.comm);
         }
         match class {
@@ -157,6 +158,13 @@ mod tests {
         assert_eq!(l.processes[&1].outstanding(), 4);
         assert_eq!(l.processes[&2].outstanding(), 8);
         assert_eq!(l.processes[&2].comm, "p2");
+        let mut renamed = ev(160, 2, Hook::UnpinUserPage, 1);
+        renamed.comm = "after-exec".into();
+        l.apply(&renamed);
+        assert_eq!(
+            l.processes[&2].comm, "after-exec",
+            "execve renames the process"
+        );
         assert_eq!(l.totals.mmap_lock_events, 1);
     }
 
