@@ -279,12 +279,6 @@ impl Capabilities {
             .filter(|r| matches!(r.status, HookStatus::Attached { kind: k } if k == kind))
             .count()
     }
-
-    pub fn failed(&self) -> impl Iterator<Item = &HookReport> {
-        self.hooks
-            .iter()
-            .filter(|r| matches!(r.status, HookStatus::Failed { .. }))
-    }
 }
 
 fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {

@@ -156,22 +156,6 @@ pub struct WorkloadReport {
     pub steps: Vec<StepReport>,
 }
 
-impl WorkloadReport {
-    /// Sum of `pages` over the pinning steps that ran: the expected pin (and unpin) count.
-    pub fn pinned_pages(&self) -> u64 {
-        self.ran().filter(|s| s.pins()).map(|s| s.pages).sum()
-    }
-
-    /// Sum of `pages` over the steps that ran and take references (FOLL_GET) instead of pins.
-    pub fn referenced_pages(&self) -> u64 {
-        self.ran().filter(|s| !s.pins()).map(|s| s.pages).sum()
-    }
-
-    fn ran(&self) -> impl Iterator<Item = &StepReport> {
-        self.steps.iter().filter(|s| s.outcome == StepOutcome::Ran)
-    }
-}
-
 /// Runs the steps in order. A step that cannot run here is reported as skipped; a step that
 /// fails midway is an error (with the step, the syscall and the errno in its context).
 /// Every pin or reference a step takes is released before the step returns.
