@@ -14,7 +14,12 @@ pub enum HookClass {
     Get,
     /// An `unpin_*` call or a `gup_put_folio` outside of one: pages released.
     Unpin,
-    /// The `mmap_lock_released` tracepoint.
+    /// A function that takes references on one folio (`try_grab_folio*`, `try_grab_page`,
+    /// `folio_add_pin(s)`): the per-folio pin transitions.
+    Grab,
+    /// The slow path of GUP (`__get_user_pages`): marks which grabs the fast walk did not get.
+    SlowPath,
+    /// The mmap_lock tracepoints.
     MmapLock,
 }
 
@@ -74,9 +79,150 @@ hooks! {
     GetUserPagesFastOnly = 17, "get_user_pages_fast_only", Get;
     GetUserPagesRemote = 18, "get_user_pages_remote", Get;
     GetUserPagesUnlocked = 19, "get_user_pages_unlocked", Get;
+    TryGrabFolio = 20, "try_grab_folio", Grab;
+    TryGrabFolioFast = 21, "try_grab_folio_fast", Grab;
+    TryGrabPage = 22, "try_grab_page", Grab;
+    FolioAddPin = 23, "folio_add_pin", Grab;
+    FolioAddPins = 24, "folio_add_pins", Grab;
+    GetUserPagesSlow = 25, "__get_user_pages", SlowPath;
+    MmapLockStartLocking = 26, "mmap_lock_start_locking", MmapLock;
+    MmapLockAcquireReturned = 27, "mmap_lock_acquire_returned", MmapLock;
 }
 
+/// Marks "no GUP call in progress" in [`Event::call_hook`].
+pub const NO_CALL: u32 = u32::MAX;
+
+/// Most folios one release call itemizes (entries of `pages[]` / `folios[]` walked in the
+/// kernel). A bounded loop is what the verifier accepts; longer batches are marked truncated.
+pub const RELEASE_WALK_MAX: u32 = 256;
+
 pub const HOOK_COUNT: usize = Hook::ALL.len();
+
+/// What an [`Event`] describes; decides which of its parts are filled in.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The return of an outermost GUP entry point or `unpin_*` call (or a lone
+    /// `gup_put_folio`): pages, duration, and for GUP calls the arguments, `path` and `lock`.
+    Call = 0,
+    /// One folio's references changing: `folio` is filled in, `hook` is the grab or release
+    /// function, `call_hook` the GUP entry point in progress on the thread.
+    Folio = 1,
+    /// GUP dropped mmap_lock and took it again: `start` is the address GUP was working on,
+    /// `duration_ns` how long the lock stayed dropped.
+    MmapLockDrop = 2,
+    /// An mmap_lock release outside GUP (only with `--mmap-lock all`).
+    MmapLockRelease = 3,
+}
+
+impl EventKind {
+    pub const fn from_id(id: u32) -> Option<EventKind> {
+        match id {
+            0 => Some(EventKind::Call),
+            1 => Some(EventKind::Folio),
+            2 => Some(EventKind::MmapLockDrop),
+            3 => Some(EventKind::MmapLockRelease),
+            _ => None,
+        }
+    }
+}
+
+/// How a grab function's return value says it took the references (see
+/// [`FolioLayout::grab_rules`]). The same name changed signature: `try_grab_folio` returned the
+/// folio up to 6.9 and returns 0 or an errno since.
+pub mod grab_rule {
+    /// Returns a pointer (the folio), NULL on failure.
+    pub const POINTER: u32 = 0;
+    /// Returns 0 on success, a negative errno on failure.
+    pub const STATUS: u32 = 1;
+    /// Returns bool, true on success.
+    pub const BOOL: u32 = 2;
+    /// Returns nothing: it cannot fail.
+    pub const VOID: u32 = 3;
+
+    /// The rule of `hook` within a packed `grab_rules` word.
+    pub const fn of(rules: u32, hook: crate::Hook) -> u32 {
+        let shift = 2 * (hook as u32).wrapping_sub(crate::Hook::TryGrabFolio as u32);
+        if shift >= 32 {
+            VOID
+        } else {
+            (rules >> shift) & 3
+        }
+    }
+
+    /// `rules` with `hook`'s rule set to `rule`.
+    pub const fn with(rules: u32, hook: crate::Hook, rule: u32) -> u32 {
+        let shift = 2 * (hook as u32 - crate::Hook::TryGrabFolio as u32);
+        (rules & !(3 << shift)) | (rule << shift)
+    }
+}
+
+/// Bits of [`FolioTransition::bits`].
+pub mod folio_bit {
+    /// A FOLL_PIN reference (else FOLL_GET).
+    pub const PIN: u32 = 1 << 0;
+    /// The folio is large (has a `_pincount`).
+    pub const LARGE: u32 = 1 << 1;
+    /// The folio is the shared zero page: recent kernels take no pin on it.
+    pub const ZERO_PAGE: u32 = 1 << 2;
+    /// The grab failed (the function returned its failure value): no reference was taken.
+    pub const FAILED: u32 = 1 << 3;
+    /// A release from an array (`pages[]`, `folios[]`) whose walk stopped at the in-kernel
+    /// bound: the call released more than its folio events show.
+    pub const TRUNCATED: u32 = 1 << 4;
+    /// A release (else a grab).
+    pub const RELEASE: u32 = 1 << 5;
+}
+
+/// One folio's reference counts around a grab or a release, read by the kernel side before and
+/// after the function ran. The GUP_PIN_COUNTING_BIAS rule is checked on these in userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FolioTransition {
+    /// Kernel address of the `struct folio`.
+    pub folio: u64,
+    pub pfn: u64,
+    /// References taken or dropped (pages, for pins).
+    pub refs: u32,
+    /// `folio_bit` flags.
+    pub bits: u32,
+    pub order: u32,
+    pub refcount_before: i32,
+    pub refcount_after: i32,
+    pub pincount_before: i32,
+    pub pincount_after: i32,
+    pub _pad: u32,
+}
+
+/// How an outermost GUP call got its pages.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallPath {
+    /// References grabbed outside `__get_user_pages` (the lockless fast walk).
+    pub fast_refs: u64,
+    /// References grabbed inside `__get_user_pages` (the slow walk, with faults).
+    pub slow_refs: u64,
+    /// Times the slow walk ran during the call (0: the fast walk did everything).
+    pub slow_walks: u32,
+    /// Unpin calls: entries of the `pages[]`/`folios[]` argument walked in the kernel (less than
+    /// `pages` when the walk stopped at its bound).
+    pub walked: u32,
+}
+
+/// mmap_lock as seen by one outermost GUP call on its own thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockStats {
+    /// Time spent waiting for the lock inside the call.
+    pub wait_ns: u64,
+    /// Time the lock was held inside the call, from each acquisition to its release (or the
+    /// call's return).
+    pub hold_ns: u64,
+    pub acquisitions: u32,
+    /// Releases followed by another acquisition within the same call (VM_FAULT_RETRY and the
+    /// like).
+    pub drops: u32,
+}
 
 /// One observation, as written into the `EVENTS` ring buffer.
 #[repr(C)]
@@ -92,21 +238,61 @@ pub struct Event {
     pub tgid: u32,
     /// Thread id (kernel pid).
     pub tid: u32,
+    /// An [`EventKind`] id.
+    pub kind: u32,
     /// A [`Hook`] id.
     pub hook: u32,
     /// For GUP calls, the raw return value when it was an error (negative errno), else 0.
     pub error: i32,
-    /// GUP calls: the start address (memfd_pin_folios: the file offset).
+    /// GUP calls: the caller's gup_flags (without what GUP adds itself, e.g. FOLL_PIN).
+    pub gup_flags: u32,
+    /// GUP calls: the start address (memfd_pin_folios: the file offset). mmap_lock drops: the
+    /// address GUP was working on.
     pub start: u64,
     /// GUP calls: pages asked for (memfd_pin_folios: the most folios it may return).
     pub requested: u64,
     /// cgroup v2 id of the task.
     pub cgroup_id: u64,
-    /// GUP calls: the caller's gup_flags (without what GUP adds itself, e.g. FOLL_PIN).
-    pub gup_flags: u32,
-    /// GUP calls: id of the caller's kernel stack in the `STACKS` map; negative when none.
+    /// Id of the GUP caller's kernel stack in the `STACKS` map; negative when none. Folio
+    /// events carry the stack of the GUP call in progress.
     pub stack_id: i32,
+    /// Folio events: the [`Hook`] id of the GUP entry point in progress, or [`NO_CALL`].
+    pub call_hook: u32,
     pub comm: [u8; COMM_LEN],
+    pub path: CallPath,
+    pub lock: LockStats,
+    pub folio: FolioTransition,
+}
+
+/// The layout of `struct page` / `struct folio` on the running kernel, read from its BTF by
+/// userspace and handed to the programs as one global: nothing about it is compiled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FolioLayout {
+    /// Address of the kernel variable `vmemmap_base` (0: use `vmemmap_start`).
+    pub vmemmap_base_addr: u64,
+    /// The struct page array's start when the kernel has no `vmemmap_base` variable.
+    pub vmemmap_start: u64,
+    /// Address of the kernel variable holding the zero page's pfn (0: unknown).
+    pub zero_pfn_addr: u64,
+    pub page_size: u32,
+    /// `sizeof(struct page)`: the stride of the struct page array.
+    pub page_struct_size: u32,
+    /// `page.flags`, `page.compound_head`, `folio._refcount`.
+    pub flags_offset: u32,
+    pub compound_head_offset: u32,
+    pub refcount_offset: u32,
+    /// Offset of the large-folio pin count from the folio (in the first tail page).
+    pub pincount_offset: u32,
+    /// Offset of the byte holding the folio order (valid for large folios only).
+    pub order_offset: u32,
+    /// Bit of `PG_head` in `page.flags`.
+    pub head_bit: u32,
+    /// How each grab function reports success, from its BTF return type: two bits
+    /// ([`grab_rule`]) per function, at `2 * (hook id - TryGrabFolio)`.
+    pub grab_rules: u32,
+    /// 1 when userspace could read the layout: without it no folio is read at all.
+    pub valid: u32,
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -119,13 +305,21 @@ pub mod counter {
     pub const TASK_MAP_FULL: u32 = 2;
     /// Returns seen without their entry (the probe was attached mid-call, or kretprobe misses).
     pub const UNMATCHED_EXITS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Release batches (`pages[]`, `folios[]`) cut short by the in-kernel walk bound.
+    pub const TRUNCATED_WALKS: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Names of the globals userspace sets before load (`EbpfLoader::set_global`).
 pub mod global {
     /// `FOLL_PIN` of the running kernel (0x40000 up to 6.1, 0x80000 from 6.12), read from BTF.
     pub const FOLL_PIN: &str = "FOLL_PIN";
+    /// A [`crate::FolioLayout`].
+    pub const FOLIO_LAYOUT: &str = "FOLIO_LAYOUT";
+    /// Bytes waiting in the ring buffer before the reader is woken (0: every event).
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Offset of `success` in the mmap_lock_acquire_returned tracepoint record (0: unknown).
+    pub const LOCK_SUCCESS_OFFSET: &str = "LOCK_SUCCESS_OFFSET";
     /// Only trace this tgid (0: every process).
     pub const FILTER_TGID: &str = "FILTER_TGID";
     /// Only trace tasks with this comm (all zero: every comm).
@@ -137,13 +331,15 @@ pub mod global {
 /// Indices into the `SETTINGS` array: switches userspace sets after the programs are attached
 /// (unlike globals, which are fixed before load).
 pub mod setting {
-    /// 1: emit every mmap_lock release; 0: only those inside a traced pin call.
+    /// 1: emit every mmap_lock release; 0: only the drops inside a traced GUP call.
     pub const MMAP_LOCK_ALL: u32 = 0;
     pub const COUNT: u32 = 1;
 }
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Event {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FolioLayout {}
 
 #[cfg(test)]
 mod tests {

@@ -11,9 +11,12 @@
 //! are added to the call's pin total: the kernel's `nr_foll_pin_acquired` counts those grabs too.
 
 use aya_ebpf::{EbpfContext, programs::tracing::StackIdContext};
-use gup_trace_common::{Hook, HookClass, counter};
+use gup_trace_common::{CallPath, EventKind, Hook, HookClass, LockStats, NO_CALL, counter};
 
-use crate::maps::{FOLL_PIN, Record, THREADS, bump, current_task, emit, now_ns, stack_id};
+use crate::{
+    folio::{Released, release_enter, release_exit},
+    maps::{Record, THREADS, bump, current_task, emit, now_ns, stack_id, thread_key},
+};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -21,34 +24,81 @@ pub struct ThreadCalls {
     /// Nesting depth of GUP entry points (pin_user_pages*, get_user_pages*).
     gup_depth: u32,
     unpin_depth: u32,
-    gup_start_ns: u64,
     unpin_start_ns: u64,
-    /// Pages released while the outermost pin call was in progress.
-    released_in_pin: u64,
     /// Pages the outermost unpin call releases (from its arguments at entry).
     unpin_pages: u64,
-    /// The outermost GUP call's arguments, saved at entry for the event at its return.
-    gup_start: u64,
-    gup_requested: u64,
-    gup_flags: u32,
-    gup_stack_id: i32,
-    gup_hook: u32,
+    /// The outermost unpin call's hook, or NO_CALL when it releases no pins.
     unpin_hook: u32,
+    _pad: u32,
+    gup: GupCall,
 }
+
+/// The outermost GUP call in progress on a thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GupCall {
+    start_ns: u64,
+    /// Pages released while the call was in progress.
+    released_in_pin: u64,
+    /// The call's arguments, saved at entry for the event at its return.
+    start: u64,
+    requested: u64,
+    flags: u32,
+    stack_id: i32,
+    hook: u32,
+    /// Nesting depth of `__get_user_pages` (the slow walk) inside the call.
+    slow_depth: u32,
+    path: CallPath,
+    /// The slow walk in progress: its start address and the pages it grabbed so far, which
+    /// locate the page it was faulting in when it dropped mmap_lock.
+    walk_start: u64,
+    walk_refs: u64,
+    lock: LockStats,
+    /// mmap_lock correlation: when the wait began, when the lock was taken, when it was
+    /// dropped (0: not in that state) and at which address.
+    lock_wait_since: u64,
+    lock_held_since: u64,
+    lock_dropped_at: u64,
+    lock_drop_addr: u64,
+}
+
+const NO_GUP_CALL: GupCall = GupCall {
+    start_ns: 0,
+    released_in_pin: 0,
+    start: 0,
+    requested: 0,
+    flags: 0,
+    stack_id: -1,
+    hook: NO_CALL,
+    slow_depth: 0,
+    path: CallPath {
+        fast_refs: 0,
+        slow_refs: 0,
+        slow_walks: 0,
+        walked: 0,
+    },
+    walk_start: 0,
+    walk_refs: 0,
+    lock: LockStats {
+        wait_ns: 0,
+        hold_ns: 0,
+        acquisitions: 0,
+        drops: 0,
+    },
+    lock_wait_since: 0,
+    lock_held_since: 0,
+    lock_dropped_at: 0,
+    lock_drop_addr: 0,
+};
 
 const IDLE: ThreadCalls = ThreadCalls {
     gup_depth: 0,
     unpin_depth: 0,
-    gup_start_ns: 0,
     unpin_start_ns: 0,
-    released_in_pin: 0,
     unpin_pages: 0,
-    gup_start: 0,
-    gup_requested: 0,
-    gup_flags: 0,
-    gup_stack_id: -1,
-    gup_hook: 0,
-    unpin_hook: 0,
+    unpin_hook: NO_CALL,
+    _pad: 0,
+    gup: NO_GUP_CALL,
 };
 
 /// A GUP call's arguments as the entry program reads them.
@@ -61,28 +111,35 @@ pub struct GupArgs {
 
 /// The thread's state, created on first use.
 #[inline(always)]
-fn state_for_entry(tid: u32) -> Option<&'static mut ThreadCalls> {
-    if let Some(state) = THREADS.get_ptr_mut(&tid) {
+fn state_for_entry(key: u32) -> Option<&'static mut ThreadCalls> {
+    if let Some(state) = THREADS.get_ptr_mut(&key) {
         return Some(unsafe { &mut *state });
     }
-    if THREADS.insert(&tid, &IDLE, 0).is_err() {
+    if THREADS.insert(&key, &IDLE, 0).is_err() {
         bump(counter::TASK_MAP_FULL, 1);
         return None;
     }
     THREADS
-        .get_ptr_mut(&tid)
+        .get_ptr_mut(&key)
         .map(|state| unsafe { &mut *state })
 }
 
 #[inline(always)]
-fn state_for_exit(tid: u32) -> Option<&'static mut ThreadCalls> {
-    match THREADS.get_ptr_mut(&tid) {
+fn state_for_exit(key: u32) -> Option<&'static mut ThreadCalls> {
+    match THREADS.get_ptr_mut(&key) {
         Some(state) => Some(unsafe { &mut *state }),
         None => {
             bump(counter::UNMATCHED_EXITS, 1);
             None
         }
     }
+}
+
+/// The state of a thread inside a GUP call, if it is in one.
+#[inline(always)]
+fn state_in_gup(key: u32) -> Option<&'static mut ThreadCalls> {
+    let state = unsafe { &mut *THREADS.get_ptr_mut(&key)? };
+    (state.gup_depth > 0).then_some(state)
 }
 
 /// Leaves one level of nesting; true when that was the outermost call. A return without its
@@ -99,9 +156,9 @@ fn leave(depth: &mut u32) -> bool {
 
 /// Drops the thread's entry once it is inside no call, keeping the map small.
 #[inline(always)]
-fn forget_if_idle(tid: u32, state: &ThreadCalls) {
+fn forget_if_idle(key: u32, state: &ThreadCalls) {
     if state.gup_depth == 0 && state.unpin_depth == 0 {
-        let _ = THREADS.remove(&tid);
+        let _ = THREADS.remove(&key);
     }
 }
 
@@ -112,17 +169,19 @@ pub fn gup_enter<C: StackIdContext>(ctx: &C, hook: Hook, args: GupArgs) {
     let Some((_, tid)) = current_task() else {
         return;
     };
-    let Some(state) = state_for_entry(tid) else {
+    let Some(state) = state_for_entry(thread_key(tid)) else {
         return;
     };
     if state.gup_depth == 0 {
-        state.gup_start_ns = now_ns();
-        state.released_in_pin = 0;
-        state.gup_hook = hook as u32;
-        state.gup_start = args.start;
-        state.gup_requested = args.requested;
-        state.gup_flags = args.flags;
-        state.gup_stack_id = stack_id(ctx);
+        state.gup = GupCall {
+            start_ns: now_ns(),
+            start: args.start,
+            requested: args.requested,
+            flags: args.flags,
+            stack_id: stack_id(ctx),
+            hook: hook as u32,
+            ..NO_GUP_CALL
+        };
     }
     state.gup_depth += 1;
 }
@@ -131,47 +190,107 @@ pub fn gup_enter<C: StackIdContext>(ctx: &C, hook: Hook, args: GupArgs) {
 #[inline(always)]
 pub fn gup_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let Some(task) = current_task() else { return };
-    let Some(state) = state_for_exit(task.1) else {
+    let key = thread_key(task.1);
+    let Some(state) = state_for_exit(key) else {
         return;
     };
     if leave(&mut state.gup_depth) {
+        let now = now_ns();
         let (got, error) = if ret < 0 {
             (0, ret as i32)
         } else {
             (ret as u64, 0)
         };
-        let hook = Hook::from_id(state.gup_hook).unwrap_or(Hook::PinUserPages);
+        let hook = Hook::from_id(state.gup.hook).unwrap_or(Hook::PinUserPages);
         // Pins the call gave back before returning were taken by it too.
         let pages = match hook.class() {
-            HookClass::Pin => got + state.released_in_pin,
+            HookClass::Pin => got + state.gup.released_in_pin,
             _ => got,
         };
-        let record = Record {
-            duration_ns: now_ns().saturating_sub(state.gup_start_ns),
-            error,
-            start: state.gup_start,
-            requested: state.gup_requested,
-            gup_flags: state.gup_flags,
-            stack_id: state.gup_stack_id,
-            ..Record::new(hook, pages)
-        };
+        if state.gup.lock_held_since != 0 {
+            state.gup.lock.hold_ns += now.saturating_sub(state.gup.lock_held_since);
+        }
+        let mut record = Record::new(EventKind::Call, hook, pages);
+        record.duration_ns = now.saturating_sub(state.gup.start_ns);
+        record.error = error;
+        record.start = state.gup.start;
+        record.requested = state.gup.requested;
+        record.gup_flags = state.gup.flags;
+        record.stack_id = state.gup.stack_id;
+        record.path = state.gup.path;
+        record.lock = state.gup.lock;
         emit(ctx, task, record);
     }
-    forget_if_idle(task.1, state);
+    forget_if_idle(key, state);
 }
 
+/// Entry of `__get_user_pages`, the slow walk: grabs until its return are slow-path grabs.
 #[inline(always)]
-pub fn unpin_enter(hook: Hook, pages: u64) {
+pub fn slow_walk_enter(start: u64) {
     let Some((_, tid)) = current_task() else {
         return;
     };
-    let Some(state) = state_for_entry(tid) else {
+    let Some(state) = state_in_gup(thread_key(tid)) else {
+        return;
+    };
+    if state.gup.slow_depth == 0 {
+        state.gup.path.slow_walks += 1;
+        state.gup.walk_start = start;
+        state.gup.walk_refs = 0;
+    }
+    state.gup.slow_depth += 1;
+}
+
+#[inline(always)]
+pub fn slow_walk_exit() {
+    let Some((_, tid)) = current_task() else {
+        return;
+    };
+    if let Some(state) = state_in_gup(thread_key(tid))
+        && state.gup.slow_depth > 0
+    {
+        state.gup.slow_depth -= 1;
+    }
+}
+
+/// A grab's folio event learns which GUP call it belongs to; the call counts the grab on the
+/// path it happened on.
+#[inline(always)]
+pub fn note_grab(key: u32, record: &mut Record) {
+    let Some(state) = state_in_gup(key) else {
+        return;
+    };
+    record.call_hook = state.gup.hook;
+    record.stack_id = state.gup.stack_id;
+    if state.gup.slow_depth > 0 {
+        state.gup.path.slow_refs += record.pages;
+        state.gup.walk_refs += record.pages;
+    } else {
+        state.gup.path.fast_refs += record.pages;
+    }
+}
+
+/// Entry of a release function. `pages` is what the call releases, for its own event;
+/// `released` tells which folios, walked now for the folio events.
+#[inline(always)]
+pub fn unpin_enter(hook: Hook, pages: u64, released: Released) {
+    let Some((_, tid)) = current_task() else {
+        return;
+    };
+    let key = thread_key(tid);
+    let Some(state) = state_for_entry(key) else {
         return;
     };
     if state.unpin_depth == 0 {
         state.unpin_start_ns = now_ns();
-        state.unpin_pages = pages;
-        state.unpin_hook = hook as u32;
+        if matches!(released, Released::Nothing) {
+            state.unpin_pages = 0;
+            state.unpin_hook = NO_CALL;
+        } else {
+            state.unpin_pages = pages;
+            state.unpin_hook = hook as u32;
+            release_enter(key, released);
+        }
     }
     state.unpin_depth += 1;
 }
@@ -179,63 +298,81 @@ pub fn unpin_enter(hook: Hook, pages: u64) {
 #[inline(always)]
 pub fn unpin_exit<C: EbpfContext>(ctx: &C) {
     let Some(task) = current_task() else { return };
-    let Some(state) = state_for_exit(task.1) else {
+    let key = thread_key(task.1);
+    let Some(state) = state_for_exit(key) else {
         return;
     };
-    if leave(&mut state.unpin_depth) {
-        record_release(
-            ctx,
-            task,
-            state,
-            state.unpin_hook,
-            state.unpin_pages,
-            state.unpin_start_ns,
-        );
-    }
-    forget_if_idle(task.1, state);
-}
-
-/// `gup_put_folio(folio, refs, flags)`: a release of its own only outside any `unpin_*` call,
-/// and only for FOLL_PIN references (FOLL_GET puts go through it too).
-#[inline(always)]
-pub fn put_folio<C: EbpfContext>(ctx: &C, refs: u64, flags: u32) {
-    if flags & FOLL_PIN.load() == 0 {
-        return;
-    }
-    let Some(task) = current_task() else { return };
-    match THREADS.get_ptr_mut(&task.1) {
-        Some(state) => {
-            let state = unsafe { &mut *state };
-            if state.unpin_depth == 0 {
-                record_release(ctx, task, state, Hook::GupPutFolio as u32, refs, now_ns());
-            }
+    if leave(&mut state.unpin_depth)
+        && let Some(hook) = Hook::from_id(state.unpin_hook)
+    {
+        let pages = state.unpin_pages;
+        if state.gup_depth > 0 {
+            state.gup.released_in_pin += pages;
         }
-        None => emit(ctx, task, Record::new(Hook::GupPutFolio, refs)),
+        let mut record = Record::new(EventKind::Call, hook, pages);
+        record.duration_ns = now_ns().saturating_sub(state.unpin_start_ns);
+        if state.gup_depth > 0 {
+            record.call_hook = state.gup.hook;
+            record.stack_id = state.gup.stack_id;
+        }
+        release_exit(ctx, task, key, record);
+    }
+    forget_if_idle(key, state);
+}
+
+/// mmap_lock_start_locking on a thread inside a GUP call.
+#[inline(always)]
+pub fn lock_start_locking(tid: u32) {
+    if let Some(state) = state_in_gup(thread_key(tid)) {
+        state.gup.lock_wait_since = now_ns();
     }
 }
 
+/// mmap_lock_acquire_returned: the wait ends; a retake after a drop in the same call is a
+/// drop event (with how long the lock stayed dropped).
 #[inline(always)]
-fn record_release<C: EbpfContext>(
-    ctx: &C,
-    task: (u32, u32),
-    state: &mut ThreadCalls,
-    hook: u32,
-    pages: u64,
-    start_ns: u64,
-) {
-    if state.gup_depth > 0 {
-        state.released_in_pin += pages;
-    }
-    let hook = Hook::from_id(hook).unwrap_or(Hook::GupPutFolio);
-    let record = Record {
-        duration_ns: now_ns().saturating_sub(start_ns),
-        ..Record::new(hook, pages)
+pub fn lock_acquired<C: EbpfContext>(ctx: &C, task: (u32, u32), success: bool) {
+    let Some(state) = state_in_gup(thread_key(task.1)) else {
+        return;
     };
-    emit(ctx, task, record);
+    let now = now_ns();
+    if state.gup.lock_wait_since != 0 {
+        state.gup.lock.wait_ns += now.saturating_sub(state.gup.lock_wait_since);
+        state.gup.lock_wait_since = 0;
+    }
+    if !success {
+        return;
+    }
+    state.gup.lock.acquisitions += 1;
+    state.gup.lock_held_since = now;
+    if state.gup.lock_dropped_at != 0 {
+        state.gup.lock.drops += 1;
+        let hook = Hook::from_id(state.gup.hook).unwrap_or(Hook::PinUserPages);
+        let mut record = Record::new(EventKind::MmapLockDrop, Hook::MmapLockAcquireReturned, 0);
+        record.duration_ns = now.saturating_sub(state.gup.lock_dropped_at);
+        record.start = state.gup.lock_drop_addr;
+        record.call_hook = hook as u32;
+        record.stack_id = state.gup.stack_id;
+        record.gup_flags = state.gup.flags;
+        state.gup.lock_dropped_at = 0;
+        emit(ctx, task, record);
+    }
 }
 
-/// Whether the current thread is inside a traced GUP call (for mmap_lock correlation).
+/// mmap_lock_released; true when the thread is inside a GUP call.
 #[inline(always)]
-pub fn in_gup_call(tid: u32) -> bool {
-    unsafe { THREADS.get(&tid) }.is_some_and(|s| s.gup_depth > 0)
+pub fn lock_released(tid: u32, page_size: u64) -> bool {
+    let Some(state) = state_in_gup(thread_key(tid)) else {
+        return false;
+    };
+    let now = now_ns();
+    if state.gup.lock_held_since != 0 {
+        state.gup.lock.hold_ns += now.saturating_sub(state.gup.lock_held_since);
+        state.gup.lock_held_since = 0;
+    }
+    state.gup.lock_dropped_at = now;
+    // The slow walk takes pages in address order: the first one it has not got yet is the one
+    // whose fault made it let go of the lock.
+    state.gup.lock_drop_addr = state.gup.walk_start + state.gup.walk_refs * page_size;
+    true
 }

@@ -3,13 +3,19 @@
 //! function: fentry/fexit where the kernel allows it, kprobes otherwise. Program names are
 //! `<kind>_<kernel symbol>`; the symbol itself is given at load/attach time.
 
+// Program names repeat the kernel symbol, leading underscores included (`__get_user_pages`).
+#![allow(non_snake_case)]
+
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use gup_trace_common::Hook;
 
-use crate::calls;
+use crate::{
+    calls,
+    folio::{self, Released},
+};
 
 /// Reads an integer argument from either flavour of entry context.
 trait EntryArgs {
@@ -30,18 +36,41 @@ impl EntryArgs for ProbeContext {
     }
 }
 
-/// Pages an unpin call releases: a fixed count or one of its arguments.
+/// What a release function's arguments say it gives back: pages for its call event, folios
+/// for its folio events.
 #[derive(Clone, Copy)]
-enum PageCount {
+enum ReleaseArgs {
+    /// `(page)` or `(folio)`: one pin.
     One,
-    Arg(usize),
+    /// `(folio, npages)`: npages pins of one folio.
+    FolioRefs,
+    /// `(pages[] or folios[], n)`: one pin per entry.
+    Array,
+    /// `(first page, n, ...)`: n contiguous pages.
+    Range,
+    /// `gup_put_folio(folio, refs, flags)`: a pin release only when flags has FOLL_PIN.
+    PutFolio,
 }
 
 #[inline(always)]
-fn pages<C: EntryArgs>(ctx: &C, count: PageCount) -> u64 {
-    match count {
-        PageCount::One => 1,
-        PageCount::Arg(n) => ctx.arg_u64(n),
+fn released<C: EntryArgs>(ctx: &C, args: ReleaseArgs) -> (u64, Released) {
+    let ptr = ctx.arg_u64(0);
+    let n = ctx.arg_u64(1) as u32;
+    match args {
+        ReleaseArgs::One => (1, Released::Folio { page: ptr, refs: 1 }),
+        ReleaseArgs::FolioRefs => (n as u64, Released::Folio { page: ptr, refs: n }),
+        ReleaseArgs::Array => (
+            n as u64,
+            Released::Array {
+                entries: ptr,
+                len: n,
+            },
+        ),
+        ReleaseArgs::Range => (n as u64, Released::Range { first: ptr, len: n }),
+        ReleaseArgs::PutFolio if ctx.arg_u64(2) as u32 & crate::maps::FOLL_PIN.load() != 0 => {
+            (n as u64, Released::Folio { page: ptr, refs: n })
+        }
+        ReleaseArgs::PutFolio => (0, Released::Nothing),
     }
 }
 
@@ -99,11 +128,12 @@ macro_rules! gup_functions {
     )* };
 }
 
-macro_rules! unpin_functions {
-    ($($symbol:ident => $hook:ident, $count:expr;)*) => { $(
+macro_rules! release_functions {
+    ($($symbol:ident => $hook:ident, $args:ident;)*) => { $(
         #[fentry]
         pub fn ${concat(fentry_, $symbol)}(ctx: FEntryContext) -> u32 {
-            calls::unpin_enter(Hook::$hook, pages(&ctx, $count));
+            let (pages, released) = released(&ctx, ReleaseArgs::$args);
+            calls::unpin_enter(Hook::$hook, pages, released);
             0
         }
         #[fexit]
@@ -113,12 +143,67 @@ macro_rules! unpin_functions {
         }
         #[kprobe]
         pub fn ${concat(kprobe_, $symbol)}(ctx: ProbeContext) -> u32 {
-            calls::unpin_enter(Hook::$hook, pages(&ctx, $count));
+            let (pages, released) = released(&ctx, ReleaseArgs::$args);
+            calls::unpin_enter(Hook::$hook, pages, released);
             0
         }
         #[kretprobe]
         pub fn ${concat(kretprobe_, $symbol)}(ctx: RetProbeContext) -> u32 {
             calls::unpin_exit(&ctx);
+            0
+        }
+    )* };
+}
+
+/// Where a grab function keeps its arguments.
+#[derive(Clone, Copy)]
+enum GrabArgs {
+    /// `(page or folio, int refs, unsigned int flags)`
+    RefsFlags,
+    /// `(page, unsigned int flags)`: one reference.
+    Flags,
+    /// `(folio)`: one pin.
+    OnePin,
+    /// `(folio, int pins)`
+    Pins,
+}
+
+#[inline(always)]
+fn grab_args<C: EntryArgs>(ctx: &C, at: GrabArgs) -> (u64, u32, u32) {
+    let pin = crate::maps::FOLL_PIN.load();
+    let ptr = ctx.arg_u64(0);
+    match at {
+        GrabArgs::RefsFlags => (ptr, ctx.arg_u64(1) as u32, ctx.arg_u64(2) as u32),
+        GrabArgs::Flags => (ptr, 1, ctx.arg_u64(1) as u32),
+        GrabArgs::OnePin => (ptr, 1, pin),
+        GrabArgs::Pins => (ptr, ctx.arg_u64(1) as u32, pin),
+    }
+}
+
+/// Grab functions: leaves that take references on one folio. The return value says whether
+/// they did; how depends on the kernel (see `grab_rule`), so it is passed on raw.
+macro_rules! grab_functions {
+    ($($symbol:ident => $hook:ident, $at:expr;)*) => { $(
+        #[fentry]
+        pub fn ${concat(fentry_, $symbol)}(ctx: FEntryContext) -> u32 {
+            let (page, refs, flags) = grab_args(&ctx, $at);
+            folio::grab_enter(page, refs, flags);
+            0
+        }
+        #[fexit]
+        pub fn ${concat(fexit_, $symbol)}(ctx: FExitContext) -> u32 {
+            folio::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>().unwrap_or(0));
+            0
+        }
+        #[kprobe]
+        pub fn ${concat(kprobe_, $symbol)}(ctx: ProbeContext) -> u32 {
+            let (page, refs, flags) = grab_args(&ctx, $at);
+            folio::grab_enter(page, refs, flags);
+            0
+        }
+        #[kretprobe]
+        pub fn ${concat(kretprobe_, $symbol)}(ctx: RetProbeContext) -> u32 {
+            folio::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>());
             0
         }
     )* };
@@ -142,27 +227,53 @@ gup_functions! {
     memfd_pin_folios => MemfdPinFolios, GupArgPositions { start: 1, nr: 4, flags: None };
 }
 
-unpin_functions! {
-    unpin_user_page => UnpinUserPage, PageCount::One;
-    unpin_user_pages => UnpinUserPages, PageCount::Arg(1);
-    unpin_user_pages_dirty_lock => UnpinUserPagesDirtyLock, PageCount::Arg(1);
-    unpin_user_page_range_dirty_lock => UnpinUserPageRangeDirtyLock, PageCount::Arg(1);
-    unpin_user_folio => UnpinUserFolio, PageCount::Arg(1);
-    unpin_folio => UnpinFolio, PageCount::One;
+release_functions! {
+    unpin_user_page => UnpinUserPage, One;
+    unpin_user_pages => UnpinUserPages, Array;
+    unpin_user_pages_dirty_lock => UnpinUserPagesDirtyLock, Array;
+    unpin_user_page_range_dirty_lock => UnpinUserPageRangeDirtyLock, Range;
+    unpin_user_folio => UnpinUserFolio, FolioRefs;
+    unpin_folio => UnpinFolio, One;
     // unpin_folios(folios, nfolios) drops one pin per array entry.
-    unpin_folios => UnpinFolios, PageCount::Arg(1);
+    unpin_folios => UnpinFolios, Array;
+    // A release of its own only outside the functions above, which call it: nesting decides.
+    gup_put_folio => GupPutFolio, PutFolio;
 }
 
-// gup_put_folio(folio, refs, flags) is a leaf: nothing we track nests inside it, so it needs no
-// exit program.
+grab_functions! {
+    // 6.1-6.9: struct folio *(struct page *, int refs, unsigned int flags), the fast path's;
+    // 6.10+: int (struct folio *, int refs, unsigned int flags), the slow path's.
+    try_grab_folio => TryGrabFolio, GrabArgs::RefsFlags;
+    // 6.10+: struct folio *(struct page *, int refs, unsigned int flags).
+    try_grab_folio_fast => TryGrabFolioFast, GrabArgs::RefsFlags;
+    // Up to 6.9: bool or int (struct page *, unsigned int flags).
+    try_grab_page => TryGrabPage, GrabArgs::Flags;
+    // 6.5+: void (struct folio *); 6.18+: int (struct folio *, int pins).
+    folio_add_pin => FolioAddPin, GrabArgs::OnePin;
+    folio_add_pins => FolioAddPins, GrabArgs::Pins;
+}
+
+// __get_user_pages(mm, start, nr_pages, gup_flags, pages, [vmas,] locked): the slow walk.
 #[fentry]
-pub fn fentry_gup_put_folio(ctx: FEntryContext) -> u32 {
-    calls::put_folio(&ctx, ctx.arg_u64(1) as u32 as u64, ctx.arg_u64(2) as u32);
+pub fn fentry___get_user_pages(ctx: FEntryContext) -> u32 {
+    calls::slow_walk_enter(ctx.arg_u64(1));
+    0
+}
+
+#[fexit]
+pub fn fexit___get_user_pages(_ctx: FExitContext) -> u32 {
+    calls::slow_walk_exit();
     0
 }
 
 #[kprobe]
-pub fn kprobe_gup_put_folio(ctx: ProbeContext) -> u32 {
-    calls::put_folio(&ctx, ctx.arg_u64(1) as u32 as u64, ctx.arg_u64(2) as u32);
+pub fn kprobe___get_user_pages(ctx: ProbeContext) -> u32 {
+    calls::slow_walk_enter(ctx.arg_u64(1));
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe___get_user_pages(_ctx: RetProbeContext) -> u32 {
+    calls::slow_walk_exit();
     0
 }

@@ -1,5 +1,5 @@
-//! gup-trace's kernel side: programs on the GUP pin/unpin entry points and the mmap_lock
-//! tracepoint, feeding one ring buffer.
+//! gup-trace's kernel side: programs on the GUP entry points, the per-folio grab and release
+//! functions, the slow walk and the mmap_lock tracepoints, feeding one ring buffer.
 //!
 //! Every GUP function gets both an fentry/fexit and a kprobe/kretprobe flavour; userspace loads
 //! whichever the running kernel accepts (see `gup-trace/src/kernel.rs`).
@@ -11,6 +11,7 @@
 
 mod calls;
 mod entry_points;
+mod folio;
 mod maps;
 mod mmap_lock;
 

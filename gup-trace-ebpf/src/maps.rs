@@ -8,9 +8,15 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use aya_log_ebpf::info;
-use gup_trace_common::{COMM_LEN, Event, HOOK_COUNT, Hook, counter, setting};
+use gup_trace_common::{
+    COMM_LEN, CallPath, Event, EventKind, FolioLayout, FolioTransition, HOOK_COUNT, Hook,
+    LockStats, NO_CALL, counter, setting,
+};
 
-use crate::calls::ThreadCalls;
+use crate::{
+    calls::ThreadCalls,
+    folio::{PendingGrab, ReleaseBatch},
+};
 
 /// Default 4 MiB; userspace resizes it (`--ring-buffer-kib`) before load.
 #[map]
@@ -20,10 +26,24 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Per-thread state of the GUP calls in progress, keyed by thread id. Entries are removed when
-/// the thread's outermost call returns, so the map holds only threads inside a call.
+/// Per-thread state of the GUP calls in progress, keyed by [`thread_key`]. Entries are removed
+/// when the thread's outermost call returns, so the map holds only threads inside a call.
 #[map]
 pub static THREADS: HashMap<u32, ThreadCalls> = HashMap::with_max_entries(16384, 0);
+
+/// A grab in progress on a thread: the folio and its counts before the grab.
+#[map]
+pub static GRABS: HashMap<u32, PendingGrab> = HashMap::with_max_entries(4096, 0);
+
+/// The folios an outermost release call is dropping, with their counts at its entry. Large
+/// values (a bounded walk of `pages[]`), so few entries: a thread that finds the map full is
+/// still counted at call level and the shortfall is counted in `TASK_MAP_FULL`.
+#[map]
+pub static RELEASES: HashMap<u32, ReleaseBatch> = HashMap::with_max_entries(256, 0);
+
+/// A zeroed batch to create `RELEASES` entries from: too large for the 512-byte BPF stack.
+#[map]
+pub static EMPTY_BATCH: PerCpuArray<ReleaseBatch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Kernel stacks of GUP callers, referenced by `Event::stack_id`.
 #[map]
@@ -36,6 +56,27 @@ static FIRED: Array<u32> = Array::with_max_entries(HOOK_COUNT as u32, 0);
 
 #[unsafe(no_mangle)]
 pub static FOLL_PIN: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static FOLIO_LAYOUT: Global<FolioLayout> = Global::new(FolioLayout {
+    vmemmap_base_addr: 0,
+    vmemmap_start: 0,
+    zero_pfn_addr: 0,
+    page_size: 4096,
+    page_struct_size: 64,
+    flags_offset: 0,
+    compound_head_offset: 8,
+    refcount_offset: 52,
+    pincount_offset: 0,
+    order_offset: 0,
+    head_bit: 0,
+    grab_rules: 0,
+    valid: 0,
+});
+/// Wake the reader only once this much data waits in the ring buffer (0: on every event).
+/// A wakeup per event costs more than the event itself; the reader also drains on a timer, so
+/// nothing waits longer than its poll interval.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static FILTER_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
@@ -81,6 +122,17 @@ pub fn current_task() -> Option<(u32, u32)> {
     Some((tgid, pid_tgid as u32))
 }
 
+/// The key of the current thread's per-thread state. The idle tasks of all CPUs share tid 0,
+/// and releases completed in interrupt context run on them: give each CPU its own key.
+#[inline(always)]
+pub fn thread_key(tid: u32) -> u32 {
+    if tid == 0 {
+        0x8000_0000 | unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() }
+    } else {
+        tid
+    }
+}
+
 /// The caller's kernel stack, saved in `STACKS`; -1 when it could not be saved.
 #[inline(always)]
 pub fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
@@ -92,6 +144,7 @@ pub fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
 /// What a hook reports; `emit` adds time, task, cgroup and comm.
 #[derive(Clone, Copy)]
 pub struct Record {
+    pub kind: EventKind,
     pub hook: Hook,
     pub pages: u64,
     pub duration_ns: u64,
@@ -100,12 +153,17 @@ pub struct Record {
     pub requested: u64,
     pub gup_flags: u32,
     pub stack_id: i32,
+    pub call_hook: u32,
+    pub path: CallPath,
+    pub lock: LockStats,
+    pub folio: FolioTransition,
 }
 
 impl Record {
     #[inline(always)]
-    pub const fn new(hook: Hook, pages: u64) -> Record {
+    pub const fn new(kind: EventKind, hook: Hook, pages: u64) -> Record {
         Record {
+            kind,
             hook,
             pages,
             duration_ns: 0,
@@ -114,6 +172,31 @@ impl Record {
             requested: 0,
             gup_flags: 0,
             stack_id: -1,
+            call_hook: NO_CALL,
+            path: CallPath {
+                fast_refs: 0,
+                slow_refs: 0,
+                slow_walks: 0,
+                walked: 0,
+            },
+            lock: LockStats {
+                wait_ns: 0,
+                hold_ns: 0,
+                acquisitions: 0,
+                drops: 0,
+            },
+            folio: FolioTransition {
+                folio: 0,
+                pfn: 0,
+                refs: 0,
+                bits: 0,
+                order: 0,
+                refcount_before: 0,
+                refcount_after: 0,
+                pincount_before: 0,
+                pincount_after: 0,
+                _pad: 0,
+            },
         }
     }
 }
@@ -123,6 +206,31 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// The event `r` describes, stamped with time, task, cgroup and comm.
+#[inline(always)]
+pub fn event(task: (u32, u32), r: &Record) -> Event {
+    Event {
+        ts_ns: now_ns(),
+        duration_ns: r.duration_ns,
+        pages: r.pages,
+        tgid: task.0,
+        tid: task.1,
+        kind: r.kind as u32,
+        hook: r.hook as u32,
+        error: r.error,
+        gup_flags: r.gup_flags,
+        start: r.start,
+        requested: r.requested,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        stack_id: r.stack_id,
+        call_hook: r.call_hook,
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+        path: r.path,
+        lock: r.lock,
+        folio: r.folio,
+    }
+}
+
 /// Writes one event; a full ring buffer is counted, never silent.
 #[inline(always)]
 pub fn emit<C: EbpfContext>(ctx: &C, task: (u32, u32), r: Record) {
@@ -130,24 +238,23 @@ pub fn emit<C: EbpfContext>(ctx: &C, task: (u32, u32), r: Record) {
         bump(counter::LOST_EVENTS, 1);
         return;
     };
-    let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-    entry.write(Event {
-        ts_ns: now_ns(),
-        duration_ns: r.duration_ns,
-        pages: r.pages,
-        tgid: task.0,
-        tid: task.1,
-        hook: r.hook as u32,
-        error: r.error,
-        start: r.start,
-        requested: r.requested,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        gup_flags: r.gup_flags,
-        stack_id: r.stack_id,
-        comm,
-    });
-    entry.submit(0);
+    entry.write(event(task, &r));
+    entry.submit(wakeup_flag());
     log_first_fire(ctx, r.hook);
+}
+
+/// Submit flags: no wakeup until `WAKEUP_BYTES` are waiting.
+#[inline(always)]
+pub fn wakeup_flag() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    let threshold = WAKEUP_BYTES.load();
+    if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 #[inline(always)]

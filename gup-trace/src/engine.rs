@@ -1,9 +1,9 @@
 //! The pin-state engine: events in, totals and per-process state out. Pure: no I/O and no clock
 //! reads; every time comes from the events or from the caller.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use gup_trace_common::HookClass;
+use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
 use serde::Serialize;
 
 use crate::events::TraceEvent;
@@ -35,6 +35,99 @@ pub struct PinLedger {
     /// Events seen outside the window (before its start, or after its end).
     pub outside_window: u64,
     pub processes: BTreeMap<u32, ProcessPins>,
+    /// The same window, counted folio by folio.
+    pub folios: FolioTotals,
+    /// Release folio events waiting for their call's event (per thread), so that a folio listed
+    /// twice in one batch is checked once with all its references.
+    #[serde(skip)]
+    pending_releases: HashMap<u32, Vec<FolioTransition>>,
+}
+
+/// GUP_PIN_COUNTING_BIAS: what one pin adds to a small folio's refcount. 1 << 10 in every
+/// kernel since 5.7; a #define, so BTF cannot give it.
+pub const PIN_COUNTING_BIAS: i64 = 1024;
+
+/// Per-folio counts over a window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FolioTotals {
+    /// Pins taken by grab functions that the kernel counts in `nr_foll_pin_acquired`.
+    pub pinned: u64,
+    /// Pins released (each counted in `nr_foll_pin_released`).
+    pub released: u64,
+    /// Plain references (FOLL_GET) taken by grab functions.
+    pub referenced: u64,
+    /// Pins on the shared zero page the kernel did not take (it skips them, and vmstat with it).
+    pub zero_page_pins: u64,
+    /// Pins added by `folio_add_pin(s)` to folios already pinned (io_uring, block merges): the
+    /// kernel does not count them in `nr_foll_pin_acquired`, but counts their release.
+    pub added_pins: u64,
+    /// Pins on large folios (the `_pincount` path).
+    pub large_folio_pins: u64,
+    pub failed_grabs: u64,
+    /// Transitions checked against the GUP_PIN_COUNTING_BIAS rule, and those that broke it.
+    pub bias_checked: u64,
+    pub bias_anomalies: u64,
+    /// The first few anomalies, as evidence.
+    pub anomaly_examples: Vec<BiasAnomaly>,
+    /// Folio events of release batches cut short by the in-kernel walk bound.
+    pub truncated_releases: u64,
+}
+
+/// A transition whose refcount/pincount change is not what the bias rule says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BiasAnomaly {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub hook: &'static str,
+    pub folio: u64,
+    pub pfn: u64,
+    pub refs: u32,
+    pub large: bool,
+    pub release: bool,
+    pub refcount_delta: i64,
+    pub pincount_delta: i64,
+    pub expected_refcount_delta: i64,
+    pub expected_pincount_delta: i64,
+}
+
+const ANOMALY_EXAMPLES: usize = 8;
+
+/// The refcount and pincount changes the bias rule expects for `t` (with `refs` pins): a pin
+/// on a small folio adds GUP_PIN_COUNTING_BIAS per pin to `_refcount`; on a large folio it adds
+/// one to `_refcount` and one to `_pincount`; a failed grab changes nothing; a release is the
+/// exact opposite.
+fn expected_deltas(t: &FolioTransition, refs: u32) -> (i64, i64) {
+    if t.bits & folio_bit::FAILED != 0 {
+        return (0, 0);
+    }
+    let refs = i64::from(refs);
+    let sign = if t.bits & folio_bit::RELEASE != 0 {
+        -1
+    } else {
+        1
+    };
+    let (refcount, pincount) = if t.bits & folio_bit::LARGE != 0 {
+        (refs, refs)
+    } else {
+        (refs * PIN_COUNTING_BIAS, 0)
+    };
+    (sign * refcount, sign * pincount)
+}
+
+/// Whether observed deltas obey the rule. The counts are read just before and just after the
+/// function, and other tasks take and drop plain references on the same folio meanwhile (the
+/// LRU, the page cache, I/O completing on another CPU): `_refcount` may drift by a few of
+/// those, far less than half a pin's bias. `_pincount` moves only with pins and must match
+/// exactly. A pin too many or too few on a small folio is off by 1024, which this catches.
+fn obeys_bias_rule(got: (i64, i64), want: (i64, i64)) -> bool {
+    got.1 == want.1 && (got.0 - want.0).abs() < PIN_COUNTING_BIAS / 2
+}
+
+/// Pins on the zero page that the kernel skipped: its counts did not move.
+fn skipped_zero_page(t: &FolioTransition) -> bool {
+    t.bits & folio_bit::ZERO_PAGE != 0
+        && t.refcount_after == t.refcount_before
+        && t.pincount_after == t.pincount_before
 }
 
 /// Counts over a window, in the units the kernel's counters use (pages).
@@ -75,6 +168,19 @@ impl PinLedger {
             self.outside_window += 1;
             return;
         }
+        match (event.kind, event.folio) {
+            (EventKind::Folio, Some(folio)) => return self.apply_folio(event, &folio),
+            (EventKind::MmapLockDrop | EventKind::MmapLockRelease, _) => {
+                self.totals.mmap_lock_events += 1;
+                return;
+            }
+            _ => {}
+        }
+        if event.hook.class() == HookClass::Unpin
+            && let Some(batch) = self.pending_releases.remove(&event.tid)
+        {
+            self.check_release_batch(event, batch);
+        }
         let class = event.hook.class();
         if class == HookClass::MmapLock {
             self.totals.mmap_lock_events += 1;
@@ -104,7 +210,90 @@ impl PinLedger {
                 self.totals.released += event.pages;
                 process.released += event.pages;
             }
-            HookClass::MmapLock => unreachable!("handled above"),
+            // Only folio and mmap_lock events come from these, handled above.
+            HookClass::Grab | HookClass::SlowPath | HookClass::MmapLock => {}
+        }
+    }
+
+    fn apply_folio(&mut self, event: &TraceEvent, t: &FolioTransition) {
+        let f = &mut self.folios;
+        let pin = t.bits & folio_bit::PIN != 0;
+        if t.bits & folio_bit::RELEASE != 0 {
+            if t.bits & folio_bit::TRUNCATED != 0 {
+                f.truncated_releases += 1;
+            }
+            if !skipped_zero_page(t) {
+                f.released += u64::from(t.refs);
+            }
+            self.pending_releases.entry(event.tid).or_default().push(*t);
+            return;
+        }
+        if t.bits & folio_bit::FAILED != 0 {
+            f.failed_grabs += 1;
+        } else if !pin {
+            f.referenced += u64::from(t.refs);
+        } else if skipped_zero_page(t) {
+            f.zero_page_pins += u64::from(t.refs);
+        } else if matches!(event.hook, Hook::FolioAddPin | Hook::FolioAddPins) {
+            f.added_pins += u64::from(t.refs);
+        } else {
+            f.pinned += u64::from(t.refs);
+        }
+        if pin && t.bits & (folio_bit::LARGE | folio_bit::FAILED) == folio_bit::LARGE {
+            f.large_folio_pins += u64::from(t.refs);
+        }
+        // Plain references (FOLL_GET) have no bias to check: any reference holder moves the
+        // same count.
+        if pin && !skipped_zero_page(t) {
+            self.check_bias(event.ts_ns, event.tgid, event.hook, t, t.refs);
+        }
+    }
+
+    /// A release call's folios, checked once per folio with all the references the call
+    /// dropped on it (its counts were read at the call's entry and return).
+    fn check_release_batch(&mut self, call: &TraceEvent, batch: Vec<FolioTransition>) {
+        let mut refs_by_folio: Vec<(FolioTransition, u32)> = Vec::new();
+        for t in batch {
+            match refs_by_folio
+                .iter_mut()
+                .find(|(seen, _)| seen.folio == t.folio)
+            {
+                Some((_, refs)) => *refs += t.refs,
+                None => refs_by_folio.push((t, t.refs)),
+            }
+        }
+        for (t, refs) in refs_by_folio {
+            if !skipped_zero_page(&t) {
+                self.check_bias(call.ts_ns, call.tgid, call.hook, &t, refs);
+            }
+        }
+    }
+
+    fn check_bias(&mut self, ts_ns: u64, tgid: u32, hook: Hook, t: &FolioTransition, refs: u32) {
+        let f = &mut self.folios;
+        f.bias_checked += 1;
+        let (want_ref, want_pin) = expected_deltas(t, refs);
+        let got_ref = i64::from(t.refcount_after) - i64::from(t.refcount_before);
+        let got_pin = i64::from(t.pincount_after) - i64::from(t.pincount_before);
+        if obeys_bias_rule((got_ref, got_pin), (want_ref, want_pin)) {
+            return;
+        }
+        f.bias_anomalies += 1;
+        if f.anomaly_examples.len() < ANOMALY_EXAMPLES {
+            f.anomaly_examples.push(BiasAnomaly {
+                ts_ns,
+                tgid,
+                hook: hook.name(),
+                folio: t.folio,
+                pfn: t.pfn,
+                refs,
+                large: t.bits & folio_bit::LARGE != 0,
+                release: t.bits & folio_bit::RELEASE != 0,
+                refcount_delta: got_ref,
+                pincount_delta: got_pin,
+                expected_refcount_delta: want_ref,
+                expected_pincount_delta: want_pin,
+            });
         }
     }
 }
@@ -116,21 +305,210 @@ mod tests {
     use super::*;
 
     fn ev(ts_ns: u64, tgid: u32, hook: Hook, pages: u64) -> TraceEvent {
-        TraceEvent {
-            ts_ns,
-            duration_ns: 0,
-            pages,
-            tgid,
-            tid: tgid,
-            hook,
-            error: 0,
-            start: 0,
-            requested: pages,
-            gup_flags: 0,
-            stack_id: None,
-            cgroup_id: 0,
-            comm: format!("p{tgid}"),
-        }
+        let kind = match hook.class() {
+            HookClass::MmapLock => EventKind::MmapLockDrop,
+            _ => EventKind::Call,
+        };
+        TraceEvent::sample(kind, hook, ts_ns, tgid, pages)
+    }
+
+    /// A folio event: `refs` references on `folio`, counts moving from `before` to `after`
+    /// as (refcount, pincount).
+    fn folio_ev(
+        ts_ns: u64,
+        hook: Hook,
+        folio: u64,
+        refs: u32,
+        bits: u32,
+        before: (i32, i32),
+        after: (i32, i32),
+    ) -> TraceEvent {
+        let mut e = TraceEvent::sample(EventKind::Folio, hook, ts_ns, 7, u64::from(refs));
+        e.folio = Some(FolioTransition {
+            folio,
+            pfn: folio >> 6,
+            refs,
+            bits,
+            refcount_before: before.0,
+            refcount_after: after.0,
+            pincount_before: before.1,
+            pincount_after: after.1,
+            ..FolioTransition::default()
+        });
+        e
+    }
+
+    const PIN: u32 = folio_bit::PIN;
+    const LARGE: u32 = folio_bit::LARGE;
+    const RELEASE: u32 = folio_bit::RELEASE;
+
+    #[test]
+    fn pins_that_follow_the_bias_rule_are_counted_and_pass() {
+        let mut l = PinLedger::new(0);
+        // Small folio: +1024 per pin.
+        l.apply(&folio_ev(
+            1,
+            Hook::TryGrabFolioFast,
+            0x1000,
+            1,
+            PIN,
+            (1, 0),
+            (1025, 0),
+        ));
+        // Large folio (THP): +refs on both counts.
+        l.apply(&folio_ev(
+            2,
+            Hook::TryGrabFolio,
+            0x2000,
+            512,
+            PIN | LARGE,
+            (1, 0),
+            (513, 512),
+        ));
+        // FOLL_GET: plain references, counted, not checked (another holder dropped one here).
+        l.apply(&folio_ev(
+            3,
+            Hook::TryGrabFolio,
+            0x3000,
+            1,
+            0,
+            (2, 0),
+            (2, 0),
+        ));
+        // A small-folio pin while someone else took a plain reference: still one pin.
+        l.apply(&folio_ev(
+            4,
+            Hook::TryGrabFolioFast,
+            0x8000,
+            1,
+            PIN,
+            (3, 0),
+            (1028, 0),
+        ));
+        assert_eq!((l.folios.pinned, l.folios.referenced), (514, 1));
+        assert_eq!(l.folios.large_folio_pins, 512);
+        assert_eq!((l.folios.bias_checked, l.folios.bias_anomalies), (3, 0));
+    }
+
+    #[test]
+    fn a_pin_that_breaks_the_bias_rule_is_an_anomaly_with_evidence() {
+        let mut l = PinLedger::new(0);
+        // A small-folio pin that only added 1: what a FOLL_GET would do.
+        l.apply(&folio_ev(
+            5,
+            Hook::TryGrabPage,
+            0x4000,
+            1,
+            PIN,
+            (3, 0),
+            (4, 0),
+        ));
+        // A large-folio pin that did not move _pincount.
+        l.apply(&folio_ev(
+            6,
+            Hook::TryGrabFolio,
+            0x9000,
+            2,
+            PIN | LARGE,
+            (5, 1),
+            (7, 1),
+        ));
+        assert_eq!(l.folios.bias_anomalies, 2);
+        let a = &l.folios.anomaly_examples[0];
+        assert_eq!((a.refcount_delta, a.expected_refcount_delta), (1, 1024));
+        assert_eq!(
+            (a.folio, a.hook, a.release),
+            (0x4000, "try_grab_page", false)
+        );
+        let b = &l.folios.anomaly_examples[1];
+        assert_eq!((b.pincount_delta, b.expected_pincount_delta), (0, 2));
+    }
+
+    #[test]
+    fn zero_page_pins_the_kernel_skips_are_not_counted_as_pins() {
+        let mut l = PinLedger::new(0);
+        let zero = PIN | folio_bit::ZERO_PAGE;
+        l.apply(&folio_ev(
+            1,
+            Hook::TryGrabFolioFast,
+            0x5000,
+            4,
+            zero,
+            (9, 0),
+            (9, 0),
+        ));
+        assert_eq!((l.folios.pinned, l.folios.zero_page_pins), (0, 4));
+        assert_eq!(l.folios.bias_anomalies, 0, "a skipped pin moves nothing");
+    }
+
+    #[test]
+    fn folio_add_pin_is_counted_apart_from_vmstat_pins() {
+        let mut l = PinLedger::new(0);
+        l.apply(&folio_ev(
+            1,
+            Hook::FolioAddPin,
+            0x6000,
+            1,
+            PIN,
+            (1025, 0),
+            (2049, 0),
+        ));
+        assert_eq!((l.folios.pinned, l.folios.added_pins), (0, 1));
+        assert_eq!(l.folios.bias_anomalies, 0);
+    }
+
+    #[test]
+    fn a_failed_grab_must_change_nothing() {
+        let mut l = PinLedger::new(0);
+        let failed = PIN | folio_bit::FAILED;
+        l.apply(&folio_ev(
+            1,
+            Hook::TryGrabFolioFast,
+            0x7000,
+            1,
+            failed,
+            (1, 0),
+            (1, 0),
+        ));
+        assert_eq!((l.folios.failed_grabs, l.folios.pinned), (1, 0));
+        assert_eq!(l.folios.bias_anomalies, 0);
+    }
+
+    #[test]
+    fn a_release_batch_is_checked_per_folio_when_its_call_returns() {
+        let mut l = PinLedger::new(0);
+        // unpin_user_pages([A, B, A]): A appears twice, so both of its events saw -2048.
+        let hook = Hook::UnpinUserPages;
+        let rel = PIN | RELEASE;
+        l.apply(&folio_ev(1, hook, 0xa000, 1, rel, (2049, 0), (1, 0)));
+        l.apply(&folio_ev(2, hook, 0xb000, 1, rel, (1025, 0), (1, 0)));
+        l.apply(&folio_ev(3, hook, 0xa000, 1, rel, (2049, 0), (1, 0)));
+        assert_eq!(
+            l.folios.bias_checked, 0,
+            "checked once the call is complete"
+        );
+        let mut call = ev(4, 7, hook, 3);
+        call.tid = 7;
+        l.apply(&call);
+        assert_eq!(l.folios.released, 3);
+        assert_eq!((l.folios.bias_checked, l.folios.bias_anomalies), (2, 0));
+    }
+
+    #[test]
+    fn a_large_folio_release_drops_refcount_and_pincount_by_refs() {
+        let mut l = PinLedger::new(0);
+        let rel = PIN | RELEASE | LARGE;
+        l.apply(&folio_ev(
+            1,
+            Hook::UnpinUserFolio,
+            0xc000,
+            511,
+            rel,
+            (513, 512),
+            (2, 1),
+        ));
+        l.apply(&ev(2, 7, Hook::UnpinUserFolio, 511));
+        assert_eq!((l.folios.released, l.folios.bias_anomalies), (511, 0));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Decoding what the kernel side writes into the ring buffer.
 
-use gup_trace_common::{COMM_LEN, Event, Hook};
+use gup_trace_common::{
+    COMM_LEN, CallPath, Event, EventKind, FolioTransition, Hook, LockStats, NO_CALL,
+};
 
 /// One decoded event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceEvent {
+    pub kind: EventKind,
     pub ts_ns: u64,
     pub duration_ns: u64,
     pub pages: u64,
@@ -20,6 +23,14 @@ pub struct TraceEvent {
     pub stack_id: Option<u32>,
     pub cgroup_id: u64,
     pub comm: String,
+    /// Folio and mmap_lock-drop events: the GUP entry point in progress on the thread.
+    pub call_hook: Option<Hook>,
+    /// GUP calls: fast/slow split; unpin calls: entries walked.
+    pub path: CallPath,
+    /// GUP calls: mmap_lock wait, hold and drops inside the call.
+    pub lock: LockStats,
+    /// Folio events only.
+    pub folio: Option<FolioTransition>,
 }
 
 /// Why a ring-buffer record could not be decoded (a build mismatch between the two sides).
@@ -27,6 +38,7 @@ pub struct TraceEvent {
 pub enum DecodeError {
     Size(usize),
     UnknownHook(u32),
+    UnknownKind(u32),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -34,17 +46,48 @@ impl std::fmt::Display for DecodeError {
         match self {
             DecodeError::Size(n) => write!(
                 f,
-                "ring buffer record of {n} bytes, expected {}",
-                size_of::<Event>()
+                "ring buffer record of {n} bytes, expected {} plus a multiple of {}",
+                size_of::<Event>(),
+                size_of::<FolioTransition>()
             ),
             DecodeError::UnknownHook(id) => {
                 write!(f, "ring buffer record with unknown hook id {id}")
+            }
+            DecodeError::UnknownKind(id) => {
+                write!(f, "ring buffer record with unknown event kind {id}")
             }
         }
     }
 }
 
 impl TraceEvent {
+    /// Decodes one ring-buffer record into `out`. A release call's record carries its folios
+    /// behind the call's own event (one record per call keeps the kernel side cheap): they come
+    /// out first, as folio events, then the call.
+    pub fn decode_record(bytes: &[u8], out: &mut Vec<TraceEvent>) -> Result<(), DecodeError> {
+        let head = size_of::<Event>();
+        let item = size_of::<FolioTransition>();
+        if bytes.len() < head || (bytes.len() - head) % item != 0 {
+            return Err(DecodeError::Size(bytes.len()));
+        }
+        let call = TraceEvent::decode(&bytes[..head])?;
+        for chunk in bytes[head..].chunks_exact(item) {
+            // SAFETY: exactly one FolioTransition's bytes, plain old data, read unaligned.
+            let folio: FolioTransition = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
+            out.push(TraceEvent {
+                kind: EventKind::Folio,
+                pages: u64::from(folio.refs),
+                duration_ns: 0,
+                requested: 0,
+                path: CallPath::default(),
+                folio: Some(folio),
+                ..call.clone()
+            });
+        }
+        out.push(call);
+        Ok(())
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<TraceEvent, DecodeError> {
         if bytes.len() != size_of::<Event>() {
             return Err(DecodeError::Size(bytes.len()));
@@ -53,7 +96,13 @@ impl TraceEvent {
         // alignment guarantee, hence the unaligned read.
         let raw: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let hook = Hook::from_id(raw.hook).ok_or(DecodeError::UnknownHook(raw.hook))?;
+        let kind = EventKind::from_id(raw.kind).ok_or(DecodeError::UnknownKind(raw.kind))?;
+        let call_hook = match raw.call_hook {
+            NO_CALL => None,
+            id => Some(Hook::from_id(id).ok_or(DecodeError::UnknownHook(id))?),
+        };
         Ok(TraceEvent {
+            kind,
             ts_ns: raw.ts_ns,
             duration_ns: raw.duration_ns,
             pages: raw.pages,
@@ -67,7 +116,36 @@ impl TraceEvent {
             stack_id: u32::try_from(raw.stack_id).ok(),
             cgroup_id: raw.cgroup_id,
             comm: comm_to_string(&raw.comm),
+            call_hook,
+            path: raw.path,
+            lock: raw.lock,
+            folio: (kind == EventKind::Folio).then_some(raw.folio),
         })
+    }
+
+    /// An event with every field empty, for tests to fill in.
+    #[cfg(test)]
+    pub fn sample(kind: EventKind, hook: Hook, ts_ns: u64, tgid: u32, pages: u64) -> TraceEvent {
+        TraceEvent {
+            kind,
+            ts_ns,
+            duration_ns: 0,
+            pages,
+            tgid,
+            tid: tgid,
+            hook,
+            error: 0,
+            start: 0,
+            requested: pages,
+            gup_flags: 0,
+            stack_id: None,
+            cgroup_id: 0,
+            comm: format!("p{tgid}"),
+            call_hook: None,
+            path: CallPath::default(),
+            lock: LockStats::default(),
+            folio: None,
+        }
     }
 }
 
@@ -89,14 +167,27 @@ mod tests {
             pages: 64,
             tgid: 10,
             tid: 11,
+            kind: EventKind::Call as u32,
             hook,
             error: 0,
+            gup_flags: 1,
             start: 0x7f00_0000_0000,
             requested: 64,
             cgroup_id: 1,
-            gup_flags: 1,
             stack_id: -14,
+            call_hook: NO_CALL,
             comm,
+            path: CallPath {
+                fast_refs: 60,
+                slow_refs: 4,
+                slow_walks: 1,
+                walked: 0,
+            },
+            lock: LockStats::default(),
+            folio: FolioTransition {
+                folio: 0xdead,
+                ..FolioTransition::default()
+            },
         }
     }
 
@@ -120,6 +211,63 @@ mod tests {
         assert_eq!(
             e.stack_id, None,
             "a negative stack id (-EFAULT) means no stack"
+        );
+        assert_eq!((e.path.fast_refs, e.path.slow_refs), (60, 4));
+        assert_eq!(e.call_hook, None);
+        assert_eq!(e.folio, None, "only folio events carry a folio");
+    }
+
+    #[test]
+    fn a_release_record_becomes_its_folio_events_then_the_call() {
+        let mut call = raw(Hook::UnpinUserPages as u32);
+        call.pages = 3;
+        let mut bytes = bytes(&call);
+        for (folio, refs) in [(0xa0u64, 2u32), (0xb0, 1)] {
+            let t = FolioTransition {
+                folio,
+                refs,
+                ..FolioTransition::default()
+            };
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(
+                    (&t as *const FolioTransition).cast::<u8>(),
+                    size_of::<FolioTransition>(),
+                )
+            });
+        }
+        let mut out = Vec::new();
+        TraceEvent::decode_record(&bytes, &mut out).unwrap();
+        let kinds: Vec<_> = out.iter().map(|e| (e.kind, e.pages)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventKind::Folio, 2),
+                (EventKind::Folio, 1),
+                (EventKind::Call, 3)
+            ]
+        );
+        assert_eq!(out[1].folio.map(|f| f.folio), Some(0xb0));
+        assert!(
+            out.iter()
+                .all(|e| e.hook == Hook::UnpinUserPages && e.tid == 11)
+        );
+        bytes.pop();
+        assert!(TraceEvent::decode_record(&bytes, &mut out).is_err());
+    }
+
+    #[test]
+    fn decodes_a_folio_event_with_its_call() {
+        let mut r = raw(Hook::TryGrabFolioFast as u32);
+        r.kind = EventKind::Folio as u32;
+        r.call_hook = Hook::PinUserPagesFast as u32;
+        let e = TraceEvent::decode(&bytes(&r)).unwrap();
+        assert_eq!(e.kind, EventKind::Folio);
+        assert_eq!(e.call_hook, Some(Hook::PinUserPagesFast));
+        assert_eq!(e.folio.map(|f| f.folio), Some(0xdead));
+        r.kind = 99;
+        assert_eq!(
+            TraceEvent::decode(&bytes(&r)),
+            Err(DecodeError::UnknownKind(99))
         );
     }
 

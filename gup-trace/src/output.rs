@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use gup_trace_common::HookClass;
+use gup_trace_common::{EventKind, FolioTransition, HookClass, folio_bit};
 
 use crate::{
     events::TraceEvent,
@@ -17,19 +17,20 @@ pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EV
 /// One line per event; `start_ns` is the trace start, so times read as seconds into the trace.
 pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
     let secs = e.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let what = match e.hook.class() {
-        HookClass::Pin if e.error < 0 => "pin!",
-        HookClass::Pin => "pin",
-        HookClass::Get if e.error < 0 => "get!",
-        HookClass::Get => "get",
-        HookClass::Unpin => "unpin",
-        HookClass::MmapLock => "mmap",
-    };
-    let pages = match e.hook.class() {
-        HookClass::MmapLock => "-".to_string(),
-        HookClass::Pin | HookClass::Get if e.error < 0 => format!("err {}", e.error),
-        HookClass::Pin | HookClass::Get => format!("{}/{}", e.pages, e.requested),
-        _ => e.pages.to_string(),
+    let (what, pages, hook) = match (e.kind, &e.folio) {
+        (EventKind::Folio, Some(f)) => (folio_verb(f), f.refs.to_string(), e.hook.name()),
+        (EventKind::MmapLockDrop, _) => ("drop", "-".to_string(), "mmap_lock"),
+        (EventKind::MmapLockRelease, _) => ("mmap", "-".to_string(), e.hook.name()),
+        _ => {
+            let (what, pages) = match e.hook.class() {
+                HookClass::Pin if e.error < 0 => ("pin!", format!("err {}", e.error)),
+                HookClass::Pin => ("pin", format!("{}/{}", e.pages, e.requested)),
+                HookClass::Get if e.error < 0 => ("get!", format!("err {}", e.error)),
+                HookClass::Get => ("get", format!("{}/{}", e.pages, e.requested)),
+                _ => ("unpin", e.pages.to_string()),
+            };
+            (what, pages, e.hook.name())
+        }
     };
     let mut line = format!(
         "{secs:11.6} {:>7} {:>7}  {:<16} {:<6} {:<32} {:>9}  {:>8}",
@@ -37,14 +38,82 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         e.tid,
         e.comm,
         what,
-        e.hook.name(),
+        hook,
         pages,
         duration(e.duration_ns)
     );
-    if matches!(e.hook.class(), HookClass::Pin | HookClass::Get) {
-        let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
+    match (e.kind, &e.folio) {
+        (EventKind::Folio, Some(f)) => {
+            let _ = write!(line, "  {}", folio_detail(f));
+        }
+        (EventKind::MmapLockDrop, _) => {
+            let _ = write!(line, "  {:#014x}  dropped during", e.start);
+        }
+        _ if matches!(e.hook.class(), HookClass::Pin | HookClass::Get) => {
+            let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
+            let _ = write!(line, "{}", call_detail(e));
+        }
+        _ => {}
+    }
+    if let Some(call) = e.call_hook.filter(|_| e.kind != EventKind::Call) {
+        let _ = write!(line, " {}", call.name());
     }
     line
+}
+
+fn folio_verb(f: &FolioTransition) -> &'static str {
+    let release = f.bits & folio_bit::RELEASE != 0;
+    let pin = f.bits & folio_bit::PIN != 0;
+    match (release, pin, f.bits & folio_bit::FAILED != 0) {
+        (true, _, _) => "-pin",
+        (false, _, true) => "grab!",
+        (false, true, false) => "+pin",
+        (false, false, false) => "+ref",
+    }
+}
+
+/// `folio 0xffffea0004a1b2c0 pfn 0x1286cb order 9 ref 1->513 pincount 0->512`
+pub fn folio_detail(f: &FolioTransition) -> String {
+    let mut out = format!(
+        "folio {:#x} pfn {:#x} ref {}->{}",
+        f.folio, f.pfn, f.refcount_before, f.refcount_after
+    );
+    if f.bits & folio_bit::LARGE != 0 {
+        let _ = write!(
+            out,
+            " pincount {}->{} order {}",
+            f.pincount_before, f.pincount_after, f.order
+        );
+    }
+    for (bit, label) in [
+        (folio_bit::ZERO_PAGE, " zero-page"),
+        (folio_bit::TRUNCATED, " batch-truncated"),
+    ] {
+        if f.bits & bit != 0 {
+            out.push_str(label);
+        }
+    }
+    out
+}
+
+/// ` fast 60 slow 4 | mmap_lock wait 1.2ms hold 3.0ms drops 1` for a GUP call.
+fn call_detail(e: &TraceEvent) -> String {
+    let p = &e.path;
+    let mut out = String::new();
+    if p.fast_refs + p.slow_refs > 0 || p.slow_walks > 0 {
+        let _ = write!(out, "  fast {} slow {}", p.fast_refs, p.slow_refs);
+    }
+    let l = &e.lock;
+    if l.acquisitions > 0 || l.drops > 0 {
+        let _ = write!(
+            out,
+            "  mmap_lock wait {} hold {} drops {}",
+            duration(l.wait_ns),
+            duration(l.hold_ns),
+            l.drops
+        );
+    }
+    out
 }
 
 /// One workload step: what it asked the kernel for, or why it was skipped.
@@ -124,7 +193,8 @@ pub fn summary(s: &Summary, top: usize) -> String {
     let mark = |ok: bool| if ok { "match" } else { "DIFFER" };
     let mut out = String::new();
     let _ = writeln!(out, "summary over {:.2} s", s.seconds);
-    let _ = writeln!(out, "                     gup-trace  /proc/vmstat");
+    let _ = writeln!(out, "                            gup-trace  /proc/vmstat");
+    let f = &s.folios;
     let rows = [
         (
             "pinned pages",
@@ -138,9 +208,49 @@ pub fn summary(s: &Summary, top: usize) -> String {
             s.vmstat.released,
             s.releases_match(),
         ),
+        (
+            "  per folio: pinned",
+            f.pinned,
+            s.vmstat.acquired,
+            s.folio_pins_match(),
+        ),
+        (
+            "  per folio: released",
+            f.released,
+            s.vmstat.released,
+            s.folio_releases_match(),
+        ),
     ];
     for (what, seen, kernel, same) in rows {
-        let _ = writeln!(out, "  {what:<15}{seen:>12}  {kernel:>12}  {}", mark(same));
+        let _ = writeln!(out, "  {what:<22}{seen:>12}  {kernel:>12}  {}", mark(same));
+    }
+    let _ = writeln!(
+        out,
+        "  folios: {} transitions checked against GUP_PIN_COUNTING_BIAS, {} anomalies; {} large-folio pins; {} FOLL_GET refs; {} failed grabs",
+        f.bias_checked, f.bias_anomalies, f.large_folio_pins, f.referenced, f.failed_grabs
+    );
+    if f.zero_page_pins + f.added_pins + f.truncated_releases > 0 {
+        let _ = writeln!(
+            out,
+            "  not in vmstat's pin count: {} zero-page pins (the kernel skips them), {} pins added by folio_add_pin(s); {} release folio events from batches longer than the in-kernel walk",
+            f.zero_page_pins, f.added_pins, f.truncated_releases
+        );
+    }
+    for a in &f.anomaly_examples {
+        let _ = writeln!(
+            out,
+            "  ANOMALY {} pid {} folio {:#x} pfn {:#x}{} refs {}: refcount {:+} (expected {:+}), pincount {:+} (expected {:+})",
+            a.hook,
+            a.tgid,
+            a.folio,
+            a.pfn,
+            if a.large { " (large)" } else { "" },
+            a.refs,
+            a.refcount_delta,
+            a.expected_refcount_delta,
+            a.pincount_delta,
+            a.expected_pincount_delta
+        );
     }
     let _ = writeln!(
         out,
@@ -198,21 +308,18 @@ mod tests {
 
     #[test]
     fn event_lines_show_time_task_hook_and_pages() {
-        let e = TraceEvent {
-            ts_ns: 1_500_000_000,
-            duration_ns: 12_300,
-            pages: 64,
-            tgid: 42,
-            tid: 43,
-            hook: Hook::PinUserPagesFast,
-            error: 0,
-            start: 0x7f00_1000,
-            requested: 64,
-            gup_flags: 0x10001,
-            stack_id: None,
-            cgroup_id: 1,
-            comm: "fio".into(),
-        };
+        let mut e = TraceEvent::sample(
+            EventKind::Call,
+            Hook::PinUserPagesFast,
+            1_500_000_000,
+            42,
+            64,
+        );
+        e.tid = 43;
+        e.duration_ns = 12_300;
+        e.start = 0x7f00_1000;
+        e.gup_flags = 0x10001;
+        e.comm = "fio".into();
         let foll = FollFlags {
             source: "test",
             flags: vec![("FOLL_WRITE".into(), 1), ("FOLL_LONGTERM".into(), 0x10000)],

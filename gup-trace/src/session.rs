@@ -65,6 +65,8 @@ pub struct KernelCounters {
     pub mmap_lock_releases: u64,
     pub thread_map_full: u64,
     pub unmatched_exits: u64,
+    /// Release batches longer than the in-kernel walk: their folios are partly itemized.
+    pub truncated_walks: u64,
 }
 
 impl KernelCounters {
@@ -74,6 +76,7 @@ impl KernelCounters {
             mmap_lock_releases: self.mmap_lock_releases - earlier.mmap_lock_releases,
             thread_map_full: self.thread_map_full - earlier.thread_map_full,
             unmatched_exits: self.unmatched_exits - earlier.unmatched_exits,
+            truncated_walks: self.truncated_walks - earlier.truncated_walks,
         }
     }
 }
@@ -105,6 +108,17 @@ impl Session {
         let filter_comm = comm_filter(config.comm.as_deref())?;
         let mut ebpf = EbpfLoader::new()
             .override_global(global::FOLL_PIN, &facts.foll_pin.value, true)
+            .override_global(
+                global::FOLIO_LAYOUT,
+                &facts.folio_layout.clone().unwrap_or_default(),
+                true,
+            )
+            .override_global(global::WAKEUP_BYTES, &wakeup_bytes(ring_bytes), true)
+            .override_global(
+                global::LOCK_SUCCESS_OFFSET,
+                &facts.lock_success_offset,
+                true,
+            )
             .override_global(global::FILTER_TGID, &filter_tgid, true)
             .override_global(global::FILTER_CGROUP, &filter_cgroup, true)
             .override_global(global::FILTER_COMM, &filter_comm, true)
@@ -137,16 +151,22 @@ impl Session {
         })
     }
 
-    /// Waits until events are available (or `timeout` passes) and appends them to `out`.
+    /// Waits until the kernel side wakes us (a batch of events is waiting) or `timeout`
+    /// passes, and appends what the ring buffer holds to `out`. The kernel side wakes the
+    /// reader only per batch (`wakeup_bytes`), so the timeout is what bounds how long a lone
+    /// event waits.
     pub async fn next_events(
         &mut self,
         out: &mut Vec<TraceEvent>,
         timeout: Duration,
     ) -> Result<()> {
-        if let Ok(guard) = tokio::time::timeout(timeout, self.events.readable_mut()).await {
-            let mut guard = guard.context("polling the ring buffer failed")?;
-            drain_into(guard.get_inner_mut(), out)?;
-            guard.clear_ready();
+        match tokio::time::timeout(timeout, self.events.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard.context("polling the ring buffer failed")?;
+                drain_into(guard.get_inner_mut(), out)?;
+                guard.clear_ready();
+            }
+            Err(_elapsed) => drain_into(self.events.get_mut(), out)?,
         }
         Ok(())
     }
@@ -163,15 +183,23 @@ impl Session {
             mmap_lock_releases: sum(counter::MMAP_LOCK_RELEASES)?,
             thread_map_full: sum(counter::TASK_MAP_FULL)?,
             unmatched_exits: sum(counter::UNMATCHED_EXITS)?,
+            truncated_walks: sum(counter::TRUNCATED_WALKS)?,
         })
     }
 }
 
+/// Wake the reader once an eighth of the ring buffer is waiting: few wakeups (one per event
+/// more than doubled the cost of a traced O_DIRECT read), and room left for bursts while the
+/// reader catches up.
+fn wakeup_bytes(ring_bytes: u32) -> u64 {
+    u64::from(ring_bytes / 8)
+}
+
 fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<TraceEvent>) -> Result<()> {
     while let Some(item) = ring.next() {
-        out.push(TraceEvent::decode(&item).map_err(|e| {
+        TraceEvent::decode_record(&item, out).map_err(|e| {
             anyhow::anyhow!("{e}: gup-trace and its eBPF object disagree (rebuild)")
-        })?);
+        })?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    engine::{PinLedger, PinTotals, ProcessPins},
+    engine::{FolioTotals, PinLedger, PinTotals, ProcessPins},
     events::TraceEvent,
     session::{KernelCounters, Session, monotonic_ns},
     vmstat::PinCounters,
@@ -24,6 +24,8 @@ pub struct Summary {
     /// What gup-trace saw.
     #[serde(flatten)]
     pub totals: PinTotals,
+    /// What gup-trace saw, folio by folio.
+    pub folios: FolioTotals,
     /// The kernel's counters over the same window.
     pub vmstat: PinCounters,
     pub kernel: KernelCounters,
@@ -38,6 +40,15 @@ impl Summary {
 
     pub fn releases_match(&self) -> bool {
         self.totals.released == self.vmstat.released
+    }
+
+    /// Per-folio pins against vmstat (None when no grab hook saw anything to compare).
+    pub fn folio_pins_match(&self) -> bool {
+        self.folios.pinned == self.vmstat.acquired
+    }
+
+    pub fn folio_releases_match(&self) -> bool {
+        self.folios.released == self.vmstat.released
     }
 }
 
@@ -82,6 +93,7 @@ impl Window {
         Ok(Summary {
             seconds: end_ns.saturating_sub(l.start_ns) as f64 / 1e9,
             totals: l.totals,
+            folios: l.folios,
             vmstat,
             kernel: session.counters()?.delta_since(&self.counters_start),
             processes,

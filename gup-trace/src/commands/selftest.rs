@@ -67,8 +67,9 @@ fn hook_counts(caps: &Capabilities) -> HookCounts {
     }
 }
 
-/// Why the comparison cannot pass, or None when it does.
-fn failure(summary: &Summary) -> Option<String> {
+/// Why the comparison cannot pass, or None when it does. `per_folio`: grab hooks are attached,
+/// so the folio-level totals and the bias rule are checked too.
+fn failure(summary: &Summary, per_folio: bool) -> Option<String> {
     if summary.vmstat.acquired == 0 {
         return Some(
             "the workload pinned nothing according to /proc/vmstat: nothing to compare".into(),
@@ -89,6 +90,33 @@ fn failure(summary: &Summary) -> Option<String> {
             "released {} vs vmstat {}",
             summary.totals.released, summary.vmstat.released
         ));
+    }
+    if per_folio {
+        let f = &summary.folios;
+        if !summary.folio_pins_match() {
+            differ.push(format!(
+                "per-folio pins {} vs vmstat {}",
+                f.pinned, summary.vmstat.acquired
+            ));
+        }
+        if !summary.folio_releases_match() {
+            differ.push(format!(
+                "per-folio releases {} vs vmstat {}{}",
+                f.released,
+                summary.vmstat.released,
+                if f.truncated_releases > 0 {
+                    " (release batches were longer than the in-kernel walk)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if f.bias_anomalies > 0 {
+            differ.push(format!(
+                "{} of {} folio transitions break the GUP_PIN_COUNTING_BIAS rule",
+                f.bias_anomalies, f.bias_checked
+            ));
+        }
     }
     (!differ.is_empty()).then(|| differ.join(", "))
 }
@@ -146,7 +174,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
             },
         })
         .collect();
-    let failure = failure(&summary);
+    let failure = failure(&summary, caps.attached(HookClass::Grab) > 0);
     let verdict = if failure.is_none() { "pass" } else { "fail" };
     if args.json {
         print_json(verdict, failure.clone(), &caps, &summary, steps)?;
@@ -157,7 +185,14 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
         eprint!("{}", output::summary(&summary, 5));
         match &failure {
             None => {
-                println!("selftest PASSED: gup-trace's pin and release totals equal /proc/vmstat")
+                println!(
+                    "selftest PASSED: gup-trace's pin and release totals equal /proc/vmstat{}",
+                    if caps.attached(HookClass::Grab) > 0 {
+                        ", per call and per folio, and every folio obeys the pin bias rule"
+                    } else {
+                        ""
+                    }
+                )
             }
             Some(why) => println!("selftest FAILED: {why}"),
         }

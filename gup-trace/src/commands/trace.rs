@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::Result;
 use clap::Args;
+use gup_trace_common::EventKind;
 
 use super::{SessionArgs, require_root, stop_requested};
 use crate::{output, session::Session, window::Window};
@@ -20,6 +21,11 @@ pub struct TraceArgs {
     /// Print only the capability report and the summary, no event lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Also print one line per folio grabbed or released, with its refcount and pincount
+    /// before and after (many lines: one per page for small folios). They are always counted
+    /// in the summary.
+    #[arg(long)]
+    pub folios: bool,
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -56,7 +62,7 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     let mut batch = Vec::new();
     let foll = session.capabilities.foll.clone();
     let print = |e: &crate::events::TraceEvent| {
-        if !args.quiet {
+        if !args.quiet && (args.folios || e.kind != EventKind::Folio) {
             println!("{}", output::event_line(e, start_ns, &foll));
         }
     };

@@ -5,6 +5,8 @@
 //! Hooks are chosen by probing symbols and trying attach methods, never by version number:
 //! stable kernels backport renames, and distributions differ in what they allow.
 
+mod layout;
+
 use std::{collections::HashSet, fmt, fs, io, path::Path};
 
 use anyhow::{Context as _, Result};
@@ -12,7 +14,8 @@ use aya::{
     Btf, Ebpf,
     programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
-use gup_trace_common::{Hook, HookClass};
+use gup_trace_common::{FolioLayout, Hook, HookClass};
+pub use layout::LayoutError;
 use serde::Serialize;
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -29,6 +32,10 @@ pub struct KernelFacts {
     btf_error: Option<String>,
     pub foll_pin: FlagValue,
     pub foll: FollFlags,
+    /// Where the per-folio hooks read a folio's counts; an error turns those hooks off.
+    pub folio_layout: Result<FolioLayout, LayoutError>,
+    /// Offset of `success` in the mmap_lock_acquire_returned record; 0 when unknown.
+    pub lock_success_offset: u32,
     kprobe_pmu: bool,
 }
 
@@ -73,23 +80,38 @@ impl KernelFacts {
             .context("cannot read /proc/sys/kernel/osrelease: is /proc mounted?")?
             .trim()
             .to_string();
-        let symbols = read_kallsyms().context("cannot read /proc/kallsyms")?;
+        let kallsyms = read_kallsyms().context("cannot read /proc/kallsyms")?;
         let (btf, btf_error) = match Btf::from_sys_fs() {
             Ok(btf) => (Some(btf), None),
             Err(e) => (None, Some(format!("kernel lacks BTF ({VMLINUX_BTF}: {e})"))),
         };
-        let foll = FollFlags::read(Path::new(VMLINUX_BTF));
+        // aya's Btf serves the fentry loader; btf-rs answers questions about types, which
+        // aya-obj keeps private.
+        let types = btf_rs::Btf::from_file(VMLINUX_BTF).ok();
+        let foll = FollFlags::read(types.as_ref());
         let foll_pin = FlagValue {
             value: foll.value("FOLL_PIN").unwrap_or(0x40000),
             source: foll.source,
         };
+        let folio_layout = match (&types, btf_error.as_deref()) {
+            (Some(types), _) => layout::read(types, kallsyms.variables),
+            (None, reason) => Err(LayoutError(
+                reason.unwrap_or("kernel lacks BTF").to_string(),
+            )),
+        };
         Ok(KernelFacts {
             release,
-            symbols,
+            symbols: kallsyms.functions,
             btf,
             btf_error,
             foll_pin,
             foll,
+            folio_layout,
+            lock_success_offset: tracepoint_field_offset(
+                "mmap_lock/mmap_lock_acquire_returned",
+                "success",
+            )
+            .unwrap_or(0),
             kprobe_pmu: Path::new(KPROBE_PMU).exists(),
         })
     }
@@ -99,22 +121,70 @@ impl KernelFacts {
     }
 }
 
-fn read_kallsyms() -> io::Result<HashSet<String>> {
+/// What gup-trace needs from /proc/kallsyms.
+struct Kallsyms {
+    /// The hookable functions (of those gup-trace knows) this kernel has.
+    functions: HashSet<String>,
+    variables: layout::KernelVariables,
+}
+
+fn read_kallsyms() -> io::Result<Kallsyms> {
     let wanted: HashSet<&str> = Hook::ALL
         .iter()
         .filter(|h| h.class() != HookClass::MmapLock)
         .map(|h| h.name())
         .collect();
     let text = fs::read_to_string("/proc/kallsyms")?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_addr, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
-            // Text symbols only; module symbols carry a "[module]" fourth field, which is fine.
-            (matches!(kind, "t" | "T") && wanted.contains(name)).then(|| name.to_string())
-        })
-        .collect())
+    let mut found = Kallsyms {
+        functions: HashSet::new(),
+        variables: layout::KernelVariables::default(),
+    };
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        // Text symbols only; module symbols carry a "[module]" fourth field, which is fine.
+        if matches!(kind, "t" | "T") && wanted.contains(name) {
+            found.functions.insert(name.to_string());
+            continue;
+        }
+        let address = u64::from_str_radix(addr, 16).ok().filter(|a| *a != 0);
+        match name {
+            "vmemmap_base" => found.variables.vmemmap_base = address,
+            // The zero page's pfn (`is_zero_pfn()`), renamed in later kernels.
+            "zero_pfn" | "zero_page_pfn" => found.variables.zero_pfn = address,
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+/// A field's offset in a tracepoint's record, from its tracefs `format` file.
+fn tracepoint_field_offset(event: &str, field: &str) -> Option<u32> {
+    let format = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .find_map(|root| fs::read_to_string(format!("{root}/{event}/format")).ok())?;
+    parse_field_offset(&format, field)
+}
+
+/// `field:bool success;\toffset:20;\tsize:1;\tsigned:0;` -> 20 for "success".
+fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let name = decl.split_whitespace().last()?.trim_start_matches('*');
+        if name != field {
+            return None;
+        }
+        rest.split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:"))
+            .and_then(|n| n.trim().parse().ok())
+    })
 }
 
 /// The kernel's FOLL_* gup flags, by name.
@@ -144,8 +214,10 @@ const FOLL_DEFINES: &[(&str, u32)] = &[
 ];
 
 impl FollFlags {
-    fn read(vmlinux: &Path) -> FollFlags {
-        let from_btf = btf_enum_constants(vmlinux, "FOLL_");
+    fn read(btf: Option<&btf_rs::Btf>) -> FollFlags {
+        let from_btf = btf
+            .map(|b| btf_enum_constants(b, "FOLL_"))
+            .unwrap_or_default();
         if from_btf.iter().any(|(name, _)| name == "FOLL_PIN") {
             FollFlags {
                 source: "BTF",
@@ -187,12 +259,9 @@ impl FollFlags {
 
 /// Every enum constant whose name starts with `prefix`, searched through all enums (FOLL_* live
 /// in anonymous enums, which cannot be looked up by name).
-fn btf_enum_constants(vmlinux: &Path, prefix: &str) -> Vec<(String, u32)> {
+fn btf_enum_constants(btf: &btf_rs::Btf, prefix: &str) -> Vec<(String, u32)> {
     use fallible_iterator::FallibleIterator as _;
     let mut found = Vec::new();
-    let Ok(btf) = btf_rs::Btf::from_file(vmlinux) else {
-        return found;
-    };
     let mut types = btf.type_iter();
     while let Ok(Some(ty)) = types.next() {
         if let btf_rs::Type::Enum(e) = ty {
@@ -213,9 +282,9 @@ fn btf_enum_constants(vmlinux: &Path, prefix: &str) -> Vec<(String, u32)> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachKind {
-    /// fentry (and fexit where the hook needs the return).
+    /// fentry with fexit.
     Fentry,
-    /// kprobe (and kretprobe where the hook needs the return).
+    /// kprobe with kretprobe.
     Kprobe,
     Tracepoint,
 }
@@ -286,11 +355,26 @@ fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error>
 }
 
 fn cost_of_missing(hook: Hook) -> &'static str {
-    match hook.class() {
-        HookClass::Pin => "pins taken through this entry point are not seen",
-        HookClass::Get => "FOLL_GET calls through this entry point are not seen",
-        HookClass::Unpin => "releases through this function are not seen; pins look leaked",
-        HookClass::MmapLock => "mmap_lock drops during GUP are not reported",
+    match hook {
+        Hook::MmapLockReleased => {
+            "mmap_lock hold times and drops during GUP are not measured, releases not counted"
+        }
+        Hook::MmapLockStartLocking => "mmap_lock wait times during GUP are not measured",
+        Hook::MmapLockAcquireReturned => {
+            "mmap_lock waits, hold times and drop-and-retake events during GUP are not measured"
+        }
+        _ => match hook.class() {
+            HookClass::Pin => "pin calls through this entry point are not seen",
+            HookClass::Get => "FOLL_GET calls through this entry point are not seen",
+            HookClass::Unpin => {
+                "releases through this function are not seen: their pins look leaked"
+            }
+            HookClass::Grab => {
+                "per-folio pins taken here are not seen (no refcount/pincount check for them)"
+            }
+            HookClass::SlowPath => "calls cannot be split into fast-path and slow-path pages",
+            HookClass::MmapLock => "mmap_lock activity is not seen",
+        },
     }
 }
 
@@ -300,9 +384,12 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> Capabilities {
     let hooks = Hook::ALL
         .iter()
         .map(|&hook| {
-            let status = match hook.class() {
-                HookClass::MmapLock => attach_tracepoint(ebpf, hook),
+            let status = match (hook.class(), &facts.folio_layout) {
+                (HookClass::MmapLock, _) => attach_tracepoint(ebpf, hook),
                 _ if !facts.has_symbol(hook.name()) => HookStatus::NotInKernel,
+                (HookClass::Grab, Err(e)) => HookStatus::Failed {
+                    reasons: vec![format!("cannot read folio counts: {e}")],
+                },
                 _ => attach_function(ebpf, facts, hook),
             };
             let cost = matches!(status, HookStatus::Failed { .. }).then(|| cost_of_missing(hook));
@@ -317,12 +404,6 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> Capabilities {
     }
 }
 
-/// Whether a hook needs a program at function return as well as at entry. gup_put_folio is a
-/// leaf: nothing gup-trace tracks nests inside it.
-fn needs_exit(hook: Hook) -> bool {
-    hook != Hook::GupPutFolio
-}
-
 fn attach_function(ebpf: &mut Ebpf, facts: &KernelFacts, hook: Hook) -> HookStatus {
     let mut reasons = Vec::new();
     match &facts.btf {
@@ -332,7 +413,10 @@ fn attach_function(ebpf: &mut Ebpf, facts: &KernelFacts, hook: Hook) -> HookStat
                     kind: AttachKind::Fentry,
                 };
             }
-            Err(e) => reasons.push(e),
+            Err(e) => {
+                log::info!("{}: {e}; trying kprobe", hook.name());
+                reasons.push(e)
+            }
         },
         None => reasons.push(format!(
             "fentry impossible: {}",
@@ -360,7 +444,7 @@ fn attach_function(ebpf: &mut Ebpf, facts: &KernelFacts, hook: Hook) -> HookStat
 /// an unmatched exit (counted and ignored) instead of leaving a thread that looks nested forever.
 fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), String> {
     let symbol = hook.name();
-    if needs_exit(hook) {
+    {
         let name = format!("fexit_{symbol}");
         let prog: &mut FExit = program(ebpf, &name)?;
         prog.load(symbol, btf)
@@ -374,7 +458,7 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), String> {
             .and_then(|()| prog.attach().map(drop))
             .map_err(|e| explain("fentry", &e))
     };
-    if result.is_err() && needs_exit(hook) {
+    if result.is_err() {
         // Do not leave a lone exit program behind: the kprobe pair replaces it.
         if let Ok(prog) = program::<FExit>(ebpf, &format!("fexit_{symbol}")) {
             let _ = prog.unload();
@@ -385,12 +469,8 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), String> {
 
 fn attach_kprobe(ebpf: &mut Ebpf, hook: Hook) -> Result<(), String> {
     let symbol = hook.name();
-    let mut names = vec![format!("kprobe_{symbol}")];
-    if needs_exit(hook) {
-        names.insert(0, format!("kretprobe_{symbol}"));
-    }
-    for name in &names {
-        let prog: &mut KProbe = program(ebpf, name)?;
+    for name in [format!("kretprobe_{symbol}"), format!("kprobe_{symbol}")] {
+        let prog: &mut KProbe = program(ebpf, &name)?;
         let kind = if name.starts_with("kretprobe") {
             "kretprobe"
         } else {
@@ -455,4 +535,21 @@ fn find_io_error(err: &ProgramError) -> Option<&io::Error> {
         source = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_tracepoint_field_offset_in_both_record_layouts() {
+        // 6.1: memcg_path before write and success.
+        let old = "name: mmap_lock_acquire_returned\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:struct mm_struct * mm;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:__data_loc char[] memcg_path;\toffset:16;\tsize:4;\tsigned:1;\n\tfield:bool write;\toffset:20;\tsize:1;\tsigned:0;\n\tfield:bool success;\toffset:21;\tsize:1;\tsigned:0;\n";
+        // 6.13+: memcg_path gone, cgroup id instead.
+        let new = "format:\n\tfield:struct mm_struct * mm;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:u64 memcg_id;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:bool write;\toffset:24;\tsize:1;\tsigned:0;\n\tfield:bool success;\toffset:25;\tsize:1;\tsigned:0;\n";
+        assert_eq!(parse_field_offset(old, "success"), Some(21));
+        assert_eq!(parse_field_offset(new, "success"), Some(25));
+        assert_eq!(parse_field_offset(new, "mm"), Some(8));
+        assert_eq!(parse_field_offset(new, "missing"), None);
+    }
 }
