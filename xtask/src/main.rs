@@ -39,6 +39,21 @@ enum Task {
         #[arg(long = "kernel", value_name = "SERIES")]
         kernels: Vec<String>,
     },
+    /// Boot one stock kernel with gup-trace installed and run a shell command in it, the console
+    /// shown live (for trying things by hand: `cargo xtask vm-run -- gup-trace probe`).
+    VmRun {
+        #[arg(long, value_name = "SERIES", default_value = "newest")]
+        kernel: String,
+        /// Seconds before the guest is killed.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Another host program to put in the guest's /bin (repeatable).
+        #[arg(long = "with", value_name = "FILE")]
+        with: Vec<std::path::PathBuf>,
+        /// The command, run by busybox sh as root (the NVMe scratch disk is /dev/nvme0n1).
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
     /// Boot stock Debian kernels in QEMU with a minimal initramfs and print a table
     /// (a check of the VM plumbing that vm-test and demo use).
     VmBoot {
@@ -58,6 +73,12 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Setup => Ok(()),
         Task::VmBoot { kernels, echo } => vm::vm_boot(&kernels, echo),
+        Task::VmRun {
+            kernel,
+            timeout,
+            with,
+            command,
+        } => vm::vm_run(&kernel, timeout, &with, &command.join(" ")),
         Task::Demo { kernel } => demo::run(Some(&kernel)),
         Task::Test { kernels } => test::run_all(&kernels),
         Task::VmTest { kernels } => vm_test::run(&kernels),

@@ -23,6 +23,8 @@ struct Row {
     hooks: String,
     pins: String,
     unpins: String,
+    /// Folio transitions checked against the pin bias rule, and anomalies.
+    bias: String,
     seconds: f64,
     /// None when the kernel passed.
     failure: Option<String>,
@@ -76,6 +78,7 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
         hooks: "-".into(),
         pins: "-".into(),
         unpins: "-".into(),
+        bias: "-".into(),
         seconds: 0.0,
         failure: None,
     };
@@ -84,7 +87,8 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
         initramfs: initramfs.clone(),
         disk_mb: 64,
         memory_mb: 1024,
-        timeout: Duration::from_secs(300),
+        // Loading ~60 programs with bounded loops takes 1-2 minutes of verifier time under TCG.
+        timeout: Duration::from_secs(420),
         echo: false,
     }) {
         Ok(c) => c,
@@ -105,6 +109,7 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
             row.hooks = v.hooks;
             row.pins = v.pins;
             row.unpins = v.unpins;
+            row.bias = v.bias;
             row.failure = v.failure;
         }
         Some(Err(e)) => row.failure = Some(format!("{e:#}; console: {}", log.display())),
@@ -122,6 +127,7 @@ struct Verdict {
     hooks: String,
     pins: String,
     unpins: String,
+    bias: String,
     failure: Option<String>,
 }
 
@@ -144,12 +150,18 @@ fn parse_verdict(line: &str) -> Result<Verdict> {
             f => format!(", {f} FAILED"),
         }
     );
-    let pair = |seen: &str, vmstat: &str| {
+    // Per call / per folio / vmstat.
+    let triple = |seen: &str, vmstat: &str| {
         format!(
-            "{}/{}",
+            "{}/{}/{}",
             n(&["summary", seen]),
+            n(&["summary", "folios", seen]),
             n(&["summary", "vmstat", vmstat])
         )
+    };
+    let bias = match n(&["summary", "folios", "bias_anomalies"]) {
+        0 => format!("{} ok", n(&["summary", "folios", "bias_checked"])),
+        bad => format!("{bad} BAD of {}", n(&["summary", "folios", "bias_checked"])),
     };
     let failure = match v.get("verdict").and_then(Value::as_str) {
         Some("pass") => None,
@@ -161,24 +173,31 @@ fn parse_verdict(line: &str) -> Result<Verdict> {
     };
     Ok(Verdict {
         hooks,
-        pins: pair("pinned", "acquired"),
-        unpins: pair("released", "released"),
+        pins: triple("pinned", "acquired"),
+        unpins: triple("released", "released"),
+        bias,
         failure,
     })
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<28} {:<32} {:>15} {:>15} {:>7}  verdict",
-        "kernel", "hooks attached", "pins seen/vm", "unpins seen/vm", "seconds"
+        "\n{:<28} {:<26} {:>16} {:>16} {:>12} {:>7}  verdict",
+        "kernel",
+        "hooks attached",
+        "pins call/folio/vm",
+        "unpins call/folio/vm",
+        "bias rule",
+        "seconds"
     );
     for r in rows {
         println!(
-            "{:<28} {:<32} {:>15} {:>15} {:>7.1}  {}",
+            "{:<28} {:<26} {:>18} {:>20} {:>12} {:>7.1}  {}",
             r.release,
             r.hooks,
             r.pins,
             r.unpins,
+            r.bias,
             r.seconds,
             if r.failure.is_none() { "pass" } else { "FAIL" }
         );
@@ -191,10 +210,14 @@ mod tests {
 
     #[test]
     fn a_verdict_line_becomes_a_table_row() {
-        let line = r#"{"verdict":"pass","reason":null,"hooks":{"fentry":12,"kprobe":1,"tracepoint":1,"failed":0},"summary":{"pinned":128,"released":128,"vmstat":{"acquired":128,"released":128}}}"#;
+        let line = r#"{"verdict":"pass","reason":null,"hooks":{"fentry":12,"kprobe":1,"tracepoint":1,"failed":0},"summary":{"pinned":128,"released":128,"folios":{"pinned":128,"released":127,"bias_checked":130,"bias_anomalies":0},"vmstat":{"acquired":128,"released":128}}}"#;
         let v = parse_verdict(line).unwrap();
         assert_eq!(v.hooks, "12 fentry, 1 kprobe, 1 tp");
-        assert_eq!((v.pins.as_str(), v.unpins.as_str()), ("128/128", "128/128"));
+        assert_eq!(
+            (v.pins.as_str(), v.unpins.as_str()),
+            ("128/128/128", "128/127/128")
+        );
+        assert_eq!(v.bias, "130 ok");
         assert!(v.failure.is_none());
         let bad = line.replace(
             "\"pass\",\"reason\":null",
