@@ -1,22 +1,34 @@
-//! Everything printed for humans: event lines, the capability report, summaries. JSON output
-//! goes through serde on the same types.
+//! Everything printed for humans: event lines, stacks, the capability report, summaries. JSON
+//! output goes through serde on the same types (`trace --json` events through `EventRecord`).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::Arc};
 
-use gup_trace_common::HookClass;
+use gup_trace_common::{Hook, HookClass};
+use serde::Serialize;
 
 use crate::{
     events::TraceEvent,
     kernel::{Capabilities, FollFlags, HookStatus},
+    symbols::StackFrame,
     window::Summary,
     workload::{StepOutcome, StepReport},
 };
 
 pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EVENT  HOOK                                 PAGES  DURATION  ADDRESS         FLAGS";
 
+fn seconds_into_trace(e: &TraceEvent, start_ns: u64) -> f64 {
+    e.ts_ns.saturating_sub(start_ns) as f64 / 1e9
+}
+
+/// Whether the event is a GUP call (pin or FOLL_GET), the events that carry an address, flags
+/// and a kernel stack.
+pub fn is_gup_call(e: &TraceEvent) -> bool {
+    matches!(e.hook.class(), HookClass::Pin | HookClass::Get)
+}
+
 /// One line per event; `start_ns` is the trace start, so times read as seconds into the trace.
 pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
-    let secs = e.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let secs = seconds_into_trace(e, start_ns);
     let what = match e.hook.class() {
         HookClass::Pin if e.error < 0 => "pin!",
         HookClass::Pin => "pin",
@@ -41,10 +53,148 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         pages,
         duration(e.duration_ns)
     );
-    if matches!(e.hook.class(), HookClass::Pin | HookClass::Get) {
+    if is_gup_call(e) {
         let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
     }
     line
+}
+
+/// A GUP call's kernel stack as `--stacks` shows it: the frames, or why there are none.
+pub type CallStack = Result<Arc<[StackFrame]>, String>;
+
+/// The module kallsyms gives BPF programs and trampolines.
+const BPF_MODULE: &str = "bpf";
+
+/// The frames worth showing: the GUP call's path, without the tracer's own frames on top
+/// (gup-trace's eBPF program and the fentry trampoline that runs it). An fentry trampoline
+/// also hides the hooked function's own frame, so such a stack starts at its caller; where the
+/// hooked function's frame is present (a kprobe hook), the stack starts at it.
+pub fn call_frames(frames: &[StackFrame], hook: Hook) -> &[StackFrame] {
+    if let Some(top) = frames
+        .iter()
+        .position(|f| f.function() == Some(hook.name()))
+    {
+        return &frames[top..];
+    }
+    let tracer = frames
+        .iter()
+        .take_while(|f| {
+            f.symbol
+                .as_ref()
+                .is_some_and(|s| s.module.as_deref() == Some(BPF_MODULE))
+        })
+        .count();
+    &frames[tracer..]
+}
+
+const STACK_INDENT: &str = "        ";
+
+/// The stack under an event line: one indented frame per line, top first, at most `depth`.
+pub fn stack_lines(stack: &CallStack, hook: Hook, depth: usize) -> String {
+    let frames = match stack {
+        Ok(frames) => call_frames(frames, hook),
+        Err(why) => return format!("{STACK_INDENT}(no stack: {why})\n"),
+    };
+    if frames.is_empty() {
+        return format!("{STACK_INDENT}(no stack: the kernel recorded no frames)\n");
+    }
+    let mut out = String::new();
+    for frame in frames.iter().take(depth) {
+        let _ = writeln!(out, "{STACK_INDENT}{frame}");
+    }
+    if frames.len() > depth {
+        let _ = writeln!(
+            out,
+            "{STACK_INDENT}... {} more frame{} (--stack-depth {} shows all)",
+            frames.len() - depth,
+            if frames.len() - depth == 1 { "" } else { "s" },
+            frames.len()
+        );
+    }
+    out
+}
+
+/// One `trace --json` line.
+#[derive(Debug, Serialize)]
+pub struct EventRecord<'a> {
+    /// Seconds since the trace started.
+    pub time_s: f64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: &'a str,
+    /// `pin`, `get` (FOLL_GET references), `unpin` or `mmap_lock`.
+    pub event: &'static str,
+    pub hook: &'static str,
+    pub pages: u64,
+    pub duration_ns: u64,
+    pub cgroup_id: u64,
+    /// GUP calls only: pages asked for, negative errno (0 on success), start address, gup_flags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gup_flags: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<String>,
+    /// With --stacks, GUP calls only: `function+0xoffset [module]` frames, top first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Vec<String>>,
+    /// With --stacks, when a GUP call has no stack: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_error: Option<String>,
+}
+
+impl<'a> EventRecord<'a> {
+    /// `stack` is given for GUP calls when --stacks asked for them.
+    pub fn new(
+        e: &'a TraceEvent,
+        start_ns: u64,
+        foll: &FollFlags,
+        stack: Option<&CallStack>,
+        depth: usize,
+    ) -> EventRecord<'a> {
+        let call = is_gup_call(e);
+        let (stack, stack_error) = match stack {
+            None => (None, None),
+            Some(Ok(frames)) => (
+                Some(
+                    call_frames(frames, e.hook)
+                        .iter()
+                        .take(depth)
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+                None,
+            ),
+            Some(Err(why)) => (None, Some(why.clone())),
+        };
+        EventRecord {
+            time_s: seconds_into_trace(e, start_ns),
+            pid: e.tgid,
+            tid: e.tid,
+            comm: &e.comm,
+            event: match e.hook.class() {
+                HookClass::Pin => "pin",
+                HookClass::Get => "get",
+                HookClass::Unpin => "unpin",
+                HookClass::MmapLock => "mmap_lock",
+            },
+            hook: e.hook.name(),
+            pages: e.pages,
+            duration_ns: e.duration_ns,
+            cgroup_id: e.cgroup_id,
+            requested: call.then_some(e.requested),
+            error: call.then_some(e.error),
+            address: call.then_some(e.start),
+            gup_flags: call.then_some(e.gup_flags),
+            flags: call.then(|| foll.describe(e.gup_flags)),
+            stack,
+            stack_error,
+        }
+    }
 }
 
 /// One workload step: what it asked the kernel for, or why it was skipped.
@@ -225,6 +375,126 @@ mod tests {
         assert!(line.contains("pin_user_pages_fast"), "{line}");
         assert!(line.contains("64/64    12.3us"), "{line}");
         assert!(line.ends_with("0x00007f001000  WRITE|LONGTERM"), "{line}");
+    }
+
+    fn pin_event(stack_id: Option<u32>) -> TraceEvent {
+        TraceEvent {
+            ts_ns: 2_000_000_000,
+            duration_ns: 5_000,
+            pages: 16,
+            tgid: 7,
+            tid: 8,
+            hook: Hook::PinUserPagesFast,
+            error: 0,
+            start: 0x7f00_2000,
+            requested: 16,
+            gup_flags: 1,
+            stack_id,
+            cgroup_id: 1,
+            comm: "fio".into(),
+        }
+    }
+
+    /// A fentry stack as the kernel records it: the tracer's program and trampoline on top, and
+    /// no frame of the hooked function (the trampoline skips it), then its callers.
+    fn recorded_stack() -> CallStack {
+        let symbols = crate::symbols::KernelSymbols::parse(
+            "ffffffff81234000 T pin_user_pages_fast\n\
+             ffffffff81300000 t io_sqe_buffer_register\n\
+             ffffffff81310000 T __x64_sys_io_uring_register\n\
+             ffffffffc0a03000 t bpf_prog_6deef7357e7b4530_gup_enter\t[bpf]\n\
+             ffffffffc0a04000 t bpf_trampoline_6442512345\t[bpf]\n",
+        )
+        .unwrap();
+        Ok(symbols
+            .stack(&[
+                0xffffffffc0a03040,
+                0xffffffffc0a04030,
+                0xffffffff813001a3,
+                0xffffffff81310022,
+            ])
+            .into())
+    }
+
+    #[test]
+    fn stacks_leave_out_the_tracers_frames_and_respect_the_depth() {
+        let text = stack_lines(&recorded_stack(), Hook::PinUserPagesFast, 12);
+        assert_eq!(
+            text,
+            "        io_sqe_buffer_register+0x1a3\n\
+             \x20       __x64_sys_io_uring_register+0x22\n"
+        );
+        let short = stack_lines(&recorded_stack(), Hook::PinUserPagesFast, 1);
+        assert_eq!(
+            short,
+            "        io_sqe_buffer_register+0x1a3\n\
+             \x20       ... 1 more frame (--stack-depth 2 shows all)\n"
+        );
+        let missing = stack_lines(&Err("not recorded".into()), Hook::PinUserPages, 12);
+        assert_eq!(missing, "        (no stack: not recorded)\n");
+    }
+
+    #[test]
+    fn a_stack_holding_the_hooked_function_starts_at_it() {
+        let symbols = crate::symbols::KernelSymbols::parse(
+            "ffffffff81234000 T pin_user_pages_remote\n\
+             ffffffff81240000 t kprobe_handler_like\n\
+             ffffffff81300000 t process_vm_rw_core\n",
+        )
+        .unwrap();
+        let frames: Arc<[StackFrame]> = symbols
+            .stack(&[0xffffffff81240010, 0xffffffff81234001, 0xffffffff81300208])
+            .into();
+        let shown: Vec<String> = call_frames(&frames, Hook::PinUserPagesRemote)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["pin_user_pages_remote+0x1", "process_vm_rw_core+0x208"]
+        );
+        // Without the hooked function or tracer frames, nothing is left out.
+        assert_eq!(call_frames(&frames, Hook::PinUserPages).len(), 3);
+    }
+
+    #[test]
+    fn json_events_carry_a_stack_only_when_asked() {
+        let foll = FollFlags {
+            source: "test",
+            flags: vec![("FOLL_WRITE".into(), 1)],
+        };
+        let e = pin_event(Some(3));
+        let with = serde_json::to_value(EventRecord::new(
+            &e,
+            1_000_000_000,
+            &foll,
+            Some(&recorded_stack()),
+            2,
+        ))
+        .unwrap();
+        assert_eq!(
+            with["stack"],
+            serde_json::json!([
+                "io_sqe_buffer_register+0x1a3",
+                "__x64_sys_io_uring_register+0x22"
+            ])
+        );
+        assert_eq!(
+            (with["event"].as_str(), with["flags"].as_str()),
+            (Some("pin"), Some("WRITE"))
+        );
+        assert_eq!(with["time_s"], 1.0);
+        let without = serde_json::to_value(EventRecord::new(&e, 0, &foll, None, 12)).unwrap();
+        assert!(without.get("stack").is_none() && without.get("stack_error").is_none());
+        let failed = serde_json::to_value(EventRecord::new(
+            &e,
+            0,
+            &foll,
+            Some(&Err("not recorded".into())),
+            12,
+        ))
+        .unwrap();
+        assert_eq!(failed["stack_error"], "not recorded");
     }
 
     #[test]
