@@ -2,7 +2,8 @@
 //!
 //! Layout: `kernel` knows every kernel difference (symbols, BTF values, attach methods);
 //! `session` loads and attaches the eBPF object and reads its ring buffer; `events` decodes
-//! records; `engine` is the pure pin-state engine; `window` compares totals with /proc/vmstat;
+//! records; `symbols` names kernel stack frames from /proc/kallsyms; `engine` is the pure
+//! pin-state engine; `window` compares totals with /proc/vmstat;
 //! `output` formats for humans; `commands` holds one module per subcommand.
 
 pub mod commands;
@@ -11,6 +12,7 @@ pub mod events;
 pub mod kernel;
 pub mod output;
 pub mod session;
+pub mod symbols;
 pub mod vmstat;
 pub mod window;
 pub mod workload;

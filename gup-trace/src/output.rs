@@ -1,22 +1,34 @@
-//! Everything printed for humans: event lines, the capability report, summaries. JSON output
-//! goes through serde on the same types.
+//! Everything printed for humans: event lines, stacks, the capability report, summaries. JSON
+//! output goes through serde on the same types (`trace --json` events through `EventRecord`).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::Arc};
 
-use gup_trace_common::{EventKind, FolioTransition, HookClass, folio_bit};
+use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
+use serde::Serialize;
 
 use crate::{
     events::TraceEvent,
     kernel::{Capabilities, FollFlags, HookStatus},
+    symbols::StackFrame,
     window::Summary,
     workload::{StepOutcome, StepReport},
 };
 
 pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EVENT  HOOK                                 PAGES  DURATION  ADDRESS         FLAGS";
 
+fn seconds_into_trace(e: &TraceEvent, start_ns: u64) -> f64 {
+    e.ts_ns.saturating_sub(start_ns) as f64 / 1e9
+}
+
+/// Whether the event is a GUP call (pin or FOLL_GET), the events that carry an address, flags
+/// and a kernel stack.
+pub fn is_gup_call(e: &TraceEvent) -> bool {
+    e.kind == EventKind::Call && matches!(e.hook.class(), HookClass::Pin | HookClass::Get)
+}
+
 /// One line per event; `start_ns` is the trace start, so times read as seconds into the trace.
 pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
-    let secs = e.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let secs = seconds_into_trace(e, start_ns);
     let (what, pages, hook) = match (e.kind, &e.folio) {
         (EventKind::Folio, Some(f)) => (folio_verb(f), f.refs.to_string(), e.hook.name()),
         (EventKind::MmapLockDrop, _) => ("drop", "-".to_string(), "mmap_lock"),
@@ -49,7 +61,7 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         (EventKind::MmapLockDrop, _) => {
             let _ = write!(line, "  {:#014x}  dropped during", e.start);
         }
-        _ if matches!(e.hook.class(), HookClass::Pin | HookClass::Get) => {
+        _ if is_gup_call(e) => {
             let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
             let _ = write!(line, "{}", call_detail(e));
         }
@@ -114,6 +126,234 @@ fn call_detail(e: &TraceEvent) -> String {
         );
     }
     out
+}
+
+/// A GUP call's kernel stack as `--stacks` shows it: the frames, or why there are none.
+pub type CallStack = Result<Arc<[StackFrame]>, String>;
+
+/// The module kallsyms gives BPF programs and trampolines.
+const BPF_MODULE: &str = "bpf";
+
+/// The frames worth showing: the GUP call's path, without the tracer's own frames on top
+/// (gup-trace's eBPF program and the fentry trampoline that runs it). An fentry trampoline
+/// also hides the hooked function's own frame, so such a stack starts at its caller; where the
+/// hooked function's frame is present (a kprobe hook), the stack starts at it.
+pub fn call_frames(frames: &[StackFrame], hook: Hook) -> &[StackFrame] {
+    if let Some(top) = frames
+        .iter()
+        .position(|f| f.function() == Some(hook.name()))
+    {
+        return &frames[top..];
+    }
+    let tracer = frames
+        .iter()
+        .take_while(|f| {
+            f.symbol
+                .as_ref()
+                .is_some_and(|s| s.module.as_deref() == Some(BPF_MODULE))
+        })
+        .count();
+    &frames[tracer..]
+}
+
+const STACK_INDENT: &str = "        ";
+
+/// The stack under an event line: one indented frame per line, top first, at most `depth`.
+pub fn stack_lines(stack: &CallStack, hook: Hook, depth: usize) -> String {
+    let frames = match stack {
+        Ok(frames) => call_frames(frames, hook),
+        Err(why) => return format!("{STACK_INDENT}(no stack: {why})\n"),
+    };
+    if frames.is_empty() {
+        return format!("{STACK_INDENT}(no stack: the kernel recorded no frames)\n");
+    }
+    let mut out = String::new();
+    for frame in frames.iter().take(depth) {
+        let _ = writeln!(out, "{STACK_INDENT}{frame}");
+    }
+    if frames.len() > depth {
+        let _ = writeln!(
+            out,
+            "{STACK_INDENT}... {} more frame{} (--stack-depth {} shows all)",
+            frames.len() - depth,
+            if frames.len() - depth == 1 { "" } else { "s" },
+            frames.len()
+        );
+    }
+    out
+}
+
+/// One `trace --json` line.
+#[derive(Debug, Serialize)]
+pub struct EventRecord<'a> {
+    /// Seconds since the trace started.
+    pub time_s: f64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: &'a str,
+    /// `pin`, `get` (FOLL_GET references), `unpin`, `folio` (one folio's transition),
+    /// `mmap_lock_drop` (GUP dropped and retook the lock; `address` is where) or `mmap_lock`.
+    pub event: &'static str,
+    pub hook: &'static str,
+    pub pages: u64,
+    pub duration_ns: u64,
+    pub cgroup_id: u64,
+    /// GUP calls only: pages asked for, negative errno (0 on success), start address, gup_flags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gup_flags: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<String>,
+    /// With --stacks, GUP calls only: `function+0xoffset [module]` frames, top first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Vec<String>>,
+    /// With --stacks, when a GUP call has no stack: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_error: Option<String>,
+    /// GUP calls: references grabbed on the fast and the slow path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRecord>,
+    /// GUP calls that took mmap_lock or dropped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmap_lock: Option<LockRecord>,
+    /// Folio events: the folio and its counts before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folio: Option<FolioRecord>,
+    /// Folio and mmap_lock drop events: the GUP entry point in progress on the thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub during: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathRecord {
+    pub fast_refs: u64,
+    pub slow_refs: u64,
+    pub slow_walks: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LockRecord {
+    pub wait_ns: u64,
+    pub hold_ns: u64,
+    pub acquisitions: u32,
+    pub drops: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FolioRecord {
+    pub folio: u64,
+    pub pfn: u64,
+    pub refs: u32,
+    pub order: u32,
+    /// FOLL_PIN (else a FOLL_GET reference).
+    pub pin: bool,
+    pub release: bool,
+    pub large: bool,
+    pub zero_page: bool,
+    pub failed: bool,
+    /// A release batch longer than the in-kernel walk: the call released more than shown.
+    pub truncated: bool,
+    pub refcount_before: i32,
+    pub refcount_after: i32,
+    pub pincount_before: i32,
+    pub pincount_after: i32,
+}
+
+impl From<&FolioTransition> for FolioRecord {
+    fn from(f: &FolioTransition) -> FolioRecord {
+        let bit = |b: u32| f.bits & b != 0;
+        FolioRecord {
+            folio: f.folio,
+            pfn: f.pfn,
+            refs: f.refs,
+            order: f.order,
+            pin: bit(folio_bit::PIN),
+            release: bit(folio_bit::RELEASE),
+            large: bit(folio_bit::LARGE),
+            zero_page: bit(folio_bit::ZERO_PAGE),
+            failed: bit(folio_bit::FAILED),
+            truncated: bit(folio_bit::TRUNCATED),
+            refcount_before: f.refcount_before,
+            refcount_after: f.refcount_after,
+            pincount_before: f.pincount_before,
+            pincount_after: f.pincount_after,
+        }
+    }
+}
+
+impl<'a> EventRecord<'a> {
+    /// `stack` is given for GUP calls when --stacks asked for them.
+    pub fn new(
+        e: &'a TraceEvent,
+        start_ns: u64,
+        foll: &FollFlags,
+        stack: Option<&CallStack>,
+        depth: usize,
+    ) -> EventRecord<'a> {
+        let call = is_gup_call(e);
+        let (stack, stack_error) = match stack {
+            None => (None, None),
+            Some(Ok(frames)) => (
+                Some(
+                    call_frames(frames, e.hook)
+                        .iter()
+                        .take(depth)
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+                None,
+            ),
+            Some(Err(why)) => (None, Some(why.clone())),
+        };
+        EventRecord {
+            time_s: seconds_into_trace(e, start_ns),
+            pid: e.tgid,
+            tid: e.tid,
+            comm: &e.comm,
+            event: match (e.kind, e.hook.class()) {
+                (EventKind::Folio, _) => "folio",
+                (EventKind::MmapLockDrop, _) => "mmap_lock_drop",
+                (EventKind::MmapLockRelease, _) => "mmap_lock",
+                (_, HookClass::Pin) => "pin",
+                (_, HookClass::Get) => "get",
+                _ => "unpin",
+            },
+            hook: e.hook.name(),
+            pages: e.pages,
+            duration_ns: e.duration_ns,
+            cgroup_id: e.cgroup_id,
+            requested: call.then_some(e.requested),
+            error: call.then_some(e.error),
+            address: (call || e.kind == EventKind::MmapLockDrop).then_some(e.start),
+            gup_flags: call.then_some(e.gup_flags),
+            flags: call.then(|| foll.describe(e.gup_flags)),
+            stack,
+            stack_error,
+            path: call.then_some(PathRecord {
+                fast_refs: e.path.fast_refs,
+                slow_refs: e.path.slow_refs,
+                slow_walks: e.path.slow_walks,
+            }),
+            mmap_lock: (call && (e.lock.acquisitions > 0 || e.lock.drops > 0)).then_some(
+                LockRecord {
+                    wait_ns: e.lock.wait_ns,
+                    hold_ns: e.lock.hold_ns,
+                    acquisitions: e.lock.acquisitions,
+                    drops: e.lock.drops,
+                },
+            ),
+            folio: e.folio.as_ref().map(FolioRecord::from),
+            during: e
+                .call_hook
+                .filter(|_| e.kind != EventKind::Call)
+                .map(Hook::name),
+        }
+    }
 }
 
 /// One workload step: what it asked the kernel for, or why it was skipped.
@@ -332,6 +572,127 @@ mod tests {
         assert!(line.contains("pin_user_pages_fast"), "{line}");
         assert!(line.contains("64/64    12.3us"), "{line}");
         assert!(line.ends_with("0x00007f001000  WRITE|LONGTERM"), "{line}");
+    }
+
+    fn pin_event(stack_id: Option<u32>) -> TraceEvent {
+        TraceEvent {
+            duration_ns: 5_000,
+            tid: 8,
+            start: 0x7f00_2000,
+            gup_flags: 1,
+            stack_id,
+            cgroup_id: 1,
+            comm: "fio".into(),
+            ..TraceEvent::sample(
+                EventKind::Call,
+                Hook::PinUserPagesFast,
+                2_000_000_000,
+                7,
+                16,
+            )
+        }
+    }
+
+    /// A fentry stack as the kernel records it: the tracer's program and trampoline on top, and
+    /// no frame of the hooked function (the trampoline skips it), then its callers.
+    fn recorded_stack() -> CallStack {
+        let symbols = crate::symbols::KernelSymbols::parse(
+            "ffffffff81234000 T pin_user_pages_fast\n\
+             ffffffff81300000 t io_sqe_buffer_register\n\
+             ffffffff81310000 T __x64_sys_io_uring_register\n\
+             ffffffffc0a03000 t bpf_prog_6deef7357e7b4530_gup_enter\t[bpf]\n\
+             ffffffffc0a04000 t bpf_trampoline_6442512345\t[bpf]\n",
+        )
+        .unwrap();
+        Ok(symbols
+            .stack(&[
+                0xffffffffc0a03040,
+                0xffffffffc0a04030,
+                0xffffffff813001a3,
+                0xffffffff81310022,
+            ])
+            .into())
+    }
+
+    #[test]
+    fn stacks_leave_out_the_tracers_frames_and_respect_the_depth() {
+        let text = stack_lines(&recorded_stack(), Hook::PinUserPagesFast, 12);
+        assert_eq!(
+            text,
+            "        io_sqe_buffer_register+0x1a3\n\
+             \x20       __x64_sys_io_uring_register+0x22\n"
+        );
+        let short = stack_lines(&recorded_stack(), Hook::PinUserPagesFast, 1);
+        assert_eq!(
+            short,
+            "        io_sqe_buffer_register+0x1a3\n\
+             \x20       ... 1 more frame (--stack-depth 2 shows all)\n"
+        );
+        let missing = stack_lines(&Err("not recorded".into()), Hook::PinUserPages, 12);
+        assert_eq!(missing, "        (no stack: not recorded)\n");
+    }
+
+    #[test]
+    fn a_stack_holding_the_hooked_function_starts_at_it() {
+        let symbols = crate::symbols::KernelSymbols::parse(
+            "ffffffff81234000 T pin_user_pages_remote\n\
+             ffffffff81240000 t kprobe_handler_like\n\
+             ffffffff81300000 t process_vm_rw_core\n",
+        )
+        .unwrap();
+        let frames: Arc<[StackFrame]> = symbols
+            .stack(&[0xffffffff81240010, 0xffffffff81234001, 0xffffffff81300208])
+            .into();
+        let shown: Vec<String> = call_frames(&frames, Hook::PinUserPagesRemote)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["pin_user_pages_remote+0x1", "process_vm_rw_core+0x208"]
+        );
+        // Without the hooked function or tracer frames, nothing is left out.
+        assert_eq!(call_frames(&frames, Hook::PinUserPages).len(), 3);
+    }
+
+    #[test]
+    fn json_events_carry_a_stack_only_when_asked() {
+        let foll = FollFlags {
+            source: "test",
+            flags: vec![("FOLL_WRITE".into(), 1)],
+        };
+        let e = pin_event(Some(3));
+        let with = serde_json::to_value(EventRecord::new(
+            &e,
+            1_000_000_000,
+            &foll,
+            Some(&recorded_stack()),
+            2,
+        ))
+        .unwrap();
+        assert_eq!(
+            with["stack"],
+            serde_json::json!([
+                "io_sqe_buffer_register+0x1a3",
+                "__x64_sys_io_uring_register+0x22"
+            ])
+        );
+        assert_eq!(
+            (with["event"].as_str(), with["flags"].as_str()),
+            (Some("pin"), Some("WRITE"))
+        );
+        assert_eq!(with["time_s"], 1.0);
+        let without = serde_json::to_value(EventRecord::new(&e, 0, &foll, None, 12)).unwrap();
+        assert!(without.get("stack").is_none() && without.get("stack_error").is_none());
+        let failed = serde_json::to_value(EventRecord::new(
+            &e,
+            0,
+            &foll,
+            Some(&Err("not recorded".into())),
+            12,
+        ))
+        .unwrap();
+        assert_eq!(failed["stack_error"], "not recorded");
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! A tracing session: the eBPF object loaded with this kernel's values, every supported hook
 //! attached, and the ring buffer and counters read back.
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
 };
 use clap::ValueEnum;
 use gup_trace_common::{COMM_LEN, HookClass, counter, global, setting};
@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     events::TraceEvent,
     kernel::{self, Capabilities, KernelFacts},
+    symbols::{KernelSymbols, StackFrame},
 };
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gup-trace"));
@@ -83,7 +84,7 @@ impl KernelCounters {
 
 pub struct Session {
     // Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     pub capabilities: Capabilities,
@@ -143,7 +144,7 @@ impl Session {
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?)?;
         let counters = PerCpuArray::try_from(map(&mut ebpf, "COUNTERS")?)?;
         Ok(Session {
-            _ebpf: ebpf,
+            ebpf,
             events: pollable(events).context("cannot poll the ring buffer")?,
             counters,
             capabilities,
@@ -176,6 +177,20 @@ impl Session {
         drain_into(self.events.get_mut(), out)
     }
 
+    /// The kernel stacks the GUP hooks record, ready to be read by id and named. Reads
+    /// /proc/kallsyms now, after the eBPF programs loaded, so that their frames are named too.
+    /// Call it once: it takes the stack map out of the session.
+    pub fn kernel_stacks(&mut self) -> Result<KernelStacks> {
+        let map = StackTraceMap::try_from(map(&mut self.ebpf, "STACKS")?)?;
+        let symbols = KernelSymbols::load()?;
+        log::info!("{} kernel symbols loaded for stacks", symbols.len());
+        Ok(KernelStacks {
+            map,
+            symbols,
+            cache: HashMap::new(),
+        })
+    }
+
     pub fn counters(&self) -> Result<KernelCounters> {
         let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
         Ok(KernelCounters {
@@ -193,6 +208,42 @@ impl Session {
 /// reader catches up.
 fn wakeup_bytes(ring_bytes: u32) -> u64 {
     u64::from(ring_bytes / 8)
+}
+
+/// Kernel stacks recorded by the GUP hooks (`bpf_get_stackid` into the STACKS map: the
+/// kernel's own unwinder), read and named the first time an id is asked for. Every call from
+/// the same code path shares one id, so a trace reads each stack once.
+pub struct KernelStacks {
+    map: StackTraceMap<MapData>,
+    symbols: KernelSymbols,
+    cache: HashMap<u32, Arc<[StackFrame]>>,
+}
+
+impl KernelStacks {
+    /// The frames of stack `id`, top first. The kernel never replaces a stack under its id
+    /// (STACKS is written without BPF_F_REUSE_STACKID), so a cached stack stays right.
+    pub fn frames(&mut self, id: u32) -> Result<Arc<[StackFrame]>> {
+        if let Some(frames) = self.cache.get(&id) {
+            return Ok(Arc::clone(frames));
+        }
+        let trace = self
+            .map
+            .get(&id, 0)
+            .with_context(|| format!("cannot read kernel stack {id} from the STACKS map"))?;
+        let addresses: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+        if self.symbols.modules_changed() {
+            // A module loaded since the table was read: its frames need its symbols.
+            self.symbols = KernelSymbols::load()
+                .context("a kernel module was loaded or removed; re-reading symbols failed")?;
+            log::info!(
+                "modules changed: {} kernel symbols re-read",
+                self.symbols.len()
+            );
+        }
+        let frames: Arc<[StackFrame]> = self.symbols.stack(&addresses).into();
+        self.cache.insert(id, Arc::clone(&frames));
+        Ok(frames)
+    }
 }
 
 fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<TraceEvent>) -> Result<()> {

@@ -114,3 +114,54 @@ fn selftest_on_a_kernel_without_gup_hooks_says_it_cannot_verify() {
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("selftest cannot compare anything"), "{all}");
 }
+
+#[test]
+fn kernel_symbols_name_this_kernels_own_functions() {
+    assert!(is_root(), "kallsyms shows addresses to root only");
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let address = kallsyms
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[1] == "T" && f[2] == "pin_user_pages_fast")
+                .then(|| u64::from_str_radix(f[0], 16).unwrap())
+        })
+        .expect("pin_user_pages_fast in /proc/kallsyms");
+    let symbols = gup_trace::symbols::KernelSymbols::load().unwrap();
+    let frames = symbols.stack(&[address + 0x10, address + 0x20]);
+    assert_eq!(frames[0].to_string(), "pin_user_pages_fast+0x10");
+    assert_eq!(frames[1].to_string(), "pin_user_pages_fast+0x20");
+}
+
+#[test]
+fn trace_json_with_stacks_is_one_object_per_line_then_the_summary() {
+    assert!(is_root(), "trace loads eBPF programs");
+    let out = gup_trace(&[
+        "trace",
+        "--stacks",
+        "--json",
+        "--duration",
+        "1",
+        "--mmap-lock",
+        "all",
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (summary, events) = lines.split_last().expect("at least the summary line");
+    assert!(summary["summary"]["vmstat"].is_object(), "{summary}");
+    for e in events {
+        assert!(e["hook"].is_string() && e["pid"].is_u64(), "{e}");
+        // Only GUP calls carry a stack; this kernel lets gup-trace hook none of them.
+        if e["event"] == "mmap_lock" {
+            assert!(
+                e.get("stack").is_none() && e.get("address").is_none(),
+                "{e}"
+            );
+        }
+    }
+}

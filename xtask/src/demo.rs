@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: gup-trace's main job, live, on a machine whose own kernel cannot hook
-//! GUP: boots a stock kernel under QEMU and runs `gup-trace trace` over the selftest workload,
-//! the guest console streamed to this terminal.
+//! GUP: boots a stock kernel under QEMU and runs `gup-trace trace --stacks` over the selftest
+//! workload, the guest console streamed to this terminal: each GUP call with the kernel stack
+//! that made it.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::{
 const DEMO_SCRIPT: &str = r#"
 echo
 echo "=== gup-trace demo on Linux $(uname -r) ==="
-gup-trace trace > /tmp/trace.out 2>&1 &
+gup-trace trace --stacks > /tmp/trace.out 2>&1 &
 TRACE=$!
 tail -f /tmp/trace.out &
 TAIL=$!

@@ -11,7 +11,12 @@ use clap::Args;
 use gup_trace_common::EventKind;
 
 use super::{SessionArgs, require_root, stop_requested};
-use crate::{output, session::Session, window::Window};
+use crate::{
+    events::TraceEvent,
+    output::{self, CallStack, EventRecord},
+    session::Session,
+    window::Window,
+};
 
 #[derive(Args, Debug)]
 pub struct TraceArgs {
@@ -26,6 +31,27 @@ pub struct TraceArgs {
     /// in the summary.
     #[arg(long)]
     pub folios: bool,
+    /// Print under each GUP call the kernel stack that led to it, as the kernel's own unwinder
+    /// recorded it.
+    ///
+    /// One frame per line, indented, innermost first, down to the system call; each named from
+    /// /proc/kallsyms as `function+0xoffset`, with `[module]` after functions of a kernel
+    /// module. The eBPF hook records the stack with bpf_get_stackid when the GUP call begins,
+    /// so it is what the kernel's unwinder saw, not a reconstruction. gup-trace's own frames
+    /// (its eBPF program and fentry trampoline) are left out; an fentry trampoline also hides
+    /// the hooked function's frame, so the first frame is then its caller (the event line
+    /// names the function). Release (unpin) and mmap_lock events have no stack. With --json
+    /// the frames go into each GUP call's "stack" array. Needs readable kallsyms addresses:
+    /// root, and kernel.kptr_restrict below 2.
+    #[arg(long, conflicts_with = "quiet")]
+    pub stacks: bool,
+    /// With --stacks: at most this many frames per stack, top first (also in --json).
+    #[arg(long, default_value_t = 12, value_name = "FRAMES", requires = "stacks")]
+    pub stack_depth: usize,
+    /// Print events as JSON, one object per line on stdout, then the summary as a final
+    /// {"summary": ...} line. The capability report and the text summary stay on stderr.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -33,6 +59,15 @@ pub struct TraceArgs {
 pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     require_root("trace")?;
     let mut session = Session::start(&args.session.config()?)?;
+    let mut stacks = if args.stacks {
+        Some(
+            session
+                .kernel_stacks()
+                .map_err(|e| anyhow::anyhow!("--stacks: {e:#}"))?,
+        )
+    } else {
+        None
+    };
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
     eprintln!(
         "mmap_lock events: {:?}; tracing {}... (Ctrl-C ends)",
@@ -56,14 +91,36 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
         }
     };
     tokio::pin!(stop);
-    if !args.quiet {
+    if !args.quiet && !args.json {
         println!("{}", output::EVENT_HEADER);
     }
     let mut batch = Vec::new();
     let foll = session.capabilities.foll.clone();
-    let print = |e: &crate::events::TraceEvent| {
-        if !args.quiet && (args.folios || e.kind != EventKind::Folio) {
+    let mut print = |e: &TraceEvent| {
+        if args.quiet || (!args.folios && e.kind == EventKind::Folio) {
+            return;
+        }
+        let stack: Option<CallStack> =
+            stacks
+                .as_mut()
+                .filter(|_| output::is_gup_call(e))
+                .map(|stacks| match e.stack_id {
+                    Some(id) => stacks.frames(id).map_err(|err| format!("{err:#}")),
+                    None => Err("the kernel did not record it (bpf_get_stackid failed: \
+                             the STACKS map is full or its bucket holds another stack)"
+                        .into()),
+                });
+        if args.json {
+            let record = EventRecord::new(e, start_ns, &foll, stack.as_ref(), args.stack_depth);
+            match serde_json::to_string(&record) {
+                Ok(line) => println!("{line}"),
+                Err(err) => log::error!("cannot write an event as JSON: {err}"),
+            }
+        } else {
             println!("{}", output::event_line(e, start_ns, &foll));
+            if let Some(stack) = &stack {
+                print!("{}", output::stack_lines(stack, e.hook, args.stack_depth));
+            }
         }
     };
     loop {
@@ -84,5 +141,15 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     }
     let summary = window.close(&mut session, print)?;
     eprint!("{}", output::summary(&summary, 10));
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct SummaryLine<'a> {
+            summary: &'a crate::window::Summary,
+        }
+        println!(
+            "{}",
+            serde_json::to_string(&SummaryLine { summary: &summary })?
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
