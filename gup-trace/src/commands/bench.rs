@@ -287,12 +287,13 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut hooks = None;
     let mut kernel = String::new();
     for round in 1..=args.rounds {
-        // Untraced first in odd rounds, traced first in even ones: drift over the run (a
-        // busy host) then weighs on both sides alike.
+        // Traced first in odd rounds, untraced first in even ones: drift over the run (a busy
+        // host) then weighs on both sides alike. Traced first in round 1, so that a kernel
+        // gup-trace cannot hook is refused right after calibration.
         let order = if round % 2 == 1 {
-            [false, true]
-        } else {
             [true, false]
+        } else {
+            [false, true]
         };
         for traced_mode in order {
             let mut session = if traced_mode {
