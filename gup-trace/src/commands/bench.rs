@@ -47,8 +47,9 @@ const IO_BYTES: usize = 4096;
 const READ_SPAN: usize = 16 << 20;
 /// The child's buffer in the pin loop has at least this many pages; calls walk through it.
 const CHILD_PAGES: usize = 64;
-/// Calibration grows the operation count until a run lasts at least this share of a round.
-const CALIBRATION_SHARE: u32 = 8;
+/// Calibration grows the operation count until a run lasts at least 1/this of a round (a short
+/// run on a noisy machine can be off by a factor of three).
+const CALIBRATION_SHARE: u32 = 2;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
