@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gup_trace::commands::{
-    self, probe::ProbeArgs, selftest::SelftestArgs, trace::TraceArgs, workload::WorkloadArgs,
+    self, bench::BenchArgs, probe::ProbeArgs, selftest::SelftestArgs, trace::TraceArgs,
+    workload::WorkloadArgs,
 };
 
 /// Trace get_user_pages (GUP) and FOLL_PIN page pinning with eBPF.
@@ -33,6 +34,10 @@ enum Command {
     Probe(ProbeArgs),
     /// Run the selftest's pin workload without tracing (trace it from another terminal).
     Workload(WorkloadArgs),
+    /// Measure what tracing costs pin-heavy workloads, untraced vs traced rounds; prints JSON
+    /// (run by `cargo xtask bench` inside a VM).
+    #[command(hide = true)]
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
             Command::Selftest(args) => commands::selftest::run(args, cli.verbose).await,
             Command::Probe(args) => commands::probe::run(args).await,
             Command::Workload(args) => commands::workload::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
         }
     });
     match result {

@@ -81,7 +81,7 @@ const MAX_READ_BYTES: usize = 64 << 20;
 /// io_uring refuses registered buffers larger than 1 GiB each.
 const MAX_URING_IOVEC_BYTES: usize = 1 << 30;
 /// Pattern the forked children write: word i holds `VM_PATTERN ^ i`.
-const VM_PATTERN: u64 = 0x6775_702d_7472_6163; // "gup-trac"
+pub(crate) const VM_PATTERN: u64 = 0x6775_702d_7472_6163; // "gup-trac"
 /// Pattern process_vm_writev writes into the child: word i holds `VM_WRITE_PATTERN ^ i`.
 const VM_WRITE_PATTERN: u64 = !VM_PATTERN;
 /// Exit status of a child that found something else than `VM_WRITE_PATTERN` in its buffer.
@@ -201,7 +201,7 @@ fn errno() -> c_int {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn page_size() -> Result<usize> {
+pub(crate) fn page_size() -> Result<usize> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if v <= 0 {
@@ -215,12 +215,16 @@ fn page_size() -> Result<usize> {
 // ---------------------------------------------------------------------------------------------
 
 /// `len` bytes at `ptr`, inside the mapping `map_ptr .. map_ptr + map_len` that drop unmaps.
-struct AnonBuf {
-    ptr: *mut u8,
-    len: usize,
+pub(crate) struct AnonBuf {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
     map_ptr: *mut c_void,
     map_len: usize,
 }
+
+// SAFETY: an AnonBuf owns its private mapping, which belongs to the process, not to a thread;
+// moving it to another thread (e.g. into `spawn_blocking`) changes nothing about who may use it.
+unsafe impl Send for AnonBuf {}
 
 /// mmap of fresh private anonymous memory, read-write, with extra `flags`.
 fn mmap_anon(len: usize, flags: c_int) -> std::result::Result<*mut c_void, io::Error> {
@@ -245,7 +249,7 @@ fn mmap_anon(len: usize, flags: c_int) -> std::result::Result<*mut c_void, io::E
 impl AnonBuf {
     /// mmap `pages` private anonymous pages, ask for small pages, and write to every page so
     /// each one is a distinct private page (not the shared zero page).
-    fn new(pages: usize, page: usize) -> Result<Self> {
+    pub(crate) fn new(pages: usize, page: usize) -> Result<Self> {
         let len = pages
             .checked_mul(page)
             .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
@@ -354,9 +358,10 @@ impl Drop for AnonBuf {
 // Step 1: O_DIRECT read
 // ---------------------------------------------------------------------------------------------
 
-struct DirectTarget {
-    fd: OwnedFd,
-    what: String,
+pub(crate) struct DirectTarget {
+    pub(crate) fd: OwnedFd,
+    /// The path, for messages.
+    pub(crate) what: String,
 }
 
 enum Probe {
@@ -373,14 +378,9 @@ fn direct_io_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
         .checked_mul(page)
         .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
 
-    let target = match &opts.direct_io_path {
-        Some(p) if p.is_dir() => probe_temp_dir(p, bytes)?,
-        Some(p) => probe_existing(p, bytes)?,
-        None => auto_target(bytes),
-    };
-    let target = match target {
-        Probe::Ready(t) => t,
-        Probe::Unusable(why) => return Ok(skipped(STEP_DIRECT_IO, why)),
+    let target = match direct_io_target(opts.direct_io_path.as_deref(), bytes)? {
+        Ok(t) => t,
+        Err(why) => return Ok(skipped(STEP_DIRECT_IO, why)),
     };
 
     let buf = AnonBuf::new(pages, page)?;
@@ -409,6 +409,23 @@ fn direct_io_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
         done += n;
     }
     Ok(ran(STEP_DIRECT_IO, pages))
+}
+
+/// Opens an O_DIRECT read target holding at least `bytes` bytes, chosen as for the
+/// `o_direct_read` step ([`WorkloadOptions::direct_io_path`]). `Ok(Err(why))` when there is none.
+pub(crate) fn direct_io_target(
+    path: Option<&Path>,
+    bytes: usize,
+) -> Result<std::result::Result<DirectTarget, String>> {
+    let probe = match path {
+        Some(p) if p.is_dir() => probe_temp_dir(p, bytes)?,
+        Some(p) => probe_existing(p, bytes)?,
+        None => auto_target(bytes),
+    };
+    Ok(match probe {
+        Probe::Ready(t) => Ok(t),
+        Probe::Unusable(why) => Err(why),
+    })
 }
 
 fn auto_target(bytes: usize) -> Probe {
@@ -956,8 +973,8 @@ unsafe fn child_main(
 }
 
 /// Releases and reaps the child on every path.
-struct Child {
-    pid: libc::pid_t,
+pub(crate) struct Child {
+    pub(crate) pid: libc::pid_t,
     go_w: Option<OwnedFd>,
     reaped: bool,
 }
@@ -965,7 +982,7 @@ struct Child {
 impl Child {
     /// Forks a child running [`child_main`] on its copy of `remote` and waits until it has
     /// written its pattern.
-    fn spawn(remote: &AnonBuf, check_written: bool) -> Result<Child> {
+    pub(crate) fn spawn(remote: &AnonBuf, check_written: bool) -> Result<Child> {
         let (ready_r, ready_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
         let words = remote.ptr.cast::<u64>();
@@ -1062,7 +1079,7 @@ impl Drop for Child {
 }
 
 /// Checks that `bytes` holds `pattern ^ i` in word i.
-fn check_pattern(bytes: &[u8], pattern: u64, what: &str) -> Result<()> {
+pub(crate) fn check_pattern(bytes: &[u8], pattern: u64, what: &str) -> Result<()> {
     for (i, w) in bytes.chunks_exact(8).enumerate() {
         let got = u64::from_ne_bytes(w.try_into().expect("8-byte chunk"));
         let want = pattern ^ i as u64;

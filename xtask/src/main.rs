@@ -1,3 +1,4 @@
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -54,6 +55,29 @@ enum Task {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Measure what tracing costs (a benchmark: numbers, saved under target/bench/; it fails
+    /// only if the run breaks). The vm section boots one stock kernel under QEMU and runs
+    /// pin/unpin, O_DIRECT and io_uring fixed-buffer workloads untraced vs traced.
+    Bench {
+        /// Kernel series the vm section boots (6.1, 6.12, 6.18, another major.minor, an exact
+        /// release, or "newest").
+        #[arg(long, value_name = "SERIES", default_value = "newest")]
+        kernel: String,
+        /// Run only this section (default: all).
+        #[arg(long, value_enum, value_name = "SECTION")]
+        only: Option<bench::Section>,
+        /// Untraced and traced rounds of each workload (alternating).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
+        /// Length of one untraced round of one workload, in ms.
+        #[arg(long, default_value_t = 1000, value_name = "MS",
+              value_parser = clap::value_parser!(u64).range(10..))]
+        round_ms: u64,
+        /// Pages per process_vm_readv call in the pin/unpin loop.
+        #[arg(long, default_value_t = 1, value_name = "PAGES",
+              value_parser = clap::value_parser!(u64).range(1..=1024))]
+        pin_pages: u64,
+    },
     /// Boot stock Debian kernels in QEMU with a minimal initramfs and print a table
     /// (a check of the VM plumbing that vm-test and demo use).
     VmBoot {
@@ -82,5 +106,18 @@ fn main() -> Result<()> {
         Task::Demo { kernel } => demo::run(Some(&kernel)),
         Task::Test { kernels } => test::run_all(&kernels),
         Task::VmTest { kernels } => vm_test::run(&kernels),
+        Task::Bench {
+            kernel,
+            only,
+            rounds,
+            round_ms,
+            pin_pages,
+        } => bench::run(&bench::Options {
+            kernel,
+            only,
+            rounds,
+            round_ms,
+            pin_pages,
+        }),
     }
 }

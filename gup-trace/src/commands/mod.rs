@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod probe;
 pub mod selftest;
 pub mod trace;

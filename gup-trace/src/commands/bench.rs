@@ -1,0 +1,778 @@
+//! `gup-trace bench` (hidden from --help; `cargo xtask bench` runs it inside a VM): what tracing
+//! costs the programs it traces.
+//!
+//! Each workload runs untraced and traced in this one process, in alternating rounds. "Traced"
+//! is a real [`Session`]: every hook this kernel allows attached, every event streamed out of the
+//! ring buffer, decoded and applied to the pin engine by the async runtime while the workload
+//! runs on a blocking thread, exactly as `selftest` consumes events. Events are not printed: on
+//! a serial console that would measure the console. The session is started before and dropped
+//! (all programs detached) after each traced round, so untraced rounds run with nothing attached.
+//!
+//! Workloads. Each is calibrated untraced to last about `--round-ms` per round; its operation
+//! count then stays the same in every round, so rounds compare by time.
+//! - `pin_unpin`: process_vm_readv of `--pin-pages` pages of a forked child, in a loop: each
+//!   call pins the child's pages (`pin_user_pages_remote`) and unpins them. Its cost is given per
+//!   folio: (traced - untraced time) / (pins + releases), counted by `/proc/vmstat`
+//!   (`nr_foll_pin_acquired` + `nr_foll_pin_released`; the buffer is small pages, one folio each).
+//! - `o_direct_read`: 4 KiB O_DIRECT preads from the block device, walking through its first
+//!   16 MiB; each read pins its page (6.1: takes a plain reference). Slowdown in throughput.
+//! - `io_uring_read_fixed`: the same reads as IORING_OP_READ_FIXED into a buffer registered once
+//!   before the rounds, queue depth 1: no pin per I/O, so tracing should cost it next to nothing.
+//!
+//! Output: progress on stderr, then one JSON object ([`BenchReport`]) on stdout.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::Args;
+use gup_trace_common::HookClass;
+use serde::Serialize;
+
+use super::require_root;
+use crate::{
+    kernel::AttachKind,
+    session::{Session, SessionConfig},
+    vmstat::PinCounters,
+    window::Window,
+    workload::{self, AnonBuf, Child, DirectTarget},
+};
+
+/// Size of one read.
+const IO_BYTES: usize = 4096;
+/// The reads walk through this much of the device, block after block, then start again.
+const READ_SPAN: usize = 16 << 20;
+/// The child's buffer in the pin loop has at least this many pages; calls walk through it.
+const CHILD_PAGES: usize = 64;
+/// Calibration grows the operation count until a run lasts at least 1/this of a round (a short
+/// run on a noisy machine can be off by a factor of three).
+const CALIBRATION_SHARE: u32 = 2;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Block device (or file) for the O_DIRECT and io_uring reads (default: /dev/nvme0n1,
+    /// /dev/vda or /dev/sda, else a temporary file).
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+    /// Untraced and traced rounds of each workload (as many of each, alternating).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    /// How long one round of one workload should last, untraced; sets the operation counts.
+    #[arg(long, default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub round_ms: u64,
+    /// Pages per process_vm_readv call in the pin/unpin loop.
+    #[arg(long, default_value_t = 1, value_name = "PAGES",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pin_pages: u64,
+}
+
+/// Median and range of one quantity over the rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    /// `None` for no values.
+    fn of(values: &[f64]) -> Option<Stat> {
+        let mut v: Vec<f64> = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => v[n / 2],
+            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        };
+        Some(Stat {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+}
+
+/// One round of one workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct Round {
+    pub traced: bool,
+    pub seconds: f64,
+    /// `/proc/vmstat` deltas over the round (read around the timed loop).
+    pub vmstat_acquired: u64,
+    pub vmstat_released: u64,
+    /// Traced rounds: events received (inside the round's window), lost events, and the pages
+    /// gup-trace counted as pinned and released.
+    pub events: Option<u64>,
+    pub lost_events: Option<u64>,
+    pub seen_pinned: Option<u64>,
+    pub seen_released: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkloadResult {
+    pub name: &'static str,
+    pub description: String,
+    pub ops_per_round: u64,
+    /// Operations per second, per round.
+    pub untraced_ops_per_s: Stat,
+    pub traced_ops_per_s: Stat,
+    /// Per pair of rounds (round i untraced, round i traced): traced time / untraced time - 1,
+    /// in percent. Positive: tracing made the workload slower.
+    pub slowdown_pct: Stat,
+    /// FOLL_PIN pins plus releases per traced round (vmstat, median).
+    pub folios_per_round: u64,
+    /// Per pair of rounds: (traced - untraced time) / folios pinned and released, in ns.
+    /// `None` when the workload pins nothing.
+    pub ns_per_folio: Option<Stat>,
+    /// Events received per traced round.
+    pub events_per_round: Stat,
+    /// Over all traced rounds.
+    pub events: u64,
+    pub lost_events: u64,
+    pub seen_pinned: u64,
+    pub seen_released: u64,
+    pub vmstat_acquired: u64,
+    pub vmstat_released: u64,
+    pub rounds: Vec<Round>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Hooks {
+    pub fentry: usize,
+    pub kprobe: usize,
+    pub tracepoint: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub kernel: String,
+    /// CPUs this system has (online).
+    pub cpus: usize,
+    pub rounds: u32,
+    pub round_ms: u64,
+    pub hooks: Hooks,
+    pub workloads: Vec<WorkloadResult>,
+}
+
+/// A workload: set up once, then run for a given number of operations per round.
+trait Workload: Send {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> String;
+    /// Runs `ops` operations and returns how long they took (nothing else is timed).
+    fn run(&mut self, ops: u64) -> Result<Duration>;
+}
+
+/// What one timed run measured.
+struct Measured {
+    elapsed: Duration,
+    vmstat: PinCounters,
+}
+
+/// What the session saw during one traced run.
+struct Seen {
+    events: u64,
+    lost_events: u64,
+    pinned: u64,
+    released: u64,
+}
+
+type Job = tokio::task::JoinHandle<(Box<dyn Workload>, Result<Measured>)>;
+
+/// Runs `ops` operations of `w` on a blocking thread, between two vmstat readings; the workload
+/// comes back with the result.
+fn spawn_run(mut w: Box<dyn Workload>, ops: u64) -> Job {
+    tokio::task::spawn_blocking(move || {
+        let measured = (|| {
+            let before = PinCounters::read()?;
+            let elapsed = w.run(ops)?;
+            let vmstat = PinCounters::read()?.delta_since(&before);
+            Ok(Measured { elapsed, vmstat })
+        })();
+        (w, measured)
+    })
+}
+
+async fn untraced(w: Box<dyn Workload>, ops: u64) -> Result<(Box<dyn Workload>, Measured)> {
+    let (w, measured) = spawn_run(w, ops).await?;
+    let measured = measured.with_context(|| format!("bench workload {}", w.name()))?;
+    Ok((w, measured))
+}
+
+/// Runs `w` while this task streams, decodes and counts the session's events, as `selftest`
+/// does.
+async fn traced(
+    session: &mut Session,
+    w: Box<dyn Workload>,
+    ops: u64,
+) -> Result<(Box<dyn Workload>, Measured, Seen)> {
+    let mut window = Window::open(session)?;
+    let mut job = spawn_run(w, ops);
+    let mut batch = Vec::new();
+    let mut events = 0u64;
+    let (w, measured) = loop {
+        tokio::select! {
+            done = &mut job => break done?,
+            r = session.next_events(&mut batch, Duration::from_millis(100)) => {
+                r?;
+                events += batch.iter().filter(|e| window.ledger.in_window(e.ts_ns)).count() as u64;
+                window.apply(&batch);
+                batch.clear();
+            }
+        }
+    };
+    let summary = window.close(session, |_| events += 1)?;
+    let measured = measured.with_context(|| format!("bench workload {} (traced)", w.name()))?;
+    let seen = Seen {
+        events,
+        lost_events: summary.kernel.lost_events,
+        pinned: summary.totals.pinned,
+        released: summary.totals.released,
+    };
+    Ok((w, measured, seen))
+}
+
+/// An operation count for which one run of `w` lasts about `target`.
+async fn calibrate(mut w: Box<dyn Workload>, target: Duration) -> Result<(Box<dyn Workload>, u64)> {
+    let mut ops = 8u64;
+    loop {
+        let (back, m) = untraced(w, ops).await?;
+        w = back;
+        if m.elapsed >= target / CALIBRATION_SHARE || ops >= 1 << 32 {
+            let per_op = m.elapsed.as_secs_f64() / ops as f64;
+            let n = (target.as_secs_f64() / per_op.max(1e-9)).ceil() as u64;
+            return Ok((w, n.max(1)));
+        }
+        ops *= 4;
+    }
+}
+
+/// Starts a session and refuses a kernel where gup-trace cannot hook pins and releases.
+fn start_session() -> Result<Session> {
+    let session = Session::start(&SessionConfig::default())?;
+    let caps = &session.capabilities;
+    if caps.attached(HookClass::Pin) == 0 || caps.attached(HookClass::Unpin) == 0 {
+        bail!(
+            "this kernel ({}) lets gup-trace hook no pin or no unpin function (`gup-trace probe` \
+             says why), so there is no tracing cost to measure: run the bench on a kernel that \
+             can (cargo xtask bench boots one)",
+            caps.kernel
+        );
+    }
+    Ok(session)
+}
+
+pub async fn run(args: BenchArgs) -> Result<ExitCode> {
+    require_root("bench")?;
+    let page = workload::page_size()?;
+    let target = Duration::from_millis(args.round_ms);
+    let mut workloads: Vec<Box<dyn Workload>> = vec![
+        Box::new(PinUnpin::new(args.pin_pages as usize, page)?),
+        Box::new(DirectRead::new(args.device.as_deref(), page)?),
+        Box::new(UringReadFixed::new(args.device.as_deref(), page)?),
+    ];
+
+    let mut ops = Vec::new();
+    for w in std::mem::take(&mut workloads) {
+        let (w, n) = calibrate(w, target).await?;
+        eprintln!("bench: {}: {n} operations per round", w.name());
+        ops.push(n);
+        workloads.push(w);
+    }
+
+    let mut rounds: Vec<Vec<Round>> = workloads.iter().map(|_| Vec::new()).collect();
+    let mut hooks = None;
+    let mut kernel = String::new();
+    for round in 1..=args.rounds {
+        // Traced first in odd rounds, untraced first in even ones: drift over the run (a busy
+        // host) then weighs on both sides alike. Traced first in round 1, so that a kernel
+        // gup-trace cannot hook is refused right after calibration.
+        let order = if round % 2 == 1 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for traced_mode in order {
+            let mut session = if traced_mode {
+                let started = Instant::now();
+                let s = start_session()?;
+                eprintln!(
+                    "bench: round {round}/{}: session started in {:.1} s",
+                    args.rounds,
+                    started.elapsed().as_secs_f64()
+                );
+                let caps = &s.capabilities;
+                kernel.clone_from(&caps.kernel);
+                if hooks.is_none() {
+                    hooks = Some(Hooks {
+                        fentry: caps.count_by_kind(AttachKind::Fentry),
+                        kprobe: caps.count_by_kind(AttachKind::Kprobe),
+                        tracepoint: caps.count_by_kind(AttachKind::Tracepoint),
+                    });
+                }
+                Some(s)
+            } else {
+                None
+            };
+            for (i, w) in std::mem::take(&mut workloads).into_iter().enumerate() {
+                let (w, r) = match session.as_mut() {
+                    None => {
+                        let (w, m) = untraced(w, ops[i]).await?;
+                        (w, round_of(&m, None))
+                    }
+                    Some(s) => {
+                        let (w, m, seen) = traced(s, w, ops[i]).await?;
+                        (w, round_of(&m, Some(&seen)))
+                    }
+                };
+                eprintln!(
+                    "bench: round {round}/{} {:<20} {:>8}: {:.3} s{}",
+                    args.rounds,
+                    w.name(),
+                    if traced_mode { "traced" } else { "untraced" },
+                    r.seconds,
+                    match (r.events, r.lost_events) {
+                        (Some(e), Some(l)) => format!(", {e} events, {l} lost"),
+                        _ => String::new(),
+                    }
+                );
+                rounds[i].push(r);
+                workloads.push(w);
+            }
+            // Dropping the session detaches every program before the next untraced round.
+            drop(session);
+        }
+    }
+
+    let results = workloads
+        .iter()
+        .zip(ops)
+        .zip(rounds)
+        .map(|((w, ops), rounds)| summarize(w.name(), w.description(), ops, rounds))
+        .collect::<Result<Vec<_>>>()?;
+    drop(workloads);
+    let report = BenchReport {
+        kernel,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        rounds: args.rounds,
+        round_ms: args.round_ms,
+        hooks: hooks.ok_or_else(|| anyhow!("no traced round ran"))?,
+        workloads: results,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn round_of(m: &Measured, seen: Option<&Seen>) -> Round {
+    Round {
+        traced: seen.is_some(),
+        seconds: m.elapsed.as_secs_f64(),
+        vmstat_acquired: m.vmstat.acquired,
+        vmstat_released: m.vmstat.released,
+        events: seen.map(|s| s.events),
+        lost_events: seen.map(|s| s.lost_events),
+        seen_pinned: seen.map(|s| s.pinned),
+        seen_released: seen.map(|s| s.released),
+    }
+}
+
+/// Medians and ranges over the rounds; untraced and traced rounds pair up in order.
+fn summarize(
+    name: &'static str,
+    description: String,
+    ops: u64,
+    rounds: Vec<Round>,
+) -> Result<WorkloadResult> {
+    let (traced, untraced): (Vec<&Round>, Vec<&Round>) = rounds.iter().partition(|r| r.traced);
+    let rate = |rs: &[&Round]| -> Vec<f64> {
+        rs.iter()
+            .map(|r| ops as f64 / r.seconds.max(1e-9))
+            .collect()
+    };
+    let pairs: Vec<(&Round, &Round)> = untraced
+        .iter()
+        .copied()
+        .zip(traced.iter().copied())
+        .collect();
+    let folios: Vec<f64> = traced
+        .iter()
+        .map(|r| (r.vmstat_acquired + r.vmstat_released) as f64)
+        .collect();
+    let no_rounds = || anyhow!("workload {name}: no untraced or no traced round ran");
+    let folios_per_round = Stat::of(&folios).ok_or_else(no_rounds)?.median as u64;
+    let ns_per_folio = (folios_per_round > 0)
+        .then(|| {
+            Stat::of(
+                &pairs
+                    .iter()
+                    .map(|(u, t)| (t.seconds - u.seconds) * 1e9 / folios_per_round as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten();
+    let sum = |f: &dyn Fn(&Round) -> Option<u64>| traced.iter().filter_map(|r| f(r)).sum::<u64>();
+    let events: Vec<f64> = traced
+        .iter()
+        .filter_map(|r| r.events)
+        .map(|e| e as f64)
+        .collect();
+    Ok(WorkloadResult {
+        name,
+        description,
+        ops_per_round: ops,
+        untraced_ops_per_s: Stat::of(&rate(&untraced)).ok_or_else(no_rounds)?,
+        traced_ops_per_s: Stat::of(&rate(&traced)).ok_or_else(no_rounds)?,
+        slowdown_pct: Stat::of(
+            &pairs
+                .iter()
+                .map(|(u, t)| (t.seconds / u.seconds.max(1e-9) - 1.0) * 100.0)
+                .collect::<Vec<_>>(),
+        )
+        .ok_or_else(no_rounds)?,
+        folios_per_round,
+        ns_per_folio,
+        events_per_round: Stat::of(&events).ok_or_else(no_rounds)?,
+        events: sum(&|r| r.events),
+        lost_events: sum(&|r| r.lost_events),
+        seen_pinned: sum(&|r| r.seen_pinned),
+        seen_released: sum(&|r| r.seen_released),
+        vmstat_acquired: sum(&|r| Some(r.vmstat_acquired)),
+        vmstat_released: sum(&|r| Some(r.vmstat_released)),
+        rounds,
+    })
+}
+
+/// The current errno as an error, with "what" (the call) as context.
+fn os_error(what: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(std::io::Error::last_os_error()).context(what.into())
+}
+
+fn interrupted() -> bool {
+    std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+}
+
+// ---------------------------------------------------------------------------------------------
+// pin_unpin: process_vm_readv from a child
+// ---------------------------------------------------------------------------------------------
+
+struct PinUnpin {
+    pages: usize,
+    slots: usize,
+    local: Vec<u8>,
+    // The child before its buffer: dropping it lets the child exit.
+    child: Child,
+    remote: AnonBuf,
+    next: usize,
+}
+
+impl PinUnpin {
+    fn new(pages: usize, page: usize) -> Result<PinUnpin> {
+        let slots = CHILD_PAGES.div_ceil(pages);
+        // Allocated and faulted in before fork: the same address in the child, which writes
+        // its pattern into its own copies of the pages.
+        let remote = AnonBuf::new(slots * pages, page)?;
+        let child = Child::spawn(&remote, false)?;
+        let mut w = PinUnpin {
+            pages,
+            slots,
+            local: vec![0; pages * page],
+            child,
+            remote,
+            next: 0,
+        };
+        w.read_slot(0)?;
+        workload::check_pattern(
+            &w.local,
+            workload::VM_PATTERN,
+            &format!("process_vm_readv(pid {})", w.child.pid),
+        )?;
+        Ok(w)
+    }
+
+    fn read_slot(&mut self, slot: usize) -> Result<()> {
+        let len = self.local.len();
+        let liov = libc::iovec {
+            iov_base: self.local.as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let riov = libc::iovec {
+            iov_base: self.remote.ptr.wrapping_add(slot * len).cast(),
+            iov_len: len,
+        };
+        // SAFETY: liov describes `local`; riov is an address in the child, checked by the kernel.
+        let n = unsafe { libc::process_vm_readv(self.child.pid, &liov, 1, &riov, 1, 0) };
+        if n < 0 {
+            return Err(os_error(format!(
+                "process_vm_readv(pid {}, {len} bytes): the pin/unpin loop needs it \
+                 (CONFIG_CROSS_MEMORY_ATTACH, and a ptrace policy that lets root read its child)",
+                self.child.pid
+            )));
+        }
+        if n as usize != len {
+            bail!(
+                "process_vm_readv(pid {}) copied {n} of {len} bytes",
+                self.child.pid
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Workload for PinUnpin {
+    fn name(&self) -> &'static str {
+        "pin_unpin"
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "process_vm_readv of {} page(s) of a child per call: pin_user_pages_remote + unpin",
+            self.pages
+        )
+    }
+
+    fn run(&mut self, ops: u64) -> Result<Duration> {
+        let started = Instant::now();
+        for _ in 0..ops {
+            self.read_slot(self.next)?;
+            self.next = (self.next + 1) % self.slots;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// o_direct_read and io_uring_read_fixed: 4 KiB reads from the block device
+// ---------------------------------------------------------------------------------------------
+
+/// The O_DIRECT target both read workloads use, with the bench's wording on failure.
+fn read_target(device: Option<&std::path::Path>) -> Result<DirectTarget> {
+    workload::direct_io_target(device, READ_SPAN)?.map_err(|why| {
+        anyhow!(
+            "no target for the O_DIRECT read workloads: {why}; give a block device (or a file \
+             of at least {} MiB on a disk file system) with --device",
+            READ_SPAN >> 20
+        )
+    })
+}
+
+/// Offset of the `i`th read: block after block through [`READ_SPAN`].
+fn read_offset(i: u64) -> u64 {
+    let blocks = (READ_SPAN / IO_BYTES) as u64;
+    (i % blocks) * IO_BYTES as u64
+}
+
+struct DirectRead {
+    target: DirectTarget,
+    buf: AnonBuf,
+    next: u64,
+}
+
+impl DirectRead {
+    fn new(device: Option<&std::path::Path>, page: usize) -> Result<DirectRead> {
+        Ok(DirectRead {
+            target: read_target(device)?,
+            buf: AnonBuf::new(IO_BYTES.div_ceil(page), page)?,
+            next: 0,
+        })
+    }
+}
+
+impl Workload for DirectRead {
+    fn name(&self) -> &'static str {
+        "o_direct_read"
+    }
+
+    fn description(&self) -> String {
+        format!("4 KiB O_DIRECT pread from {}", self.target.what)
+    }
+
+    fn run(&mut self, ops: u64) -> Result<Duration> {
+        use std::os::fd::AsRawFd as _;
+        let fd = self.target.fd.as_raw_fd();
+        let started = Instant::now();
+        let mut done = 0;
+        while done < ops {
+            let off = read_offset(self.next);
+            // SAFETY: buf holds at least IO_BYTES bytes and outlives the call.
+            let n = unsafe { libc::pread(fd, self.buf.ptr.cast(), IO_BYTES, off as libc::off_t) };
+            if n < 0 && interrupted() {
+                continue;
+            }
+            if n < 0 {
+                return Err(os_error(format!(
+                    "pread(O_DIRECT, {IO_BYTES} bytes at offset {off}) from {}",
+                    self.target.what
+                )));
+            }
+            if n as usize != IO_BYTES {
+                bail!(
+                    "pread(O_DIRECT, {IO_BYTES} bytes at offset {off}) from {} returned {n} bytes",
+                    self.target.what
+                );
+            }
+            self.next += 1;
+            done += 1;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+struct UringReadFixed {
+    // Dropped first: the ring, then the file and the buffer it used.
+    ring: io_uring::IoUring,
+    target: DirectTarget,
+    buf: AnonBuf,
+    next: u64,
+}
+
+impl UringReadFixed {
+    fn new(device: Option<&std::path::Path>, page: usize) -> Result<UringReadFixed> {
+        let target = read_target(device)?;
+        let buf = AnonBuf::new(IO_BYTES.div_ceil(page), page)?;
+        let ring = io_uring::IoUring::new(4).context(
+            "io_uring_setup(4 entries) for the io_uring_read_fixed workload (needs \
+             CONFIG_IO_URING and kernel.io_uring_disabled=0)",
+        )?;
+        let iov = libc::iovec {
+            iov_base: buf.ptr.cast(),
+            iov_len: IO_BYTES,
+        };
+        // SAFETY: the iovec describes `buf`, which outlives the ring (see the field order and
+        // Drop below).
+        unsafe { ring.submitter().register_buffers(&[iov]) }
+            .context("io_uring_register(IORING_REGISTER_BUFFERS, one 4 KiB buffer)")?;
+        Ok(UringReadFixed {
+            ring,
+            target,
+            buf,
+            next: 0,
+        })
+    }
+}
+
+impl Drop for UringReadFixed {
+    fn drop(&mut self) {
+        // Unpins the buffer now rather than in the kernel's ring teardown work, later.
+        let _ = self.ring.submitter().unregister_buffers();
+    }
+}
+
+impl Workload for UringReadFixed {
+    fn name(&self) -> &'static str {
+        "io_uring_read_fixed"
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "4 KiB IORING_OP_READ_FIXED (registered buffer, queue depth 1) from {}",
+            self.target.what
+        )
+    }
+
+    fn run(&mut self, ops: u64) -> Result<Duration> {
+        use io_uring::{opcode, types};
+        use std::os::fd::AsRawFd as _;
+        let fd = types::Fd(self.target.fd.as_raw_fd());
+        let started = Instant::now();
+        for _ in 0..ops {
+            let off = read_offset(self.next);
+            self.next += 1;
+            let sqe = opcode::ReadFixed::new(fd, self.buf.ptr, IO_BYTES as u32, 0)
+                .offset(off)
+                .build()
+                .user_data(self.next);
+            // SAFETY: the buffer is registered as index 0 and stays mapped while the ring lives;
+            // the read completes before the next one is queued.
+            unsafe { self.ring.submission().push(&sqe) }
+                .map_err(|_| anyhow!("io_uring submission queue full with one read queued"))?;
+            loop {
+                match self.ring.submit_and_wait(1) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(anyhow::Error::new(e).context("io_uring_enter")),
+                }
+            }
+            let cqe = self
+                .ring
+                .completion()
+                .next()
+                .ok_or_else(|| anyhow!("io_uring_enter returned without a completion"))?;
+            if cqe.result() != IO_BYTES as i32 {
+                let what = if cqe.result() < 0 {
+                    std::io::Error::from_raw_os_error(-cqe.result()).to_string()
+                } else {
+                    format!("{} bytes", cqe.result())
+                };
+                bail!(
+                    "IORING_OP_READ_FIXED of {IO_BYTES} bytes at offset {off} from {}: {what}",
+                    self.target.what
+                );
+            }
+        }
+        Ok(started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_gives_median_and_range() {
+        let s = Stat::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!(
+            s,
+            Stat {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(Stat::of(&[4.0, 1.0, 2.0, 10.0]).unwrap().median, 3.0);
+        assert!(Stat::of(&[]).is_none());
+    }
+
+    fn round(traced: bool, seconds: f64, folios: u64) -> Round {
+        Round {
+            traced,
+            seconds,
+            vmstat_acquired: folios / 2,
+            vmstat_released: folios / 2,
+            events: traced.then_some(10),
+            lost_events: traced.then_some(0),
+            seen_pinned: traced.then_some(folios / 2),
+            seen_released: traced.then_some(folios / 2),
+        }
+    }
+
+    #[test]
+    fn rounds_pair_up_into_slowdown_and_cost_per_folio() {
+        // 1000 ops; untraced 1.0 s and 2.0 s, traced 1.1 s and 2.4 s; 1000 folios per round.
+        let rounds = vec![
+            round(false, 1.0, 1000),
+            round(true, 1.1, 1000),
+            round(true, 2.4, 1000),
+            round(false, 2.0, 1000),
+        ];
+        let r = summarize("w", String::new(), 1000, rounds).unwrap();
+        assert_eq!(r.folios_per_round, 1000);
+        assert!((r.slowdown_pct.min - 10.0).abs() < 1e-9);
+        assert!((r.slowdown_pct.max - 20.0).abs() < 1e-9);
+        let ns = r.ns_per_folio.unwrap();
+        assert!((ns.min - 100_000.0).abs() < 1e-6 && (ns.max - 400_000.0).abs() < 1e-6);
+        assert_eq!((r.events, r.lost_events), (20, 0));
+        assert_eq!((r.vmstat_acquired, r.seen_pinned), (1000, 1000));
+        assert!((r.untraced_ops_per_s.median - 750.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_workload_that_pins_nothing_has_no_cost_per_folio() {
+        let rounds = vec![round(false, 1.0, 0), round(true, 1.0, 0)];
+        let r = summarize("w", String::new(), 10, rounds).unwrap();
+        assert!(r.ns_per_folio.is_none());
+    }
+}

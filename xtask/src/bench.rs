@@ -1,0 +1,390 @@
+//! `cargo xtask bench`: what tracing costs, measured. A benchmark: it prints and saves numbers
+//! and fails only when the run itself breaks, never because a number is high.
+//!
+//! Sections (`--only` picks one; by default all run):
+//! - `vm`: this machine's kernel cannot hook GUP, so the cost of tracing is measured inside one
+//!   QEMU (TCG) boot of a stock Debian kernel: `gup-trace bench` there runs each workload
+//!   untraced and traced in alternating rounds and prints one JSON line, which becomes a table
+//!   here and `target/bench/vm-<kernel release>.json`.
+//!
+//! A host-only section (the engine's throughput, record speed) belongs beside it as another
+//! [`Section`] writing `target/bench/host.json`.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::ValueEnum;
+use serde_json::{Value, json};
+
+use crate::{
+    build, kernels,
+    vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX, vm_dir},
+};
+
+/// The O_DIRECT slowdown the issue allows with every event streamed, in percent.
+const O_DIRECT_TARGET_PCT: f64 = 5.0;
+/// The workload that target applies to (as `gup-trace bench` names it).
+const O_DIRECT_WORKLOAD: &str = "o_direct_read";
+/// Guest memory and scratch disk (the reads walk through its first 16 MiB).
+const MEMORY_MB: u64 = 1024;
+const DISK_MB: u64 = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Section {
+    /// Tracing cost inside a stock kernel under QEMU: pin/unpin loop, O_DIRECT and io_uring
+    /// fixed-buffer reads, untraced vs traced.
+    Vm,
+}
+
+pub struct Options {
+    pub kernel: String,
+    pub only: Option<Section>,
+    pub rounds: u32,
+    pub round_ms: u64,
+    pub pin_pages: u64,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    for section in Section::value_variants() {
+        if opts.only.is_some_and(|only| only != *section) {
+            continue;
+        }
+        match section {
+            Section::Vm => vm_section(opts)?,
+        }
+    }
+    Ok(())
+}
+
+/// `<workspace>/target/bench`.
+fn bench_dir() -> PathBuf {
+    build::workspace_root().join("target").join("bench")
+}
+
+fn vm_section(opts: &Options) -> Result<()> {
+    let binary = build::gup_trace_release()?;
+    let kernel = kernels::resolve(&[opts.kernel.as_str()])?
+        .pop()
+        .ok_or_else(|| anyhow!("no kernel resolved for --kernel {}", opts.kernel))?;
+    let script = format!(
+        r#"
+echo "uname: $(uname -r)"
+OUT=$(gup-trace bench --device /dev/nvme0n1 --rounds {} --round-ms {} --pin-pages {})
+STATUS=$?
+echo "GUPTRACE-RESULT $OUT"
+exit $STATUS
+"#,
+        opts.rounds, opts.round_ms, opts.pin_pages
+    );
+    let initramfs = vm_dir().join("bench.cpio.gz");
+    vm::build_initramfs(&initramfs, &[(binary, "/bin/gup-trace".into())], &script)?;
+
+    // Three workloads, each calibrated to round_ms per round, untraced and traced; sessions
+    // starting, calibration and boot on top. TCG on a busy machine can be several times slower.
+    let measuring = Duration::from_millis(opts.round_ms) * 3 * 2 * opts.rounds;
+    let timeout = Duration::from_secs(180) + measuring * 4;
+    println!(
+        "bench vm: booting {} under QEMU (TCG, 2 CPUs); {} rounds of 3 workloads, untraced and \
+         traced, about {} s of measuring (timeout {} s)",
+        kernel.release,
+        opts.rounds,
+        measuring.as_secs(),
+        timeout.as_secs()
+    );
+    let console = vm::boot(&Boot {
+        kernel: kernel.vmlinuz.clone(),
+        initramfs,
+        disk_mb: DISK_MB,
+        memory_mb: MEMORY_MB,
+        timeout,
+        echo: false,
+    })?;
+    let logs = vm_dir().join("logs");
+    fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let log = logs.join(format!("{}-bench.log", kernel.release));
+    fs::write(&log, &console.text).with_context(|| format!("cannot write {}", log.display()))?;
+
+    if console.find("uname: ") != Some(kernel.release.as_str()) {
+        bail!(
+            "the guest did not run {} (console: {})",
+            kernel.release,
+            log.display()
+        );
+    }
+    let line = console.find(VERDICT_PREFIX).unwrap_or("");
+    if console.find(EXIT_PREFIX) != Some("0") || line.is_empty() {
+        bail!(
+            "gup-trace bench failed in the guest ({}); last console lines:\n{}\n(whole console: {})",
+            console
+                .find(EXIT_PREFIX)
+                .map_or("no exit status".to_string(), |s| format!("exit status {s}")),
+            console.tail(15),
+            log.display()
+        );
+    }
+    let result: Value = serde_json::from_str(line).with_context(|| {
+        format!(
+            "gup-trace bench printed no JSON result: {line:.200} (console: {})",
+            log.display()
+        )
+    })?;
+    let rows = rows(&result)?;
+    println!(
+        "\nbench vm: {} ({} hooks), QEMU TCG, {} guest CPUs on a {}-CPU host; {} rounds, \
+         median (min..max) over rounds\n",
+        kernel.release,
+        hooks(&result),
+        result["cpus"],
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        opts.rounds
+    );
+    print!("{}", table(&rows));
+    let verdict = o_direct_verdict(&rows);
+    println!();
+    for note in notes(&rows) {
+        println!("note: {note}");
+    }
+    match &verdict {
+        Some((pct, v)) => println!(
+            "{O_DIRECT_WORKLOAD}: {pct:+.1}% slowdown traced (median of paired rounds): {v} \
+             (target: at most {O_DIRECT_TARGET_PCT}% with every event streamed)"
+        ),
+        None => println!("{O_DIRECT_WORKLOAD}: not in the result, no verdict"),
+    }
+
+    let saved = json!({
+        "section": "vm",
+        "kernel": kernel.release,
+        "kernel_package": kernel.package_version,
+        "accel": "tcg",
+        "guest_memory_mb": MEMORY_MB,
+        "host_cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "o_direct_target_pct": O_DIRECT_TARGET_PCT,
+        "o_direct_verdict": verdict.as_ref().map(|(_, v)| *v),
+        "result": result,
+    });
+    let path = save(&format!("vm-{}.json", kernel.release), &saved)?;
+    println!("bench vm: saved {}", path.display());
+    Ok(())
+}
+
+fn save(name: &str, value: &Value) -> Result<PathBuf> {
+    let dir = bench_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(name);
+    write_json(&path, value)?;
+    Ok(path)
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn hooks(result: &Value) -> String {
+    let n = |k: &str| result["hooks"][k].as_u64().unwrap_or(0);
+    format!(
+        "{} fentry, {} kprobe, {} tracepoint",
+        n("fentry"),
+        n("kprobe"),
+        n("tracepoint")
+    )
+}
+
+/// Median, min and max of one quantity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(v: &Value) -> Option<Stat> {
+    Some(Stat {
+        median: v.get("median")?.as_f64()?,
+        min: v.get("min")?.as_f64()?,
+        max: v.get("max")?.as_f64()?,
+    })
+}
+
+/// One workload of the result.
+#[derive(Debug)]
+struct Row {
+    name: String,
+    untraced: Stat,
+    traced: Stat,
+    slowdown_pct: Stat,
+    ns_per_folio: Option<Stat>,
+    folios_per_round: u64,
+    events_per_round: f64,
+    lost: u64,
+    seen: (u64, u64),
+    vmstat: (u64, u64),
+}
+
+fn rows(result: &Value) -> Result<Vec<Row>> {
+    let workloads = result["workloads"]
+        .as_array()
+        .ok_or_else(|| anyhow!("the bench result has no workloads: {result:.300}"))?;
+    workloads
+        .iter()
+        .map(|w| {
+            let name = w["name"].as_str().unwrap_or("?").to_string();
+            let need = |key: &str| {
+                stat(&w[key]).ok_or_else(|| anyhow!("workload {name}: no {key} in the result"))
+            };
+            let n = |key: &str| w[key].as_u64().unwrap_or(0);
+            Ok(Row {
+                untraced: need("untraced_ops_per_s")?,
+                traced: need("traced_ops_per_s")?,
+                slowdown_pct: need("slowdown_pct")?,
+                ns_per_folio: stat(&w["ns_per_folio"]),
+                folios_per_round: n("folios_per_round"),
+                events_per_round: need("events_per_round")?.median,
+                lost: n("lost_events"),
+                seen: (n("seen_pinned"), n("seen_released")),
+                vmstat: (n("vmstat_acquired"), n("vmstat_released")),
+                name,
+            })
+        })
+        .collect()
+}
+
+/// 12345.6 -> "12.3k".
+fn si(v: f64) -> String {
+    if v.abs() >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v.abs() >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<20} {:>12} {:>12} {:>24} {:>22} {:>13} {:>6}\n",
+        "workload", "untraced/s", "traced/s", "slowdown", "ns per folio", "events/round", "lost"
+    );
+    for r in rows {
+        let slowdown = format!(
+            "{:+.1}% ({:+.1}..{:+.1})",
+            r.slowdown_pct.median, r.slowdown_pct.min, r.slowdown_pct.max
+        );
+        let per_folio = r.ns_per_folio.map_or("-".to_string(), |s| {
+            format!("{:.0} ({:.0}..{:.0})", s.median, s.min, s.max)
+        });
+        out += &format!(
+            "{:<20} {:>12} {:>12} {:>24} {:>22} {:>13} {:>6}\n",
+            r.name,
+            si(r.untraced.median),
+            si(r.traced.median),
+            slowdown,
+            per_folio,
+            si(r.events_per_round),
+            r.lost
+        );
+    }
+    out
+}
+
+/// The O_DIRECT workload's median slowdown and PASS or OVER against the target.
+fn o_direct_verdict(rows: &[Row]) -> Option<(f64, &'static str)> {
+    let r = rows.iter().find(|r| r.name == O_DIRECT_WORKLOAD)?;
+    let pct = r.slowdown_pct.median;
+    Some((
+        pct,
+        if pct <= O_DIRECT_TARGET_PCT {
+            "PASS"
+        } else {
+            "OVER"
+        },
+    ))
+}
+
+/// What the reader must know to trust the numbers: lost events, totals that differ from vmstat.
+fn notes(rows: &[Row]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for r in rows {
+        if r.lost > 0 {
+            notes.push(format!(
+                "{}: {} events lost over the traced rounds (ring buffer full): the traced time \
+                 misses their cost",
+                r.name, r.lost
+            ));
+        }
+        if r.seen != r.vmstat {
+            notes.push(format!(
+                "{}: gup-trace counted {} pinned / {} released over the traced rounds, \
+                 /proc/vmstat {} / {}",
+                r.name, r.seen.0, r.seen.1, r.vmstat.0, r.vmstat.1
+            ));
+        }
+        if r.folios_per_round == 0 && r.name != "io_uring_read_fixed" {
+            notes.push(format!(
+                "{}: /proc/vmstat counted no FOLL_PIN pins (on 6.1 O_DIRECT takes plain \
+                 references), so there is no cost per folio",
+                r.name
+            ));
+        }
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESULT: &str = r#"{"kernel":"7.3.4+deb13-cloud-amd64","cpus":2,"rounds":2,"round_ms":100,
+        "hooks":{"fentry":18,"kprobe":0,"tracepoint":1},
+        "workloads":[
+          {"name":"pin_unpin","untraced_ops_per_s":{"median":20000.0,"min":19000.0,"max":21000.0},
+           "traced_ops_per_s":{"median":15000.0,"min":14000.0,"max":16000.0},
+           "slowdown_pct":{"median":33.3,"min":30.0,"max":36.0},"folios_per_round":4000,
+           "ns_per_folio":{"median":8333.0,"min":8000.0,"max":9000.0},
+           "events_per_round":{"median":4000.0,"min":4000.0,"max":4000.0},"events":8000,
+           "lost_events":0,"seen_pinned":4000,"seen_released":4000,"vmstat_acquired":4000,
+           "vmstat_released":4000},
+          {"name":"o_direct_read","untraced_ops_per_s":{"median":5000.0,"min":4900.0,"max":5100.0},
+           "traced_ops_per_s":{"median":4900.0,"min":4800.0,"max":5000.0},
+           "slowdown_pct":{"median":2.0,"min":-1.0,"max":6.5},"folios_per_round":1000,
+           "ns_per_folio":{"median":2000.0,"min":-500.0,"max":6000.0},
+           "events_per_round":{"median":1000.0,"min":1000.0,"max":1000.0},"events":2000,
+           "lost_events":3,"seen_pinned":999,"seen_released":1000,"vmstat_acquired":1000,
+           "vmstat_released":1000}]}"#;
+
+    #[test]
+    fn a_result_line_becomes_a_table_and_a_verdict() {
+        let v: Value = serde_json::from_str(RESULT).unwrap();
+        let rows = rows(&v).unwrap();
+        assert_eq!(rows.len(), 2);
+        let t = table(&rows);
+        assert!(t.contains("pin_unpin"), "{t}");
+        assert!(t.contains("+33.3% (+30.0..+36.0)"), "{t}");
+        assert!(t.contains("8333 (8000..9000)"), "{t}");
+        assert!(t.contains("20.0k"), "{t}");
+        assert_eq!(o_direct_verdict(&rows), Some((2.0, "PASS")));
+        let notes = notes(&rows);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("3 events lost"));
+        assert!(notes[1].contains("999 pinned"));
+        assert_eq!(hooks(&v), "18 fentry, 0 kprobe, 1 tracepoint");
+    }
+
+    #[test]
+    fn a_slowdown_above_the_target_is_over_but_not_an_error() {
+        let v: Value =
+            serde_json::from_str(&RESULT.replace(r#""median":2.0,"#, r#""median":7.5,"#)).unwrap();
+        assert_eq!(o_direct_verdict(&rows(&v).unwrap()), Some((7.5, "OVER")));
+    }
+
+    #[test]
+    fn a_result_without_workloads_is_an_error() {
+        assert!(rows(&json!({"kernel": "x"})).is_err());
+    }
+}
