@@ -92,9 +92,14 @@ hooks! {
 /// Marks "no GUP call in progress" in [`Event::call_hook`].
 pub const NO_CALL: u32 = u32::MAX;
 
-/// Most folios one release call itemizes (entries of `pages[]` / `folios[]` walked in the
-/// kernel). A bounded loop is what the verifier accepts; longer batches are marked truncated.
-pub const RELEASE_WALK_MAX: u32 = 256;
+/// Most folios one release call itemizes. A bounded loop is what the verifier accepts; longer
+/// batches are marked truncated.
+pub const RELEASE_FOLIOS_MAX: u32 = 256;
+
+/// Most entries of a release call's `pages[]` / `folios[]` (or pages of its range) walked in
+/// the kernel. More than `RELEASE_FOLIOS_MAX`: consecutive pages of one large folio merge into
+/// one folio (io_uring drops 511 extra pins of each 2 MiB folio in one call).
+pub const RELEASE_WALK_MAX: u32 = 1024;
 
 pub const HOOK_COUNT: usize = Hook::ALL.len();
 

@@ -10,8 +10,8 @@
 
 use aya_ebpf::{EbpfContext, helpers::bpf_probe_read_kernel};
 use gup_trace_common::{
-    Event, EventKind, FolioLayout, FolioTransition, Hook, RELEASE_WALK_MAX, counter, folio_bit,
-    grab_rule,
+    Event, EventKind, FolioLayout, FolioTransition, Hook, RELEASE_FOLIOS_MAX, RELEASE_WALK_MAX,
+    counter, folio_bit, grab_rule,
 };
 
 use crate::maps::{
@@ -212,8 +212,8 @@ pub enum Released {
 }
 
 /// Slot indices are masked with this: the verifier then knows every index is in bounds.
-const SLOT_MASK: u32 = RELEASE_WALK_MAX - 1;
-const _: () = assert!(RELEASE_WALK_MAX.is_power_of_two());
+const SLOT_MASK: u32 = RELEASE_FOLIOS_MAX - 1;
+const _: () = assert!(RELEASE_FOLIOS_MAX.is_power_of_two());
 
 /// One release call in progress: the folios it drops, in call order, consecutive entries of
 /// one folio merged (the kernel merges them too, into one `gup_put_folio`), with their counts
@@ -227,7 +227,7 @@ pub struct ReleaseBatch {
     truncated: u32,
     _pad: u32,
     record: Event,
-    folios: [FolioTransition; RELEASE_WALK_MAX as usize],
+    folios: [FolioTransition; RELEASE_FOLIOS_MAX as usize],
 }
 
 impl ReleaseBatch {
@@ -242,7 +242,7 @@ impl ReleaseBatch {
                 return true;
             }
         }
-        if len >= RELEASE_WALK_MAX {
+        if len >= RELEASE_FOLIOS_MAX {
             return false;
         }
         let before = counts(folio, layout);
@@ -338,7 +338,7 @@ pub fn release_exit<C: EbpfContext>(ctx: &C, task: (u32, u32), key: u32, mut cal
     } else {
         0
     };
-    for i in 0..RELEASE_WALK_MAX {
+    for i in 0..RELEASE_FOLIOS_MAX {
         if i >= batch.len {
             break;
         }
@@ -351,7 +351,7 @@ pub fn release_exit<C: EbpfContext>(ctx: &C, task: (u32, u32), key: u32, mut cal
     }
     call.path.walked = batch.walked;
     batch.record = event(task, &call);
-    let len = batch.len.min(RELEASE_WALK_MAX) as usize;
+    let len = batch.len.min(RELEASE_FOLIOS_MAX) as usize;
     let size = size_of::<Event>() + len * size_of::<FolioTransition>();
     // SAFETY: `record` and `folios` are adjacent in the repr(C) map value, and `size` stops at
     // the end of `folios`.
