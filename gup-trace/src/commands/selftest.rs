@@ -79,13 +79,16 @@ fn failure(summary: &Summary, per_folio: bool) -> Option<String> {
         return Some(format!("{} events lost", summary.kernel.lost_events));
     }
     let mut differ = Vec::new();
-    if !summary.pins_match() {
+    // With grab hooks, the per-folio totals are the exact comparison. The per-call totals
+    // then only inform: a release completed in interrupt context while the interrupted task
+    // is inside a pin call is folded into that call's pins (measured on 7.3: +512 of 3264).
+    if !per_folio && !summary.pins_match() {
         differ.push(format!(
             "pinned {} vs vmstat {}",
             summary.totals.pinned, summary.vmstat.acquired
         ));
     }
-    if !summary.releases_match() {
+    if !per_folio && !summary.releases_match() {
         differ.push(format!(
             "released {} vs vmstat {}",
             summary.totals.released, summary.vmstat.released
@@ -188,7 +191,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
                 println!(
                     "selftest PASSED: gup-trace's pin and release totals equal /proc/vmstat{}",
                     if caps.attached(HookClass::Grab) > 0 {
-                        ", per call and per folio, and every folio obeys the pin bias rule"
+                        ", folio by folio, and every pin obeys the GUP_PIN_COUNTING_BIAS rule"
                     } else {
                         ""
                     }
