@@ -199,6 +199,22 @@ pub struct FolioTransition {
     pub _pad: u32,
 }
 
+impl FolioTransition {
+    /// All zero, usable in `const` contexts (the kernel side builds records without memsets).
+    pub const ZERO: FolioTransition = FolioTransition {
+        folio: 0,
+        pfn: 0,
+        refs: 0,
+        bits: 0,
+        order: 0,
+        refcount_before: 0,
+        refcount_after: 0,
+        pincount_before: 0,
+        pincount_after: 0,
+        _pad: 0,
+    };
+}
+
 /// How an outermost GUP call got its pages.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -214,6 +230,15 @@ pub struct CallPath {
     pub walked: u32,
 }
 
+impl CallPath {
+    pub const ZERO: CallPath = CallPath {
+        fast_refs: 0,
+        slow_refs: 0,
+        slow_walks: 0,
+        walked: 0,
+    };
+}
+
 /// mmap_lock as seen by one outermost GUP call on its own thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -227,6 +252,15 @@ pub struct LockStats {
     /// Releases followed by another acquisition within the same call (VM_FAULT_RETRY and the
     /// like).
     pub drops: u32,
+}
+
+impl LockStats {
+    pub const ZERO: LockStats = LockStats {
+        wait_ns: 0,
+        hold_ns: 0,
+        acquisitions: 0,
+        drops: 0,
+    };
 }
 
 /// One observation, as written into the `EVENTS` ring buffer.

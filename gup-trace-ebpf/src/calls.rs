@@ -15,7 +15,7 @@ use gup_trace_common::{CallPath, EventKind, Hook, HookClass, LockStats, NO_CALL,
 
 use crate::{
     folio::{Released, release_enter, release_exit},
-    maps::{Record, THREADS, bump, current_task, emit, now_ns, stack_id, thread_key},
+    maps::{FOLIO_LAYOUT, Record, THREADS, bump, current_task, emit, now_ns, stack_id, thread_key},
 };
 
 #[repr(C)]
@@ -71,20 +71,10 @@ const NO_GUP_CALL: GupCall = GupCall {
     stack_id: -1,
     hook: NO_CALL,
     slow_depth: 0,
-    path: CallPath {
-        fast_refs: 0,
-        slow_refs: 0,
-        slow_walks: 0,
-        walked: 0,
-    },
+    path: CallPath::ZERO,
     walk_start: 0,
     walk_refs: 0,
-    lock: LockStats {
-        wait_ns: 0,
-        hold_ns: 0,
-        acquisitions: 0,
-        drops: 0,
-    },
+    lock: LockStats::ZERO,
     lock_wait_since: 0,
     lock_held_since: 0,
     lock_dropped_at: 0,
@@ -347,11 +337,10 @@ pub fn lock_acquired<C: EbpfContext>(ctx: &C, task: (u32, u32), success: bool) {
     state.gup.lock_held_since = now;
     if state.gup.lock_dropped_at != 0 {
         state.gup.lock.drops += 1;
-        let hook = Hook::from_id(state.gup.hook).unwrap_or(Hook::PinUserPages);
         let mut record = Record::new(EventKind::MmapLockDrop, Hook::MmapLockAcquireReturned, 0);
         record.duration_ns = now.saturating_sub(state.gup.lock_dropped_at);
         record.start = state.gup.lock_drop_addr;
-        record.call_hook = hook as u32;
+        record.call_hook = state.gup.hook;
         record.stack_id = state.gup.stack_id;
         record.gup_flags = state.gup.flags;
         state.gup.lock_dropped_at = 0;
@@ -361,10 +350,11 @@ pub fn lock_acquired<C: EbpfContext>(ctx: &C, task: (u32, u32), success: bool) {
 
 /// mmap_lock_released; true when the thread is inside a GUP call.
 #[inline(always)]
-pub fn lock_released(tid: u32, page_size: u64) -> bool {
+pub fn lock_released(tid: u32) -> bool {
     let Some(state) = state_in_gup(thread_key(tid)) else {
         return false;
     };
+    let page_size = FOLIO_LAYOUT.load().page_size as u64;
     let now = now_ns();
     if state.gup.lock_held_since != 0 {
         state.gup.lock.hold_ns += now.saturating_sub(state.gup.lock_held_since);

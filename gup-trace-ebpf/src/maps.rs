@@ -173,30 +173,9 @@ impl Record {
             gup_flags: 0,
             stack_id: -1,
             call_hook: NO_CALL,
-            path: CallPath {
-                fast_refs: 0,
-                slow_refs: 0,
-                slow_walks: 0,
-                walked: 0,
-            },
-            lock: LockStats {
-                wait_ns: 0,
-                hold_ns: 0,
-                acquisitions: 0,
-                drops: 0,
-            },
-            folio: FolioTransition {
-                folio: 0,
-                pfn: 0,
-                refs: 0,
-                bits: 0,
-                order: 0,
-                refcount_before: 0,
-                refcount_after: 0,
-                pincount_before: 0,
-                pincount_after: 0,
-                _pad: 0,
-            },
+            path: CallPath::ZERO,
+            lock: LockStats::ZERO,
+            folio: FolioTransition::ZERO,
         }
     }
 }

@@ -7,7 +7,7 @@ use gup_trace_common::{EventKind, Hook, counter, setting};
 
 use crate::{
     calls,
-    maps::{FOLIO_LAYOUT, Record, bump, current_task, emit, setting_value},
+    maps::{Record, bump, current_task, emit, setting_value},
 };
 
 /// Offset of `bool success` in mmap_lock_acquire_returned's record, from its tracefs format
@@ -36,10 +36,9 @@ pub fn mmap_lock_acquire_returned(ctx: TracePointContext) -> u32 {
 pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
     let Some(task) = current_task() else { return 0 };
     bump(counter::MMAP_LOCK_RELEASES, 1);
-    let page_size = FOLIO_LAYOUT.load().page_size as u64;
     // Every release on a busy machine is a flood: by default releases become events only as
     // drops inside a GUP call (at the retake, see `calls::lock_acquired`); the rest are counted.
-    if !calls::lock_released(task.1, page_size) && setting_value(setting::MMAP_LOCK_ALL) != 0 {
+    if !calls::lock_released(task.1) && setting_value(setting::MMAP_LOCK_ALL) != 0 {
         emit(
             &ctx,
             task,

@@ -28,7 +28,7 @@ pub enum MmapLockMode {
     /// `gup` when a pin hook is attached, else `all`.
     #[default]
     Auto,
-    /// Only releases made by a thread inside a traced pin call (GUP dropping the lock).
+    /// Only GUP's own drop-and-retakes of the lock, as `mmap_lock_drop` events.
     Gup,
     /// Every release (busy machines produce many).
     All,

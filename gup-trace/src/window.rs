@@ -42,7 +42,7 @@ impl Summary {
         self.totals.released == self.vmstat.released
     }
 
-    /// Per-folio pins against vmstat (None when no grab hook saw anything to compare).
+    /// Per-folio pins against vmstat (meaningful when grab hooks are attached).
     pub fn folio_pins_match(&self) -> bool {
         self.folios.pinned == self.vmstat.acquired
     }
