@@ -101,7 +101,11 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
     let log = logs.join(format!("{}-selftest.log", kernel.release));
     let _ = fs::write(&log, &console.text);
     if console.find("uname: ") != Some(kernel.release.as_str()) {
-        row.failure = Some(format!("the guest did not run {}", kernel.release));
+        row.failure = Some(format!(
+            "the guest did not run {}; last console lines:\n{}",
+            kernel.release,
+            console.tail(15)
+        ));
         return row;
     }
     match console.find(VERDICT_PREFIX).map(parse_verdict) {
