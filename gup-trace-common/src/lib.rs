@@ -21,6 +21,9 @@ pub enum HookClass {
     SlowPath,
     /// The mmap_lock tracepoints.
     MmapLock,
+    /// The scheduler's process tracepoints: which processes exist, so that pins a process
+    /// left behind when it exited can be told from pins it still holds.
+    Process,
 }
 
 macro_rules! hooks {
@@ -45,6 +48,18 @@ macro_rules! hooks {
             pub const fn class(self) -> HookClass {
                 match self {
                     $(Hook::$variant => HookClass::$class,)*
+                }
+            }
+
+            /// The tracefs category of a tracepoint hook; None for kernel functions.
+            pub const fn tracepoint_category(self) -> Option<&'static str> {
+                match self.class() {
+                    HookClass::MmapLock => Some("mmap_lock"),
+                    HookClass::Process => match self {
+                        Hook::SchedProcessExit => Some("sched"),
+                        _ => Some("task"),
+                    },
+                    _ => None,
                 }
             }
 
@@ -87,6 +102,8 @@ hooks! {
     GetUserPagesSlow = 25, "__get_user_pages", SlowPath;
     MmapLockStartLocking = 26, "mmap_lock_start_locking", MmapLock;
     MmapLockAcquireReturned = 27, "mmap_lock_acquire_returned", MmapLock;
+    SchedProcessExit = 28, "sched_process_exit", Process;
+    TaskNewtask = 29, "task_newtask", Process;
 }
 
 /// Marks "no GUP call in progress" in [`Event::call_hook`].
@@ -118,6 +135,13 @@ pub enum EventKind {
     MmapLockDrop = 2,
     /// An mmap_lock release outside GUP (only with `--mmap-lock all`).
     MmapLockRelease = 3,
+    /// A process ended: its main thread (tid == tgid) exited. That is exit_group() or the last
+    /// thread of a process whose main thread called pthread_exit() earlier; close enough for
+    /// telling pins left behind from pins still held.
+    ProcessExit = 4,
+    /// A process was created (not a thread): `tgid`, `tid` and `comm` are the parent's, `start`
+    /// is the child's pid.
+    ProcessFork = 5,
 }
 
 impl EventKind {
@@ -127,6 +151,8 @@ impl EventKind {
             1 => Some(EventKind::Folio),
             2 => Some(EventKind::MmapLockDrop),
             3 => Some(EventKind::MmapLockRelease),
+            4 => Some(EventKind::ProcessExit),
+            5 => Some(EventKind::ProcessFork),
             _ => None,
         }
     }
@@ -365,6 +391,11 @@ pub mod global {
     pub const FILTER_COMM: &str = "FILTER_COMM";
     /// Only trace tasks in this cgroup v2 (0: every cgroup).
     pub const FILTER_CGROUP: &str = "FILTER_CGROUP";
+    /// 1: only trace the processes in the `FOLLOWED` map (a process tree).
+    pub const FILTER_FOLLOWED: &str = "FILTER_FOLLOWED";
+    /// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record (0: unknown).
+    pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
+    pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
 }
 
 /// Indices into the `SETTINGS` array: switches userspace sets after the programs are attached

@@ -14,6 +14,7 @@ mod entry_points;
 mod folio;
 mod maps;
 mod mmap_lock;
+mod process;
 
 #[cfg(not(test))]
 #[panic_handler]

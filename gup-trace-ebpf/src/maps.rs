@@ -4,7 +4,7 @@ use aya_ebpf::{
     EbpfContext, Global,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use aya_log_ebpf::info;
@@ -83,6 +83,14 @@ pub static FILTER_TGID: Global<u32> = Global::new(0);
 pub static FILTER_COMM: Global<[u8; COMM_LEN]> = Global::new([0; COMM_LEN]);
 #[unsafe(no_mangle)]
 pub static FILTER_CGROUP: Global<u64> = Global::new(0);
+/// 1: only trace the processes in `FOLLOWED` (a process tree: `gup-trace check`).
+#[unsafe(no_mangle)]
+pub static FILTER_FOLLOWED: Global<u32> = Global::new(0);
+
+/// The processes (tgids) of a followed tree: userspace puts the root in before it runs, and
+/// `task_newtask` adds each child. LRU: a long run with many short processes must not fill it.
+#[map]
+pub static FOLLOWED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Indexed by `gup_trace_common::setting`.
 #[map]
@@ -109,6 +117,9 @@ pub fn current_task() -> Option<(u32, u32)> {
     let tgid = (pid_tgid >> 32) as u32;
     let filter = FILTER_TGID.load();
     if filter != 0 && filter != tgid {
+        return None;
+    }
+    if FILTER_FOLLOWED.load() != 0 && unsafe { FOLLOWED.get(&tgid) }.is_none() {
         return None;
     }
     let cgroup = FILTER_CGROUP.load();

@@ -33,6 +33,8 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         (EventKind::Folio, Some(f)) => (folio_verb(f), f.refs.to_string(), e.hook.name()),
         (EventKind::MmapLockDrop, _) => ("drop", "-".to_string(), "mmap_lock"),
         (EventKind::MmapLockRelease, _) => ("mmap", "-".to_string(), e.hook.name()),
+        (EventKind::ProcessExit, _) => ("exit", "-".to_string(), e.hook.name()),
+        (EventKind::ProcessFork, _) => ("fork", "-".to_string(), e.hook.name()),
         _ => {
             let (what, pages) = match e.hook.class() {
                 HookClass::Pin if e.error < 0 => ("pin!", format!("err {}", e.error)),
@@ -60,6 +62,9 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         }
         (EventKind::MmapLockDrop, _) => {
             let _ = write!(line, "  {:#014x}  dropped during", e.start);
+        }
+        (EventKind::ProcessFork, _) => {
+            let _ = write!(line, "  child {}", e.start);
         }
         _ if is_gup_call(e) => {
             let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
@@ -192,7 +197,8 @@ pub struct EventRecord<'a> {
     pub tid: u32,
     pub comm: &'a str,
     /// `pin`, `get` (FOLL_GET references), `unpin`, `folio` (one folio's transition),
-    /// `mmap_lock_drop` (GUP dropped and retook the lock; `address` is where) or `mmap_lock`.
+    /// `mmap_lock_drop` (GUP dropped and retook the lock; `address` is where), `mmap_lock`,
+    /// `exit` (a process ended) or `fork` (a process was created: `child` is its pid).
     pub event: &'static str,
     pub hook: &'static str,
     pub pages: u64,
@@ -224,6 +230,9 @@ pub struct EventRecord<'a> {
     /// Folio events: the folio and its counts before and after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folio: Option<FolioRecord>,
+    /// Fork events: the new process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child: Option<u32>,
     /// Folio and mmap_lock drop events: the GUP entry point in progress on the thread.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub during: Option<&'static str>,
@@ -319,6 +328,8 @@ impl<'a> EventRecord<'a> {
                 (EventKind::Folio, _) => "folio",
                 (EventKind::MmapLockDrop, _) => "mmap_lock_drop",
                 (EventKind::MmapLockRelease, _) => "mmap_lock",
+                (EventKind::ProcessExit, _) => "exit",
+                (EventKind::ProcessFork, _) => "fork",
                 (_, HookClass::Pin) => "pin",
                 (_, HookClass::Get) => "get",
                 _ => "unpin",
@@ -348,6 +359,7 @@ impl<'a> EventRecord<'a> {
                 },
             ),
             folio: e.folio.as_ref().map(FolioRecord::from),
+            child: (e.kind == EventKind::ProcessFork).then_some(e.start as u32),
             during: e
                 .call_hook
                 .filter(|_| e.kind != EventKind::Call)

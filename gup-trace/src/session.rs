@@ -45,6 +45,8 @@ pub struct SessionConfig {
     pub mmap_lock: MmapLockMode,
     /// Ring buffer size in KiB (a power of two, at least 4).
     pub ring_buffer_kib: u32,
+    /// Only the process tree started with [`Session::follow`] (and its descendants).
+    pub follow_tree: bool,
 }
 
 impl Default for SessionConfig {
@@ -55,6 +57,7 @@ impl Default for SessionConfig {
             cgroup_id: None,
             mmap_lock: MmapLockMode::Auto,
             ring_buffer_kib: 4096,
+            follow_tree: false,
         }
     }
 }
@@ -123,6 +126,13 @@ impl Session {
             .override_global(global::FILTER_TGID, &filter_tgid, true)
             .override_global(global::FILTER_CGROUP, &filter_cgroup, true)
             .override_global(global::FILTER_COMM, &filter_comm, true)
+            .override_global(
+                global::FILTER_FOLLOWED,
+                &u32::from(config.follow_tree),
+                true,
+            )
+            .override_global(global::NEWTASK_PID_OFFSET, &facts.newtask_offsets.0, true)
+            .override_global(global::NEWTASK_FLAGS_OFFSET, &facts.newtask_offsets.1, true)
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;
@@ -170,6 +180,16 @@ impl Session {
             Err(_elapsed) => drain_into(self.events.get_mut(), out)?,
         }
         Ok(())
+    }
+
+    /// Adds `tgid` to the followed process tree: from now on it and the processes it creates
+    /// are traced (with `follow_tree`). Call it before the process does anything worth seeing.
+    pub fn follow(&mut self, tgid: u32) -> Result<()> {
+        let mut followed: aya::maps::HashMap<_, u32, u8> =
+            aya::maps::HashMap::try_from(map(&mut self.ebpf, "FOLLOWED")?)?;
+        followed
+            .insert(&tgid, &1u8, 0)
+            .with_context(|| format!("cannot follow process {tgid}"))
     }
 
     /// Appends every event already in the ring buffer to `out`, without waiting.

@@ -165,3 +165,55 @@ fn trace_json_with_stacks_is_one_object_per_line_then_the_summary() {
         }
     }
 }
+
+#[test]
+fn trace_sees_a_child_process_created_and_ended() {
+    assert!(is_root(), "trace loads eBPF programs");
+    // Start children while the trace runs: each is one fork and one exit.
+    let spawner = std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // A thread is no process: it must not show up as a fork.
+        let thread_tid = std::thread::spawn(|| unsafe { libc::gettid() } as u32)
+            .join()
+            .unwrap();
+        let children = (0..3)
+            .map(|_| {
+                let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
+                let pid = child.id();
+                child.wait().unwrap();
+                pid
+            })
+            .collect::<Vec<u32>>();
+        (children, thread_tid)
+    });
+    let out = gup_trace(&["trace", "--duration", "3", "--json", "--processes"]);
+    let (pids, thread_tid) = spawner.join().unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let me = std::process::id();
+    for pid in pids {
+        assert!(
+            events.iter().any(|e| e["event"] == "fork"
+                && e["child"] == pid
+                && e["pid"] == me
+                && e["hook"] == "task_newtask"),
+            "no fork event for child {pid}:\n{all}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "exit" && e["pid"] == pid && e["comm"] == "sleep"),
+            "no exit event for child {pid}:\n{all}"
+        );
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "fork" && e["child"] == thread_tid),
+        "thread {thread_tid} reported as a process:\n{all}"
+    );
+}

@@ -53,6 +53,7 @@ impl SessionArgs {
             cgroup_id: self.cgroup.as_deref().map(cgroup_id).transpose()?,
             mmap_lock: self.mmap_lock,
             ring_buffer_kib: self.ring_buffer_kib,
+            follow_tree: false,
         })
     }
 }

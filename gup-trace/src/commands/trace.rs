@@ -31,6 +31,10 @@ pub struct TraceArgs {
     /// in the summary.
     #[arg(long)]
     pub folios: bool,
+    /// Also print process creations (`fork`, not threads) and ends (`exit`), which is how
+    /// gup-trace tells pins a process left behind from pins it still holds.
+    #[arg(long)]
+    pub processes: bool,
     /// Print under each GUP call the kernel stack that led to it, as the kernel's own unwinder
     /// recorded it.
     ///
@@ -97,7 +101,11 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     let mut batch = Vec::new();
     let foll = session.capabilities.foll.clone();
     let mut print = |e: &TraceEvent| {
-        if args.quiet || (!args.folios && e.kind == EventKind::Folio) {
+        let process_event = matches!(e.kind, EventKind::ProcessExit | EventKind::ProcessFork);
+        if args.quiet
+            || (!args.folios && e.kind == EventKind::Folio)
+            || (!args.processes && process_event)
+        {
             return;
         }
         let stack: Option<CallStack> =

@@ -36,6 +36,8 @@ pub struct KernelFacts {
     pub folio_layout: Result<FolioLayout, LayoutError>,
     /// Offset of `success` in the mmap_lock_acquire_returned record; 0 when unknown.
     pub lock_success_offset: u32,
+    /// Offsets of `pid` and `clone_flags` in the task_newtask record; 0 when unknown.
+    pub newtask_offsets: (u32, u32),
     kprobe_pmu: bool,
 }
 
@@ -112,6 +114,10 @@ impl KernelFacts {
                 "success",
             )
             .unwrap_or(0),
+            newtask_offsets: (
+                tracepoint_field_offset("task/task_newtask", "pid").unwrap_or(0),
+                tracepoint_field_offset("task/task_newtask", "clone_flags").unwrap_or(0),
+            ),
             kprobe_pmu: Path::new(KPROBE_PMU).exists(),
         })
     }
@@ -131,7 +137,7 @@ struct Kallsyms {
 fn read_kallsyms() -> io::Result<Kallsyms> {
     let wanted: HashSet<&str> = Hook::ALL
         .iter()
-        .filter(|h| h.class() != HookClass::MmapLock)
+        .filter(|h| h.tracepoint_category().is_none())
         .map(|h| h.name())
         .collect();
     let text = fs::read_to_string("/proc/kallsyms")?;
@@ -374,6 +380,9 @@ fn cost_of_missing(hook: Hook) -> &'static str {
             }
             HookClass::SlowPath => "calls cannot be split into fast-path and slow-path pages",
             HookClass::MmapLock => "mmap_lock activity is not seen",
+            HookClass::Process => {
+                "process exits and forks are not seen: no orphaned-pin findings, no pid-reuse detection"
+            }
         },
     }
 }
@@ -384,10 +393,10 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> Capabilities {
     let hooks = Hook::ALL
         .iter()
         .map(|&hook| {
-            let status = match (hook.class(), &facts.folio_layout) {
-                (HookClass::MmapLock, _) => attach_tracepoint(ebpf, hook),
+            let status = match (hook.tracepoint_category(), &facts.folio_layout) {
+                (Some(category), _) => attach_tracepoint(ebpf, hook, category),
                 _ if !facts.has_symbol(hook.name()) => HookStatus::NotInKernel,
-                (HookClass::Grab, Err(e)) => HookStatus::Failed {
+                (_, Err(e)) if hook.class() == HookClass::Grab => HookStatus::Failed {
                     reasons: vec![format!("cannot read folio counts: {e}")],
                 },
                 _ => attach_function(ebpf, facts, hook),
@@ -483,10 +492,10 @@ fn attach_kprobe(ebpf: &mut Ebpf, hook: Hook) -> Result<(), String> {
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook) -> HookStatus {
+fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook, category: &str) -> HookStatus {
     let result = program::<TracePoint>(ebpf, hook.name()).and_then(|prog| {
         prog.load()
-            .and_then(|()| prog.attach("mmap_lock", hook.name()).map(drop))
+            .and_then(|()| prog.attach(category, hook.name()).map(drop))
             .map_err(|e| explain("tracepoint", &e))
     });
     match result {

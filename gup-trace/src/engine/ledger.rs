@@ -1,5 +1,5 @@
-//! The pin-state engine: events in, totals and per-process state out. Pure: no I/O and no clock
-//! reads; every time comes from the events or from the caller.
+//! Totals over a window, in the units of the kernel's own counters, and the
+//! GUP_PIN_COUNTING_BIAS check of every folio transition.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -175,6 +175,7 @@ impl PinLedger {
                 self.totals.mmap_lock_events += 1;
                 return;
             }
+            (EventKind::ProcessExit | EventKind::ProcessFork, _) => return,
             _ => {}
         }
         if event.hook.class() == HookClass::Unpin
@@ -212,7 +213,7 @@ impl PinLedger {
                 process.released += event.pages;
             }
             // Only folio and mmap_lock events come from these, handled above.
-            HookClass::Grab | HookClass::SlowPath | HookClass::MmapLock => {}
+            HookClass::Grab | HookClass::SlowPath | HookClass::MmapLock | HookClass::Process => {}
         }
     }
 

@@ -1,0 +1,122 @@
+//! The pin-state engine: events in, state and findings out. Pure: no I/O and no clock reads;
+//! every time comes from the events or from the caller.
+//!
+//! - [`ledger`]: totals over a window in the kernel's units, and the GUP_PIN_COUNTING_BIAS
+//!   check of every folio transition (what `selftest` compares with /proc/vmstat).
+//! - [`pins`]: who holds which pins, per folio, process and call site.
+//! - [`findings`]: leaks and anomalies, with their evidence.
+//! - [`reorder`]: puts events from different CPUs back in time order first.
+
+pub mod findings;
+pub mod ledger;
+pub mod pins;
+pub mod reorder;
+
+pub use findings::{Finding, FindingRules};
+pub use ledger::{BiasAnomaly, FolioTotals, PinLedger, PinTotals, ProcessPins};
+pub use pins::PinState;
+
+use crate::events::TraceEvent;
+
+/// How long an event may arrive behind a newer one from another CPU. Ring-buffer records
+/// commit microseconds apart; 20 ms of event time is far beyond that and still invisible to a
+/// person watching.
+pub const REORDER_HOLD_NS: u64 = 20_000_000;
+
+/// The engine as the commands use it: events in any near order in, state and findings out.
+pub struct PinEngine {
+    reorder: reorder::ReorderBuffer,
+    pub ledger: PinLedger,
+    pub state: PinState,
+    pub rules: FindingRules,
+    /// Time of the newest event applied: "now" for a recording.
+    pub newest_ns: u64,
+}
+
+impl PinEngine {
+    /// `start_ns`: when tracing began (CLOCK_MONOTONIC); `foll_longterm`: the running
+    /// kernel's FOLL_LONGTERM bit.
+    pub fn new(start_ns: u64, foll_longterm: u32, rules: FindingRules) -> PinEngine {
+        PinEngine {
+            reorder: reorder::ReorderBuffer::new(REORDER_HOLD_NS),
+            ledger: PinLedger::new(start_ns),
+            state: PinState::new(foll_longterm),
+            rules,
+            newest_ns: start_ns,
+        }
+    }
+
+    pub fn push(&mut self, event: TraceEvent) {
+        let Self {
+            reorder,
+            ledger,
+            state,
+            newest_ns,
+            ..
+        } = self;
+        reorder.push(event, |e| apply(ledger, state, newest_ns, &e));
+    }
+
+    /// Applies everything held back for reordering: the end of the stream, or a moment to
+    /// take stock (a report, a screen refresh).
+    pub fn flush(&mut self) {
+        let Self {
+            reorder,
+            ledger,
+            state,
+            newest_ns,
+            ..
+        } = self;
+        reorder.flush(|e| apply(ledger, state, newest_ns, &e));
+    }
+
+    /// Events that arrived after newer ones had already been applied.
+    pub fn late_events(&self) -> u64 {
+        self.reorder.late
+    }
+
+    /// Everything wrong at `now_ns`. `vmstat` is the kernel's (acquired, released) over the
+    /// same run, when known; `folio_level` says whether the per-folio hooks were attached
+    /// (then the per-folio totals are the ones vmstat must equal).
+    pub fn findings(
+        &self,
+        now_ns: u64,
+        vmstat: Option<(u64, u64)>,
+        folio_level: bool,
+    ) -> Vec<Finding> {
+        let mut all = findings::held_pin_findings(&self.state, &self.rules, now_ns);
+        all.extend(
+            self.state
+                .unbalanced
+                .iter()
+                .cloned()
+                .map(Finding::UnbalancedRelease),
+        );
+        all.extend(
+            self.ledger
+                .folios
+                .anomaly_examples
+                .iter()
+                .cloned()
+                .map(Finding::BiasAnomaly),
+        );
+        if let Some((acquired, released)) = vmstat {
+            let (pinned, freed) = if folio_level {
+                (self.ledger.folios.pinned, self.ledger.folios.released)
+            } else {
+                (self.ledger.totals.pinned, self.ledger.totals.released)
+            };
+            all.extend(findings::counter_drift(pinned, freed, acquired, released));
+        }
+        all
+    }
+}
+
+fn apply(ledger: &mut PinLedger, state: &mut PinState, newest_ns: &mut u64, e: &TraceEvent) {
+    *newest_ns = (*newest_ns).max(e.ts_ns);
+    ledger.apply(e);
+    state.apply(e);
+}
+
+#[cfg(test)]
+mod tests;

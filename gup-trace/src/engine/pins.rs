@@ -1,0 +1,499 @@
+//! Who holds which pins: per folio, the pins outstanding with their owners; per process and per
+//! call site, the pins taken, released and outstanding; fast/slow-path and mmap_lock figures
+//! per process.
+//!
+//! Ownership comes from the grab events (one per folio a GUP call pins), attributed to the GUP
+//! call that follows them on the same thread (its entry point, kernel stack and FOLL_LONGTERM).
+//! The kernel does not record which pin a release drops, so a release is matched to the
+//! releasing process's own pins on that folio first, then to the oldest.
+
+use std::collections::HashMap;
+
+use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
+use serde::Serialize;
+use smallvec::SmallVec;
+
+use crate::events::TraceEvent;
+
+use super::ledger::PIN_COUNTING_BIAS;
+
+/// Index of a [`ProcessRecord`] in [`PinState::processes`].
+pub type ProcessId = u32;
+/// Index of a [`CallSite`] in [`PinState::call_sites`].
+pub type SiteId = u32;
+/// Index of an [`Owner`] in [`PinState::owners`].
+pub type OwnerId = u32;
+
+/// Pins one owner holds on one folio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinHold {
+    pub owner: OwnerId,
+    pub refs: u32,
+    /// When the (first of these) pins was taken.
+    pub since_ns: u64,
+}
+
+/// One folio with pins outstanding. Kept small: a busy machine has millions of pinned pages.
+#[derive(Clone, Debug)]
+pub struct FolioState {
+    pub pfn: u64,
+    pub order: u8,
+    /// Pins the folio held before tracing began (from its counts when first seen).
+    pub pre_existing: u32,
+    pub holds: SmallVec<[PinHold; 1]>,
+}
+
+impl FolioState {
+    pub fn outstanding(&self) -> u64 {
+        self.holds.iter().map(|h| u64::from(h.refs)).sum()
+    }
+}
+
+/// A process (one lifetime of a tgid: a reused pid starts a new record).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessRecord {
+    pub tgid: u32,
+    pub comm: String,
+    pub parent: Option<u32>,
+    pub first_ns: u64,
+    pub exited_ns: Option<u64>,
+    /// Pins it took (pages), and how many of those were released (by anyone).
+    pub pins_taken: u64,
+    pub pins_released: u64,
+    /// Pins it released, its own or others' (io_uring teardown, block I/O completions).
+    pub releases_made: u64,
+    pub pin_calls: u64,
+    pub failed_pin_calls: u64,
+    pub get_calls: u64,
+    /// Pages its GUP calls got from the lockless fast walk and from the slow walk.
+    pub fast_refs: u64,
+    pub slow_refs: u64,
+    pub lock: LockFigures,
+}
+
+impl ProcessRecord {
+    pub fn outstanding(&self) -> u64 {
+        self.pins_taken.saturating_sub(self.pins_released)
+    }
+}
+
+/// Where pins are taken: a kernel stack and the GUP entry point (or the grab function, for
+/// pins taken outside a GUP call such as io_uring's `folio_add_pin`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CallSite {
+    pub stack_id: Option<u32>,
+    #[serde(serialize_with = "hook_name")]
+    pub entry: Hook,
+    pub pins_taken: u64,
+    pub pins_released: u64,
+}
+
+impl CallSite {
+    pub fn outstanding(&self) -> u64 {
+        self.pins_taken.saturating_sub(self.pins_released)
+    }
+}
+
+fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(hook.name())
+}
+
+/// Who took a pin: a process, through a call site, long-term or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub process: ProcessId,
+    pub site: SiteId,
+    pub longterm: bool,
+}
+
+/// Log2 buckets of durations in ns: percentiles without keeping every sample.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Log2Histogram {
+    #[serde(skip)]
+    buckets: [u32; 64],
+    pub count: u64,
+}
+
+impl Default for Log2Histogram {
+    fn default() -> Self {
+        Log2Histogram {
+            buckets: [0; 64],
+            count: 0,
+        }
+    }
+}
+
+impl Log2Histogram {
+    pub fn record(&mut self, ns: u64) {
+        self.buckets[(64 - ns.leading_zeros()) as usize % 64] += 1;
+        self.count += 1;
+    }
+
+    /// The upper bound of the bucket holding the `p`-th percentile (0..=100); 0 when empty.
+    pub fn percentile(&self, p: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= rank {
+                return if i == 0 { 0 } else { (1u64 << i) - 1 };
+            }
+        }
+        u64::MAX
+    }
+}
+
+/// mmap_lock inside one process's GUP calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LockFigures {
+    pub wait_ns: u64,
+    pub hold_ns: u64,
+    pub wait: Log2Histogram,
+    pub hold: Log2Histogram,
+    /// Drop-and-retake events, and how long the lock stayed dropped in them.
+    pub drops: u64,
+    pub dropped_ns: u64,
+}
+
+/// A release call that dropped more pins on a folio than the folio had.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnbalancedRelease {
+    pub ts_ns: u64,
+    pub folio: u64,
+    pub pfn: u64,
+    pub tgid: u32,
+    pub comm: String,
+    pub hook: &'static str,
+    /// Pins on the folio when the call began (from its counts), and pins the call dropped.
+    pub pins_before: u32,
+    pub released: u32,
+}
+
+/// Pins on a folio according to its counts before a transition.
+fn pins_in(t: &FolioTransition) -> u32 {
+    if t.bits & folio_bit::LARGE != 0 {
+        t.pincount_before.max(0) as u32
+    } else {
+        (i64::from(t.refcount_before).max(0) / PIN_COUNTING_BIAS) as u32
+    }
+}
+
+/// Pin state folio by folio, and the figures derived from it.
+#[derive(Default)]
+pub struct PinState {
+    foll_longterm: u32,
+    pub folios: HashMap<u64, FolioState>,
+    pub processes: Vec<ProcessRecord>,
+    /// The current lifetime of each tgid.
+    live: HashMap<u32, ProcessId>,
+    pub call_sites: Vec<CallSite>,
+    site_ids: HashMap<(Option<u32>, Hook), SiteId>,
+    pub owners: Vec<Owner>,
+    owner_ids: HashMap<Owner, OwnerId>,
+    /// Pins grabbed inside a GUP call, waiting for the call's event to learn their owner.
+    pending: HashMap<u32, Vec<(FolioTransition, u64)>>,
+    /// Folios of a release call, waiting for the call's event (per thread).
+    releasing: HashMap<u32, Vec<FolioTransition>>,
+    /// The first unbalanced releases, as evidence, and how many pins were released unbalanced.
+    pub unbalanced: Vec<UnbalancedRelease>,
+    pub unbalanced_pins: u64,
+    /// Releases of pins taken before tracing began (never a finding).
+    pub pre_existing_releases: u64,
+    /// Pages pinned now, as far as observed.
+    pub pinned_now: u64,
+}
+
+/// Unbalanced releases kept as evidence; the count goes on.
+const UNBALANCED_KEPT: usize = 64;
+
+impl PinState {
+    /// `foll_longterm` is the running kernel's FOLL_LONGTERM bit (0x10000 up to 6.4, 0x100
+    /// after), read from BTF.
+    pub fn new(foll_longterm: u32) -> PinState {
+        PinState {
+            foll_longterm,
+            ..PinState::default()
+        }
+    }
+
+    pub fn apply(&mut self, e: &TraceEvent) {
+        match e.kind {
+            EventKind::Folio => {
+                if let Some(t) = &e.folio {
+                    self.apply_folio(e, t);
+                }
+            }
+            EventKind::Call => self.apply_call(e),
+            EventKind::MmapLockDrop => {
+                let p = self.process(e);
+                let lock = &mut self.processes[p as usize].lock;
+                lock.drops += 1;
+                lock.dropped_ns += e.duration_ns;
+            }
+            EventKind::MmapLockRelease => {}
+            EventKind::ProcessExit => {
+                let p = self.process(e);
+                self.processes[p as usize].exited_ns = Some(e.ts_ns);
+            }
+            EventKind::ProcessFork => self.apply_fork(e),
+        }
+    }
+
+    /// The process `e` comes from, created on first sight.
+    fn process(&mut self, e: &TraceEvent) -> ProcessId {
+        let id = match self.live.get(&e.tgid) {
+            Some(&id) => id,
+            None => {
+                let id = self.processes.len() as ProcessId;
+                self.processes.push(ProcessRecord {
+                    tgid: e.tgid,
+                    first_ns: e.ts_ns,
+                    ..ProcessRecord::default()
+                });
+                self.live.insert(e.tgid, id);
+                id
+            }
+        };
+        let p = &mut self.processes[id as usize];
+        // The latest name wins: a process's first events often come from its own execve
+        // (argument copying through get_user_pages_remote), under the parent's name. Events
+        // after its exit come from its teardown (closing an io_uring) and keep the name.
+        if p.exited_ns.is_none() && p.comm != e.comm {
+            p.comm.clone_from(&e.comm);
+        }
+        id
+    }
+
+    /// A new task: if its pid was a process we knew, that process is gone and the pid reused,
+    /// so the next events with it start a new record. (Thread creation lands here too; a tid
+    /// can only equal a known tgid once that process was reaped, so the rule holds.)
+    fn apply_fork(&mut self, e: &TraceEvent) {
+        let child = e.start as u32;
+        if let Some(old) = self.live.remove(&child) {
+            let old = &mut self.processes[old as usize];
+            old.exited_ns.get_or_insert(e.ts_ns);
+        }
+        let id = self.processes.len() as ProcessId;
+        self.processes.push(ProcessRecord {
+            tgid: child,
+            comm: e.comm.clone(),
+            parent: Some(e.tgid),
+            first_ns: e.ts_ns,
+            ..ProcessRecord::default()
+        });
+        self.live.insert(child, id);
+    }
+
+    fn site(&mut self, stack_id: Option<u32>, entry: Hook) -> SiteId {
+        let sites = &mut self.call_sites;
+        *self.site_ids.entry((stack_id, entry)).or_insert_with(|| {
+            sites.push(CallSite {
+                stack_id,
+                entry,
+                pins_taken: 0,
+                pins_released: 0,
+            });
+            (sites.len() - 1) as SiteId
+        })
+    }
+
+    fn owner(&mut self, owner: Owner) -> OwnerId {
+        let owners = &mut self.owners;
+        *self.owner_ids.entry(owner).or_insert_with(|| {
+            owners.push(owner);
+            (owners.len() - 1) as OwnerId
+        })
+    }
+
+    fn apply_call(&mut self, e: &TraceEvent) {
+        let class = e.hook.class();
+        if !matches!(class, HookClass::Pin | HookClass::Get | HookClass::Unpin) {
+            return;
+        }
+        let p = self.process(e);
+        let record = &mut self.processes[p as usize];
+        match class {
+            HookClass::Pin | HookClass::Get => {
+                if class == HookClass::Pin {
+                    record.pin_calls += 1;
+                    record.failed_pin_calls += u64::from(e.error < 0);
+                } else {
+                    record.get_calls += 1;
+                }
+                record.fast_refs += e.path.fast_refs;
+                record.slow_refs += e.path.slow_refs;
+                if e.lock.acquisitions > 0 {
+                    let lock = &mut record.lock;
+                    lock.wait_ns += e.lock.wait_ns;
+                    lock.hold_ns += e.lock.hold_ns;
+                    lock.wait.record(e.lock.wait_ns);
+                    lock.hold.record(e.lock.hold_ns);
+                }
+                if let Some(grabs) = self.pending.remove(&e.tid) {
+                    let longterm = e.gup_flags & self.foll_longterm != 0;
+                    let site = self.site(e.stack_id, e.hook);
+                    let owner = self.owner(Owner {
+                        process: p,
+                        site,
+                        longterm,
+                    });
+                    for (t, ts_ns) in grabs {
+                        self.take(owner, &t, ts_ns);
+                    }
+                }
+            }
+            _ => {
+                if let Some(batch) = self.releasing.remove(&e.tid) {
+                    self.release_batch(e, batch);
+                }
+            }
+        }
+    }
+
+    fn apply_folio(&mut self, e: &TraceEvent, t: &FolioTransition) {
+        let counted =
+            t.refcount_after != t.refcount_before || t.pincount_after != t.pincount_before;
+        if t.bits & folio_bit::RELEASE != 0 {
+            // A release that moved no count is the zero page the kernel never pinned.
+            if counted || t.bits & folio_bit::ZERO_PAGE == 0 {
+                self.releasing.entry(e.tid).or_default().push(*t);
+            }
+            return;
+        }
+        // Plain references (FOLL_GET) are not pins; failed grabs and the zero page took none.
+        let pin = t.bits & (folio_bit::PIN | folio_bit::FAILED) == folio_bit::PIN;
+        if !pin || (t.bits & folio_bit::ZERO_PAGE != 0 && !counted) {
+            return;
+        }
+        match e.call_hook {
+            // Inside a GUP call: its event, right after, says who and why.
+            Some(_) => self.pending.entry(e.tid).or_default().push((*t, e.ts_ns)),
+            // Outside one (io_uring adding pins to a folio it pinned before): the grab function
+            // is the entry point.
+            None => {
+                let p = self.process(e);
+                let site = self.site(e.stack_id, e.hook);
+                let owner = self.owner(Owner {
+                    process: p,
+                    site,
+                    longterm: false,
+                });
+                self.take(owner, t, e.ts_ns);
+            }
+        }
+    }
+
+    fn take(&mut self, owner: OwnerId, t: &FolioTransition, ts_ns: u64) {
+        let Owner { process, site, .. } = self.owners[owner as usize];
+        self.processes[process as usize].pins_taken += u64::from(t.refs);
+        self.call_sites[site as usize].pins_taken += u64::from(t.refs);
+        self.pinned_now += u64::from(t.refs);
+        let folio = self.folios.entry(t.folio).or_insert_with(|| {
+            // Pins already on the folio when first seen were taken before tracing began.
+            FolioState {
+                pfn: t.pfn,
+                order: t.order.min(255) as u8,
+                pre_existing: pins_in(t),
+                holds: SmallVec::new(),
+            }
+        });
+        match folio.holds.iter_mut().find(|h| h.owner == owner) {
+            Some(h) => h.refs += t.refs,
+            None => folio.holds.push(PinHold {
+                owner,
+                refs: t.refs,
+                since_ns: ts_ns,
+            }),
+        }
+    }
+
+    /// One release call's folios (its record lists them before the call): matched to the
+    /// holders, and judged against the kernel's counts at the call's entry, once per folio with
+    /// all the pins the call dropped on it (a folio may be listed more than once).
+    fn release_batch(&mut self, call: &TraceEvent, batch: Vec<FolioTransition>) {
+        let mut by_folio: Vec<(FolioTransition, u32)> = Vec::with_capacity(batch.len());
+        for t in batch {
+            match by_folio.iter_mut().find(|(seen, _)| seen.folio == t.folio) {
+                Some((_, refs)) => *refs += t.refs,
+                None => by_folio.push((t, t.refs)),
+            }
+        }
+        for (t, refs) in by_folio {
+            self.release(call, &t, refs);
+        }
+    }
+
+    fn release(&mut self, call: &TraceEvent, t: &FolioTransition, refs: u32) {
+        let releaser = self.process(call);
+        self.processes[releaser as usize].releases_made += u64::from(refs);
+        // The kernel's own evidence: pins the folio had when the call began. Every pin adds
+        // exactly 1024 to a small folio's refcount (other references only add to it) and one to
+        // a large folio's pincount, so dropping more than this many is certainly unbalanced.
+        // Pins by tasks a filter hides only raise it: never a false finding.
+        let pins_before = pins_in(t);
+        let excess = if t.bits & folio_bit::TRUNCATED != 0 {
+            0 // the call dropped pins on pages not walked too: its counts prove nothing
+        } else {
+            refs.saturating_sub(pins_before)
+        };
+        if excess > 0 {
+            self.unbalanced_pins += u64::from(excess);
+            if self.unbalanced.len() < UNBALANCED_KEPT {
+                self.unbalanced.push(UnbalancedRelease {
+                    ts_ns: call.ts_ns,
+                    folio: t.folio,
+                    pfn: t.pfn,
+                    tgid: call.tgid,
+                    comm: call.comm.clone(),
+                    hook: call.hook.name(),
+                    pins_before,
+                    released: refs,
+                });
+            }
+        }
+        let Some(folio) = self.folios.get_mut(&t.folio) else {
+            self.pre_existing_releases += u64::from(refs - excess);
+            return;
+        };
+        let mut left = refs - excess;
+        // The releaser's own pins first, then the oldest.
+        let owners = &self.owners;
+        let processes = &mut self.processes;
+        let sites = &mut self.call_sites;
+        folio
+            .holds
+            .sort_by_key(|h| (owners[h.owner as usize].process != releaser, h.since_ns));
+        for hold in folio.holds.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let n = left.min(hold.refs);
+            hold.refs -= n;
+            left -= n;
+            let owner = owners[hold.owner as usize];
+            processes[owner.process as usize].pins_released += u64::from(n);
+            sites[owner.site as usize].pins_released += u64::from(n);
+            self.pinned_now -= u64::from(n);
+        }
+        folio.holds.retain(|h| h.refs > 0);
+        // The rest were pins from before tracing began (or by tasks a filter hides).
+        folio.pre_existing = folio.pre_existing.saturating_sub(left);
+        self.pre_existing_releases += u64::from(left);
+        if folio.holds.is_empty() {
+            self.folios.remove(&t.folio);
+        }
+    }
+
+    /// Pins of `process` still outstanding, folio by folio.
+    pub fn holds_of(&self, process: ProcessId) -> impl Iterator<Item = (&FolioState, &PinHold)> {
+        self.folios.values().flat_map(move |f| {
+            f.holds
+                .iter()
+                .filter(move |h| self.owners[h.owner as usize].process == process)
+                .map(move |h| (f, h))
+        })
+    }
+}
