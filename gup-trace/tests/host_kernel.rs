@@ -168,29 +168,45 @@ fn trace_json_with_stacks_is_one_object_per_line_then_the_summary() {
 
 #[test]
 fn trace_sees_a_child_process_created_and_ended() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
     assert!(is_root(), "trace loads eBPF programs");
-    // Start children while the trace runs: each is one fork and one exit.
-    let spawner = std::thread::spawn(|| {
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        // A thread is no process: it must not show up as a fork.
-        let thread_tid = std::thread::spawn(|| unsafe { libc::gettid() } as u32)
-            .join()
-            .unwrap();
-        let children = (0..3)
-            .map(|_| {
-                let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
-                let pid = child.id();
-                child.wait().unwrap();
-                pid
-            })
-            .collect::<Vec<u32>>();
-        (children, thread_tid)
-    });
-    let out = gup_trace(&["trace", "--duration", "3", "--json", "--processes"]);
-    let (pids, thread_tid) = spawner.join().unwrap();
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{all}");
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let mut trace = Command::new(env!("CARGO_BIN_EXE_gup-trace"))
+        .args(["trace", "--duration", "4", "--json", "--processes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gup-trace");
+    // Start the children only once the programs are attached (loading is slow on a busy
+    // machine): gup-trace says "tracing for ..." then.
+    let mut stderr = BufReader::new(trace.stderr.take().unwrap());
+    let mut report = String::new();
+    while !report.contains("tracing for") {
+        assert!(stderr.read_line(&mut report).unwrap() > 0, "{report}");
+    }
+    // A thread is no process: it must not show up as a fork.
+    let thread_tid = std::thread::spawn(|| unsafe { libc::gettid() } as u32)
+        .join()
+        .unwrap();
+    let pids: Vec<u32> = (0..3)
+        .map(|_| {
+            let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
+            child.wait().unwrap();
+            child.id()
+        })
+        .collect();
+    let mut stdout = String::new();
+    trace
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    stderr.read_to_string(&mut report).unwrap();
+    let status = trace.wait().unwrap();
+    let all = format!("{stdout}{report}");
+    assert_eq!(status.code(), Some(0), "{all}");
+    let events: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

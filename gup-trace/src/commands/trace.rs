@@ -72,6 +72,9 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     } else {
         None
     };
+    // The window opens before "tracing" is said: whatever a user starts on seeing it is in.
+    let mut window = Window::open(&session)?;
+    let start_ns = window.ledger.start_ns;
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
     eprintln!(
         "mmap_lock events: {:?}; tracing {}... (Ctrl-C ends)",
@@ -81,8 +84,6 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
             None => "until stopped".into(),
         }
     );
-    let mut window = Window::open(&session)?;
-    let start_ns = window.ledger.start_ns;
     let stop = async {
         match args.duration {
             Some(secs) => {
