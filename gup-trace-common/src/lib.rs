@@ -391,6 +391,8 @@ pub mod global {
     pub const FILTER_COMM: &str = "FILTER_COMM";
     /// Only trace tasks in this cgroup v2 (0: every cgroup).
     pub const FILTER_CGROUP: &str = "FILTER_CGROUP";
+    /// 1: release hooks ignore the filters (pins are released by other tasks too).
+    pub const RELEASES_UNFILTERED: &str = "RELEASES_UNFILTERED";
     /// 1: only trace the processes in the `FOLLOWED` map (a process tree).
     pub const FILTER_FOLLOWED: &str = "FILTER_FOLLOWED";
     /// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record (0: unknown).

@@ -15,7 +15,10 @@ use gup_trace_common::{CallPath, EventKind, Hook, HookClass, LockStats, NO_CALL,
 
 use crate::{
     folio::{Released, release_enter, release_exit},
-    maps::{FOLIO_LAYOUT, Record, THREADS, bump, current_task, emit, now_ns, stack_id, thread_key},
+    maps::{
+        FOLIO_LAYOUT, Record, THREADS, bump, current_task, emit, now_ns, releasing_task, stack_id,
+        thread_key,
+    },
 };
 
 #[repr(C)]
@@ -264,7 +267,7 @@ pub fn note_grab(key: u32, record: &mut Record) {
 /// `released` tells which folios, walked now for the folio events.
 #[inline(always)]
 pub fn unpin_enter(hook: Hook, pages: u64, released: Released) {
-    let Some((_, tid)) = current_task() else {
+    let Some((_, tid)) = releasing_task() else {
         return;
     };
     let key = thread_key(tid);
@@ -287,7 +290,7 @@ pub fn unpin_enter(hook: Hook, pages: u64, released: Released) {
 
 #[inline(always)]
 pub fn unpin_exit<C: EbpfContext>(ctx: &C) {
-    let Some(task) = current_task() else { return };
+    let Some(task) = releasing_task() else { return };
     let key = thread_key(task.1);
     let Some(state) = state_for_exit(key) else {
         return;

@@ -87,6 +87,12 @@ pub static FILTER_CGROUP: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static FILTER_FOLLOWED: Global<u32> = Global::new(0);
 
+/// 1: releases are traced whoever makes them, filters or not. A pin is often released by
+/// another task (io_uring teardown in a kworker, block I/O completing in interrupt context), and
+/// whoever reconstructs pin ownership must see those releases.
+#[unsafe(no_mangle)]
+pub static RELEASES_UNFILTERED: Global<u32> = Global::new(0);
+
 /// The processes (tgids) of a followed tree: userspace puts the root in before it runs, and
 /// `task_newtask` adds each child. LRU: a long run with many short processes must not fill it.
 #[map]
@@ -131,6 +137,17 @@ pub fn current_task() -> Option<(u32, u32)> {
         return None;
     }
     Some((tgid, pid_tgid as u32))
+}
+
+/// The current task as (tgid, tid) for a release hook: filtered like every other hook unless
+/// `RELEASES_UNFILTERED` is set.
+#[inline(always)]
+pub fn releasing_task() -> Option<(u32, u32)> {
+    if RELEASES_UNFILTERED.load() == 0 {
+        return current_task();
+    }
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    Some(((pid_tgid >> 32) as u32, pid_tgid as u32))
 }
 
 /// The key of the current thread's per-thread state. The idle tasks of all CPUs share tid 0,

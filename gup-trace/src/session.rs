@@ -47,6 +47,9 @@ pub struct SessionConfig {
     pub ring_buffer_kib: u32,
     /// Only the process tree started with [`Session::follow`] (and its descendants).
     pub follow_tree: bool,
+    /// Trace releases whoever makes them, whatever the filters: who holds a pin can only be
+    /// told by seeing it released, often by another task (io_uring teardown, I/O completion).
+    pub all_releases: bool,
 }
 
 impl Default for SessionConfig {
@@ -58,6 +61,7 @@ impl Default for SessionConfig {
             mmap_lock: MmapLockMode::Auto,
             ring_buffer_kib: 4096,
             follow_tree: false,
+            all_releases: false,
         }
     }
 }

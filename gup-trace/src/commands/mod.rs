@@ -54,6 +54,7 @@ impl SessionArgs {
             mmap_lock: self.mmap_lock,
             ring_buffer_kib: self.ring_buffer_kib,
             follow_tree: false,
+            all_releases: false,
         })
     }
 }

@@ -1,6 +1,10 @@
 //! Everything printed for humans: event lines, stacks, the capability report, summaries. JSON
 //! output goes through serde on the same types (`trace --json` events through `EventRecord`).
 
+mod findings;
+
+pub use findings::{FindingRecord, StackLookup, findings_text};
+
 use std::{fmt::Write as _, sync::Arc};
 
 use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};

@@ -1,0 +1,291 @@
+//! Findings for people (a block per finding, with its evidence and the stack that took the
+//! pins) and for programs (`FindingRecord`, one JSON object per finding).
+
+use std::fmt::Write as _;
+
+use gup_trace_common::Hook;
+use serde::Serialize;
+
+use super::{CallStack, call_frames, stack_lines};
+use crate::engine::{
+    Finding,
+    findings::{HeldFolio, HeldPins},
+};
+
+/// Frames of a stack id, or why there are none: the live STACKS map or a recording's table.
+pub type StackLookup<'a> = dyn FnMut(u32) -> CallStack + 'a;
+
+/// Seconds from `start_ns` to `ns`, for times that read as "into the run".
+fn at(ns: u64, start_ns: u64) -> String {
+    format!("{:.2} s", ns.saturating_sub(start_ns) as f64 / 1e9)
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The findings as text: a headline, then one block each. `start_ns` is when tracing began.
+pub fn findings_text(
+    findings: &[Finding],
+    start_ns: u64,
+    stacks: &mut StackLookup,
+    stack_depth: usize,
+) -> String {
+    let problems = findings.iter().filter(|f| f.is_problem()).count();
+    let mut out = String::new();
+    if findings.is_empty() {
+        out.push_str("findings: none (every pin taken was released, counts agree)\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "findings: {} ({} in the traced programs, {} about gup-trace's own view)",
+        findings.len(),
+        problems,
+        findings.len() - problems
+    );
+    for finding in findings {
+        out.push_str(&finding_text(finding, start_ns, stacks, stack_depth));
+    }
+    out
+}
+
+fn finding_text(
+    finding: &Finding,
+    start_ns: u64,
+    stacks: &mut StackLookup,
+    stack_depth: usize,
+) -> String {
+    let mut out = String::new();
+    let title = finding.kind().to_uppercase();
+    match finding {
+        Finding::OrphanedPins(h) => {
+            let _ = writeln!(
+                out,
+                "  {title}: pid {} ({}) exited at {} and still holds {} in {}",
+                h.tgid,
+                h.comm,
+                h.exited_ns.map_or("?".into(), |t| at(t, start_ns)),
+                plural(h.pages, "pinned page", "pinned pages"),
+                plural(h.folios, "folio", "folios"),
+            );
+            held_detail(&mut out, h, start_ns, stacks, stack_depth);
+        }
+        Finding::LongHeldPin(h) => {
+            let _ = writeln!(
+                out,
+                "  {title}: pid {} ({}) holds {} in {} without FOLL_LONGTERM, the oldest since {}: \
+                 such pins block page migration and compaction",
+                h.tgid,
+                h.comm,
+                plural(h.pages, "page", "pages"),
+                plural(h.folios, "folio", "folios"),
+                at(h.oldest_ns, start_ns),
+            );
+            held_detail(&mut out, h, start_ns, stacks, stack_depth);
+        }
+        Finding::UnbalancedRelease(u) => {
+            let _ = writeln!(
+                out,
+                "  {title}: pid {} ({}) dropped {} on folio {:#x} (pfn {:#x}) through {} at {}, \
+                 but the folio had {}: a page taken with FOLL_GET released as a pin, or a double unpin",
+                u.tgid,
+                u.comm,
+                plural(u64::from(u.released), "pin", "pins"),
+                u.folio,
+                u.pfn,
+                u.hook,
+                at(u.ts_ns, start_ns),
+                plural(u64::from(u.pins_before), "pin", "pins"),
+            );
+        }
+        Finding::BiasAnomaly(b) => {
+            let _ = writeln!(
+                out,
+                "  {title}: {} {} on folio {:#x} (pfn {:#x}, {}) by pid {} at {}: refcount moved {:+} \
+                 and pincount {:+}, GUP_PIN_COUNTING_BIAS says {:+} and {:+}",
+                b.hook,
+                plural(u64::from(b.refs), "ref", "refs"),
+                b.folio,
+                b.pfn,
+                if b.large { "large" } else { "small" },
+                b.tgid,
+                at(b.ts_ns, start_ns),
+                b.refcount_delta,
+                b.pincount_delta,
+                b.expected_refcount_delta,
+                b.expected_pincount_delta,
+            );
+        }
+        Finding::CounterDrift(d) => {
+            let _ = writeln!(
+                out,
+                "  {title}: gup-trace saw {} pinned and {} released pages, /proc/vmstat counted {} \
+                 and {}: events were lost or taken through an unhooked path, so other findings \
+                 may be incomplete (see lost events and the capability report)",
+                d.pinned, d.released, d.vmstat_acquired, d.vmstat_released,
+            );
+        }
+    }
+    out
+}
+
+fn held_detail(
+    out: &mut String,
+    h: &HeldPins,
+    start_ns: u64,
+    stacks: &mut StackLookup,
+    stack_depth: usize,
+) {
+    let _ = writeln!(
+        out,
+        "      taken through {}{}, the oldest at {}",
+        h.entry,
+        if h.longterm { " (FOLL_LONGTERM)" } else { "" },
+        at(h.oldest_ns, start_ns)
+    );
+    let shown: Vec<String> = h
+        .examples
+        .iter()
+        .map(|f: &HeldFolio| {
+            format!(
+                "pfn {:#x} order {} ({} since {})",
+                f.pfn,
+                f.order,
+                plural(u64::from(f.refs), "pin", "pins"),
+                at(f.since_ns, start_ns)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "      folios: {}{}",
+        shown.join(", "),
+        if h.folios > shown.len() as u64 {
+            format!(" ({} of {})", shown.len(), h.folios)
+        } else {
+            String::new()
+        }
+    );
+    let entry = hook_named(h.entry);
+    match h.stack_id {
+        Some(id) => {
+            out.push_str("      kernel stack that took them:\n");
+            out.push_str(&stack_lines(&stacks(id), entry, stack_depth));
+        }
+        None => out.push_str("      kernel stack: none recorded\n"),
+    }
+}
+
+fn hook_named(name: &str) -> Hook {
+    Hook::ALL
+        .iter()
+        .copied()
+        .find(|h| h.name() == name)
+        .unwrap_or(Hook::PinUserPages)
+}
+
+/// One finding as JSON, with the stack of held pins named.
+#[derive(Debug, Serialize)]
+pub struct FindingRecord<'a> {
+    #[serde(flatten)]
+    pub finding: &'a Finding,
+    /// `true` for leaks and over-long pins; `false` for what only concerns gup-trace's view.
+    pub problem: bool,
+    /// Held pins: the kernel stack that took them, top first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Vec<String>>,
+}
+
+impl<'a> FindingRecord<'a> {
+    pub fn new(finding: &'a Finding, stacks: &mut StackLookup, depth: usize) -> FindingRecord<'a> {
+        let held = match finding {
+            Finding::OrphanedPins(h) | Finding::LongHeldPin(h) => Some(h),
+            _ => None,
+        };
+        let stack = held.and_then(|h| {
+            let frames = stacks(h.stack_id?).ok()?;
+            Some(
+                call_frames(&frames, hook_named(h.entry))
+                    .iter()
+                    .take(depth)
+                    .map(ToString::to_string)
+                    .collect(),
+            )
+        });
+        FindingRecord {
+            finding,
+            problem: finding.is_problem(),
+            stack,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::findings::HeldPins;
+
+    fn orphan() -> Finding {
+        Finding::OrphanedPins(HeldPins {
+            tgid: 311,
+            comm: "pinleak-user".into(),
+            exited_ns: Some(3_500_000_000),
+            entry: "pin_user_pages_fast",
+            stack_id: Some(4),
+            longterm: true,
+            pages: 64,
+            folios: 64,
+            oldest_ns: 1_250_000_000,
+            examples: vec![HeldFolio {
+                folio: 0xffff_ea00_0012_3400,
+                pfn: 0x48d0,
+                order: 0,
+                refs: 1,
+                since_ns: 1_250_000_000,
+            }],
+        })
+    }
+
+    #[test]
+    fn an_orphan_names_the_process_the_entry_point_and_the_stack() {
+        let mut stacks = |_id: u32| -> CallStack { Err("not recorded".into()) };
+        let text = findings_text(&[orphan()], 1_000_000_000, &mut stacks, 8);
+        assert!(
+            text.starts_with("findings: 1 (1 in the traced programs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ORPHANED PINS: pid 311 (pinleak-user) exited at 2.50 s and still holds 64 pinned pages in 64 folios"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "taken through pin_user_pages_fast (FOLL_LONGTERM), the oldest at 0.25 s"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pfn 0x48d0 order 0 (1 pin since 0.25 s) (1 of 64)"),
+            "{text}"
+        );
+        assert!(text.contains("(no stack: not recorded)"), "{text}");
+    }
+
+    #[test]
+    fn json_findings_carry_their_kind_and_whether_they_are_a_problem() {
+        let finding = orphan();
+        let mut stacks = |_id: u32| -> CallStack { Err("none".into()) };
+        let v = serde_json::to_value(FindingRecord::new(&finding, &mut stacks, 8)).unwrap();
+        assert_eq!(v["finding"], "orphaned_pins");
+        assert_eq!(v["problem"], true);
+        assert_eq!(v["pages"], 64);
+        assert_eq!(v["entry"], "pin_user_pages_fast");
+    }
+
+    #[test]
+    fn no_findings_says_so() {
+        let mut stacks = |_id: u32| -> CallStack { Err(String::new()) };
+        assert!(findings_text(&[], 0, &mut stacks, 8).starts_with("findings: none"));
+    }
+}
