@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gup_trace::commands::{
-    self, bench::BenchArgs, probe::ProbeArgs, selftest::SelftestArgs, trace::TraceArgs,
-    workload::WorkloadArgs,
+    self, bench::BenchArgs, check::CheckArgs, probe::ProbeArgs, selftest::SelftestArgs,
+    trace::TraceArgs, workload::WorkloadArgs,
 };
 
 /// Trace get_user_pages (GUP) and FOLL_PIN page pinning with eBPF.
@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Print each pin, unpin and mmap_lock event live, then totals beside /proc/vmstat.
     Trace(TraceArgs),
+    /// Run a command, follow its process tree, and report the pins it leaves behind (exit 1 on
+    /// a leak): for CI.
+    Check(CheckArgs),
     /// Run a known pin workload while tracing; pass only if the totals equal /proc/vmstat.
     Selftest(SelftestArgs),
     /// Report which hooks this kernel supports, how they attach, and why others do not.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Trace(args) => commands::trace::run(args, cli.verbose).await,
+            Command::Check(args) => commands::check::run(args, cli.verbose).await,
             Command::Selftest(args) => commands::selftest::run(args, cli.verbose).await,
             Command::Probe(args) => commands::probe::run(args).await,
             Command::Workload(args) => commands::workload::run(args).await,

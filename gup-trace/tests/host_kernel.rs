@@ -233,3 +233,28 @@ fn trace_sees_a_child_process_created_and_ended() {
         "thread {thread_tid} reported as a process:\n{all}"
     );
 }
+
+#[test]
+fn check_refuses_to_vouch_for_a_command_on_a_kernel_without_gup_hooks() {
+    assert!(is_root(), "check loads eBPF programs");
+    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    if kprobes {
+        // Where GUP can be hooked, check really judges; the VM tests run it.
+        return;
+    }
+    let out = gup_trace(&["check", "--", "true"]);
+    let all = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "2 means gup-trace could not tell:\n{all}"
+    );
+    assert!(
+        all.contains("cannot check for pin leaks on this kernel"),
+        "{all}"
+    );
+    assert!(
+        all.contains("fentry refused: EPERM") || all.contains("EPERM"),
+        "{all}"
+    );
+}

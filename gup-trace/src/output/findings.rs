@@ -50,7 +50,8 @@ pub fn findings_text(
     out
 }
 
-fn finding_text(
+/// One finding's block of text (see [`findings_text`]).
+pub fn finding_text(
     finding: &Finding,
     start_ns: u64,
     stacks: &mut StackLookup,

@@ -2,8 +2,10 @@
 //! output goes through serde on the same types (`trace --json` events through `EventRecord`).
 
 mod findings;
+mod junit;
 
-pub use findings::{FindingRecord, StackLookup, findings_text};
+pub use findings::{FindingRecord, StackLookup, finding_text, findings_text};
+pub use junit::junit_xml;
 
 use std::{fmt::Write as _, sync::Arc};
 

@@ -1,0 +1,275 @@
+//! `gup-trace check -- CMD ARGS...`: run a command, follow its whole process tree, and say
+//! whether it left pins behind. Exit 0 when clean, 1 when it leaked, 2 when gup-trace itself
+//! could not tell.
+
+use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use gup_trace_common::HookClass;
+use serde::Serialize;
+
+use super::{SessionArgs, require_root, stop_requested};
+use crate::{
+    engine::{Finding, FindingRules, PinEngine},
+    output::{self, CallStack, FindingRecord},
+    session::{Session, monotonic_ns},
+};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Exit status: 0 when the command left no pins behind, 1 when it did (orphaned pins, \
+unbalanced releases, short-term pins held too long), 2 when gup-trace could not tell \
+(no GUP hook on this kernel, events lost, or an error).
+
+Examples:
+  sudo gup-trace check -- ./my-io-uring-test
+  sudo gup-trace check --junit pins.xml --grace 5 -- make check")]
+pub struct CheckArgs {
+    /// Seconds a process's pins may outlive it before they count as orphaned. io_uring
+    /// releases a ring's buffers asynchronously at teardown, so give it a moment.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub grace: f64,
+    /// Seconds a pin taken without FOLL_LONGTERM may be held before it is reported: such pins
+    /// block page migration and compaction without saying so.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub long_pin: f64,
+    /// Also write the verdict as JUnit XML (one test case per kind of finding).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print the verdict as one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// At most this many frames of each kernel stack.
+    #[arg(long, default_value_t = 12, value_name = "FRAMES")]
+    pub stack_depth: usize,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// The command to run, after `--`, with its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// The verdict as JSON.
+#[derive(Serialize)]
+struct Verdict<'a> {
+    command: &'a [String],
+    /// The command's own exit code (None: killed by a signal).
+    exit_code: Option<i32>,
+    seconds: f64,
+    processes: usize,
+    pins_taken: u64,
+    pins_released: u64,
+    pins_outstanding: u64,
+    lost_events: u64,
+    findings: Vec<FindingRecord<'a>>,
+    /// 0 clean, 1 leaks found, 2 gup-trace could not tell.
+    verdict: u8,
+}
+
+pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
+    require_root("check")?;
+    let to_ns = |secs: f64, flag: &str| -> Result<u64> {
+        if !(secs >= 0.0 && secs.is_finite()) {
+            bail!("{flag} {secs}: give a number of seconds, 0 or more");
+        }
+        Ok((secs * 1e9) as u64)
+    };
+    let rules = FindingRules {
+        grace_ns: to_ns(args.grace, "--grace")?,
+        long_pin_ns: to_ns(args.long_pin, "--long-pin")?,
+    };
+    let mut config = args.session.config()?;
+    config.follow_tree = true;
+    config.all_releases = true;
+    let mut session = Session::start(&config)?;
+    let caps = &session.capabilities;
+    if verbose {
+        eprint!("{}", output::capabilities(caps, true));
+    }
+    // Ownership comes from the per-folio grab events: without them nothing can be attributed.
+    if caps.attached(HookClass::Grab) == 0 || caps.attached(HookClass::Pin) == 0 {
+        eprint!("{}", output::capabilities(caps, verbose));
+        bail!(
+            "cannot check for pin leaks on this kernel: the GUP pin hooks did not attach (see \
+             above); `sudo gup-trace probe` explains why"
+        );
+    }
+    if caps.attached(HookClass::Process) < 2 {
+        log::warn!("process tracepoints missing: exits are not seen, so no orphaned pins");
+    }
+    let longterm = caps.foll.value("FOLL_LONGTERM").unwrap_or(0);
+    let mut stacks = match session.kernel_stacks() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("kernel stacks will not be named: {e:#}");
+            None
+        }
+    };
+    let start_ns = monotonic_ns();
+    let mut engine = PinEngine::new(start_ns, longterm, rules);
+    let counters_start = session.counters()?;
+
+    let mut child = spawn_followed(&args.command, &mut session)?;
+    let command_line = args.command.join(" ");
+    let mut batch = Vec::new();
+    let mut interrupted = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break Some(status.context("waiting for the command failed")?),
+            _ = stop_requested() => {
+                interrupted = true;
+                break None;
+            }
+            r = session.next_events(&mut batch, Duration::from_millis(250)) => {
+                r?;
+                batch.drain(..).for_each(|e| engine.push(e));
+            }
+        }
+    };
+    // The command is done; its pins may still be released by others (io_uring teardown,
+    // descendants): watch for the grace period before judging.
+    if !interrupted {
+        let until = tokio::time::Instant::now()
+            + Duration::from_nanos(rules.grace_ns)
+            + Duration::from_millis(300);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = stop_requested() => break,
+                r = session.next_events(&mut batch, Duration::from_millis(100)) => {
+                    r?;
+                    batch.drain(..).for_each(|e| engine.push(e));
+                }
+            }
+        }
+    }
+    session.drain(&mut batch)?;
+    batch.drain(..).for_each(|e| engine.push(e));
+    engine.flush();
+    let now_ns = monotonic_ns();
+    let lost = session.counters()?.delta_since(&counters_start).lost_events;
+
+    // /proc/vmstat counts every process on the machine, not just this tree: no drift check.
+    let findings = engine.findings(now_ns, None, true);
+    let problems = findings.iter().any(Finding::is_problem);
+    let verdict: u8 = if problems {
+        1
+    } else if lost > 0 || interrupted {
+        2
+    } else {
+        0
+    };
+    let mut lookup = |id: u32| -> CallStack {
+        match stacks.as_mut() {
+            Some(s) => s.frames(id).map_err(|e| format!("{e:#}")),
+            None => Err("kernel stacks unavailable".into()),
+        }
+    };
+    let seconds = now_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let state = &engine.state;
+    let taken: u64 = state.processes.iter().map(|p| p.pins_taken).sum();
+    let released: u64 = state.processes.iter().map(|p| p.pins_released).sum();
+    if let Some(path) = &args.junit {
+        let xml = output::junit_xml(&command_line, seconds, &findings, |f| {
+            output::finding_text(f, start_ns, &mut lookup, args.stack_depth)
+        });
+        std::fs::write(path, xml)
+            .with_context(|| format!("cannot write the JUnit report {}", path.display()))?;
+    }
+    let exit_code = status.and_then(|s| s.code());
+    if args.json {
+        let records = findings
+            .iter()
+            .map(|f| FindingRecord::new(f, &mut lookup, args.stack_depth))
+            .collect();
+        let v = Verdict {
+            command: &args.command,
+            exit_code,
+            seconds,
+            processes: state.processes.len(),
+            pins_taken: taken,
+            pins_released: released,
+            pins_outstanding: state.pinned_now,
+            lost_events: lost,
+            findings: records,
+            verdict,
+        };
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        print!(
+            "{}",
+            output::findings_text(&findings, start_ns, &mut lookup, args.stack_depth)
+        );
+        println!(
+            "gup-trace check: `{command_line}` {} after {seconds:.1} s; {} traced, {taken} \
+             pages pinned, {released} released, {} still pinned{}",
+            match (interrupted, exit_code) {
+                (true, _) => "interrupted".to_string(),
+                (false, Some(c)) => format!("exited with status {c}"),
+                (false, None) => "was killed by a signal".to_string(),
+            },
+            plural(state.processes.len(), "process", "processes"),
+            state.pinned_now,
+            if lost > 0 {
+                format!(
+                    "; {lost} events LOST (raise --ring-buffer-kib): the verdict cannot be trusted"
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::from(verdict))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Starts `command` held at the door: the child waits on a pipe before exec until its pid is
+/// in the followed set, so not one of its pins goes unseen.
+fn spawn_followed(command: &[String], session: &mut Session) -> Result<tokio::process::Child> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot create a pipe");
+    }
+    // SAFETY: both fds are fresh and owned here.
+    let (door, key) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (door_fd, key_fd) = (door.as_raw_fd(), key.as_raw_fd());
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: only async-signal-safe calls (close, read) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Without our copy of the write end, the read ends if gup-trace dies meanwhile.
+            libc::close(key_fd);
+            let mut byte = 0u8;
+            let n = libc::read(door_fd, (&raw mut byte).cast(), 1);
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(
+                    "gup-trace went away before the command started",
+                ))
+            }
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {:?}", command[0]))?;
+    let pid = child.id().context("the command exited before it started")?;
+    session.follow(pid)?;
+    // SAFETY: writing one byte from a valid buffer to our own pipe.
+    if unsafe { libc::write(key.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+        return Err(std::io::Error::last_os_error()).context("cannot let the command start");
+    }
+    drop((door, key));
+    Ok(child)
+}
