@@ -18,7 +18,7 @@ use super::{SessionArgs, require_root, stop_requested};
 use crate::{
     engine::{Finding, FindingRules, PinEngine},
     output::{self, CallStack, FindingRecord},
-    session::{Session, monotonic_ns},
+    session::{KernelCounters, Session, monotonic_ns},
 };
 
 #[derive(Args, Debug)]
@@ -67,6 +67,13 @@ struct Verdict<'a> {
     pins_released: u64,
     pins_outstanding: u64,
     lost_events: u64,
+    /// Releases of pins taken before tracing began (never a finding).
+    pre_existing_releases: u64,
+    /// Events that arrived after newer ones were already applied.
+    late_events: u64,
+    /// Pages released by calls the kernel side could not itemize folio by folio.
+    unitemized_releases: u64,
+    kernel: KernelCounters,
     findings: Vec<FindingRecord<'a>>,
     /// 0 clean, 1 leaks found, 2 gup-trace could not tell.
     verdict: u8,
@@ -153,7 +160,8 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     batch.drain(..).for_each(|e| engine.push(e));
     engine.flush();
     let now_ns = monotonic_ns();
-    let lost = session.counters()?.delta_since(&counters_start).lost_events;
+    let kernel_counters = session.counters()?.delta_since(&counters_start);
+    let lost = kernel_counters.lost_events;
 
     // /proc/vmstat counts every process on the machine, not just this tree: no drift check.
     let findings = engine.findings(now_ns, None, true);
@@ -197,6 +205,10 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
             pins_released: released,
             pins_outstanding: state.pinned_now,
             lost_events: lost,
+            pre_existing_releases: state.pre_existing_releases,
+            late_events: engine.late_events(),
+            unitemized_releases: state.unitemized_releases,
+            kernel: kernel_counters,
             findings: records,
             verdict,
         };

@@ -204,6 +204,8 @@ pub struct PinState {
     pub pre_existing_releases: u64,
     /// Pages pinned now, as far as observed.
     pub pinned_now: u64,
+    /// Pages released by calls that came without their folios.
+    pub unitemized_releases: u64,
 }
 
 /// Unbalanced releases kept as evidence; the count goes on.
@@ -345,11 +347,12 @@ impl PinState {
                     }
                 }
             }
-            _ => {
-                if let Some(batch) = self.releasing.remove(&e.tid) {
-                    self.release_batch(e, batch);
-                }
-            }
+            _ => match self.releasing.remove(&e.tid) {
+                Some(batch) => self.release_batch(e, batch),
+                // The kernel side could not itemize this call's folios (its per-thread
+                // release map was full): these pages cannot be matched to their pins.
+                None => self.unitemized_releases += e.pages,
+            },
         }
     }
 
@@ -357,9 +360,11 @@ impl PinState {
         let counted =
             t.refcount_after != t.refcount_before || t.pincount_after != t.pincount_before;
         if t.bits & folio_bit::RELEASE != 0 {
-            // A release that moved no count is the zero page the kernel never pinned.
+            let batch = self.releasing.entry(e.tid).or_default();
+            // A release that moved no count is the zero page the kernel never pinned: nothing
+            // to match, but its call was itemized all the same.
             if counted || t.bits & folio_bit::ZERO_PAGE == 0 {
-                self.releasing.entry(e.tid).or_default().push(*t);
+                batch.push(*t);
             }
             return;
         }
