@@ -129,6 +129,11 @@ impl Session {
             )
             .override_global(global::FILTER_TGID, &filter_tgid, true)
             .override_global(global::FILTER_CGROUP, &filter_cgroup, true)
+            .override_global(
+                global::RELEASES_UNFILTERED,
+                &u32::from(config.all_releases),
+                true,
+            )
             .override_global(global::FILTER_COMM, &filter_comm, true)
             .override_global(
                 global::FILTER_FOLLOWED,
