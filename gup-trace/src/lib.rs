@@ -12,6 +12,7 @@ pub mod events;
 pub mod kernel;
 pub mod output;
 pub mod recording;
+pub mod report;
 pub mod session;
 pub mod symbols;
 pub mod vmstat;

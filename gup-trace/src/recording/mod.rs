@@ -245,9 +245,10 @@ pub struct WriteStats {
     pub records: u64,
     pub events: u64,
     pub stacks: u64,
-    /// Item bytes before packing, and bytes written to the file.
+    /// Item bytes before packing, and bytes written to the file (the header's among them).
     pub raw_bytes: u64,
     pub file_bytes: u64,
+    pub header_bytes: u64,
 }
 
 /// Writes a recording as a stream.
@@ -297,6 +298,7 @@ impl<W: Write> RecordingWriter<W> {
             last_flush: Instant::now(),
             stats: WriteStats {
                 file_bytes: header.len() as u64,
+                header_bytes: header.len() as u64,
                 ..WriteStats::default()
             },
         })
