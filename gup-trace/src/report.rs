@@ -290,7 +290,7 @@ impl<'a> Report<'a> {
                 let path = p.fast_refs + p.slow_refs;
                 ProcessRow {
                     pid: p.tgid,
-                    comm: p.comm.clone(),
+                    comm: p.comm.to_string(),
                     parent: p.parent,
                     pins_taken: p.pins_taken,
                     pins_released: p.pins_released,
@@ -356,7 +356,7 @@ impl<'a> Report<'a> {
                 let s = &state.call_sites[site as usize];
                 HeldRow {
                     pid: p.tgid,
-                    comm: p.comm.clone(),
+                    comm: p.comm.to_string(),
                     exited_s: p.exited_ns.map(|t| secs(t, start_ns)),
                     entry: s.entry.name(),
                     stack_id: s.stack_id,
@@ -382,7 +382,7 @@ impl<'a> Report<'a> {
                 let l = &p.lock;
                 LockRow {
                     pid: p.tgid,
-                    comm: p.comm.clone(),
+                    comm: p.comm.to_string(),
                     calls: l.wait.count,
                     wait_p50_ns: l.wait.percentile(50.0),
                     wait_p99_ns: l.wait.percentile(99.0),

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
 use serde::Serialize;
 
-use crate::events::TraceEvent;
+use crate::events::{Comm, TraceEvent};
 
 /// Pins and releases of one process over the window.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcessPins {
-    pub comm: String,
+    pub comm: Comm,
     pub pinned: u64,
     pub released: u64,
 }
@@ -189,11 +189,9 @@ impl PinLedger {
             return;
         }
         let process = self.processes.entry(event.tgid).or_default();
-        if process.comm != event.comm {
-            // The latest name wins: a process's first events often come from its own execve
-            // (argument copying through get_user_pages_remote), under the parent's name.
-            process.comm.clone_from(&event.comm);
-        }
+        // The latest name wins: a process's first events often come from its own execve
+        // (argument copying through get_user_pages_remote), under the parent's name.
+        process.comm = event.comm;
         match class {
             HookClass::Pin => {
                 self.totals.pin_calls += 1;

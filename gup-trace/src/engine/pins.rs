@@ -13,7 +13,7 @@ use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::events::TraceEvent;
+use crate::events::{Comm, TraceEvent};
 
 use super::ledger::PIN_COUNTING_BIAS;
 
@@ -53,7 +53,7 @@ impl FolioState {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProcessRecord {
     pub tgid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub parent: Option<u32>,
     pub first_ns: u64,
     pub exited_ns: Option<u64>,
@@ -261,8 +261,8 @@ impl PinState {
         // The latest name wins: a process's first events often come from its own execve
         // (argument copying through get_user_pages_remote), under the parent's name. Events
         // after its exit come from its teardown (closing an io_uring) and keep the name.
-        if p.exited_ns.is_none() && p.comm != e.comm {
-            p.comm.clone_from(&e.comm);
+        if p.exited_ns.is_none() {
+            p.comm = e.comm;
         }
         id
     }
@@ -279,7 +279,7 @@ impl PinState {
         let id = self.processes.len() as ProcessId;
         self.processes.push(ProcessRecord {
             tgid: child,
-            comm: e.comm.clone(),
+            comm: e.comm,
             parent: Some(e.tgid),
             first_ns: e.ts_ns,
             ..ProcessRecord::default()
@@ -447,7 +447,7 @@ impl PinState {
                     folio: t.folio,
                     pfn: t.pfn,
                     tgid: call.tgid,
-                    comm: call.comm.clone(),
+                    comm: call.comm.to_string(),
                     hook: call.hook.name(),
                     pins_before,
                     released: refs,
