@@ -31,7 +31,7 @@ use std::{
     collections::HashSet,
     fmt,
     fs::File,
-    io::{self, BufReader, Read, Write},
+    io::{self, Read, Write},
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -491,11 +491,12 @@ pub struct RecordingReader<R: Read> {
     pub events: u64,
 }
 
-impl RecordingReader<BufReader<File>> {
+impl RecordingReader<File> {
+    /// Reads the file as it is: chunks are large, so two reads per chunk need no buffer (a
+    /// BufReader would copy every byte once more).
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        RecordingReader::new(BufReader::with_capacity(1 << 20, file))
-            .with_context(|| format!("cannot read {}", path.display()))
+        RecordingReader::new(file).with_context(|| format!("cannot read {}", path.display()))
     }
 }
 
