@@ -313,7 +313,21 @@ fn a_synthetic_recording_replays_with_every_record_decoded() {
     let findings = findings(&replay);
     let report = Report::new(&replay, &findings, OPTS);
     assert!(report.processes.total > 32, "processes were replaced");
-    assert_eq!(report.call_sites.total, 4);
+    let sites: Vec<_> = report
+        .call_sites
+        .rows
+        .iter()
+        .map(|s| (s.entry, s.stack_id))
+        .collect();
+    assert_eq!(
+        sites,
+        [
+            ("pin_user_pages_fast", Some(11)),
+            ("pin_user_pages_fast", Some(12)),
+            ("pin_user_pages_remote", Some(13))
+        ],
+        "every pin is owned by the call that took it (FOLL_GET calls own none)"
+    );
     assert_eq!(
         report.recording.pinned,
         report.recording.vmstat.unwrap().acquired,
