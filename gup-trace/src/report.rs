@@ -610,7 +610,8 @@ pub fn text(report: &Report, findings_text: &str) -> String {
 
     let _ = writeln!(
         out,
-        "\nprocesses ({}, by pins taken)",
+        "\nprocesses ({}, by pins taken; RELEASED: of its pins, by anyone; UNPINNED: pins it \
+         released, its own or others')",
         of(report.processes.total, report.processes.rows.len())
     );
     if report.processes.rows.is_empty() {
@@ -618,18 +619,27 @@ pub fn text(report: &Report, findings_text: &str) -> String {
     } else {
         let _ = writeln!(
             out,
-            "  {:>7}  {:<16} {:>9} {:>9} {:>11} {:>5} {:>9} {:>9}  STATE",
-            "PID", "COMM", "TAKEN", "RELEASED", "OUTSTANDING", "FAST", "PINCALLS", "GETCALLS"
+            "  {:>7}  {:<16} {:>9} {:>9} {:>11} {:>9} {:>5} {:>9} {:>9}  STATE",
+            "PID",
+            "COMM",
+            "TAKEN",
+            "RELEASED",
+            "OUTSTANDING",
+            "UNPINNED",
+            "FAST",
+            "PINCALLS",
+            "GETCALLS"
         );
         for p in &report.processes.rows {
             let _ = writeln!(
                 out,
-                "  {:>7}  {:<16} {:>9} {:>9} {:>11} {:>5} {:>9} {:>9}  {}",
+                "  {:>7}  {:<16} {:>9} {:>9} {:>11} {:>9} {:>5} {:>9} {:>9}  {}",
                 p.pid,
                 p.comm,
                 p.pins_taken,
                 p.pins_released,
                 p.outstanding,
+                p.releases_made,
                 pct(p.fast_share),
                 p.pin_calls,
                 p.get_calls,

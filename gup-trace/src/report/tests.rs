@@ -251,7 +251,7 @@ fn the_text_report_has_every_section() {
         "12 events in 11 records; lost events: 0; 4 kernel stacks; complete",
         "hooks: every hook this kernel has was attached",
         "pages pinned/released: 5 / 1 seen, /proc/vmstat 5 / 1",
-        "processes (2, by pins taken)",
+        "processes (2, by pins taken;",
         "call sites (2, by pins taken)",
         "        io_sqe_buffer_register+0x1a3",
         "outstanding pins at the end (2 holders, oldest first)",
