@@ -23,11 +23,36 @@
 //! 7. `proc_pid_mem_read`: pread of a forked child's buffer through `/proc/<pid>/mem`
 //!    (`access_remote_vm` -> `get_user_pages_remote`, one page at a time): FOLL_GET references,
 //!    not pins. `pages` counts the pages read; vmstat's pin counters move by 0.
+//! 8. `o_direct_read_cold_file_mmap`: O_DIRECT read (from the same target as step 1) into a
+//!    MAP_PRIVATE mapping of a part of that target that is not in the page cache. GUP's write
+//!    fault on such a page is a major fault: `filemap_fault` starts the read, releases mmap_lock
+//!    (`maybe_unlock_mmap_for_io` / `lock_folio_maybe_drop_mmap`) and returns VM_FAULT_RETRY,
+//!    and GUP takes the lock again and retries. The fault may drop the lock only because the
+//!    block layer's GUP entry passes a `locked` pointer down (`get_user_pages_fast` ->
+//!    `get_user_pages_unlocked` up to 6.1; `pin_user_pages_fast` -> `__gup_longterm_locked`
+//!    with FOLL_UNLOCKABLE from 6.3). Calls without one (`pin_user_pages`, `get_user_pages`
+//!    with the lock held by the caller, `/proc/<pid>/mem`) never drop it. `MADV_RANDOM` turns
+//!    off read-around, so (nearly) every page's fault drops the lock once.
+//! 9. `process_vm_readv_zero_page`: process_vm_readv of this process's own *untouched*
+//!    anonymous memory (`pin_user_pages_remote`, FOLL_PIN without FOLL_WRITE). The read fault
+//!    maps the shared zero page, and GUP pins that. Since 6.5 ("mm: Don't pin ZERO_PAGE in
+//!    pin_user_pages()") the kernel takes no pin on the zero page and leaves vmstat alone, on
+//!    the pin and on the release; older mainline kernels pin and count it like any page.
+//!    Debian's 6.1.0-56 (6.1.192) was measured to skip it too.
+//! 10. `legacy_direct_io_read`: O_DIRECT read of a file on a FAT file system (only when a
+//!    directory on one is given), which goes through the legacy `fs/direct-io.c` instead of
+//!    iomap or the block device's own path. From 6.5 it pins the user pages
+//!    (`iov_iter_extract_pages`), and while it builds bios it takes an extra pin on each page
+//!    with `folio_add_pin` (`dio_pin_page`/`dio_send_cur_page`) and drops it with
+//!    `unpin_user_page`: vmstat counts those releases but not those acquisitions. This is the
+//!    only out-of-line caller of `folio_add_pin` in the 6.12, 6.18 and 7.3 Debian kernels
+//!    (their `memfd_pin_folios` inlines it; io_uring does not call it), and nothing built in
+//!    calls `folio_add_pins` (iommufd). Up to 6.4 it takes plain references.
 //!
-//! "Pages" are kernel pages (`sysconf(_SC_PAGESIZE)`, 4 KiB on x86-64). All buffers are
-//! private anonymous memory written to before use, so no page is the shared zero page (zero-page
-//! pins are not counted by vmstat). Small-page buffers are marked `MADV_NOHUGEPAGE` (small
-//! folios, one pin per page).
+//! "Pages" are kernel pages (`sysconf(_SC_PAGESIZE)`, 4 KiB on x86-64). All buffers but step
+//! 9's are private anonymous memory written to before use, so no page is the shared zero page.
+//! Small-page buffers are marked `MADV_NOHUGEPAGE` (small folios, one pin per page; for step 9
+//! also the small zero page, not the huge one).
 //!
 //! Huge-page steps count every small page of the buffer, because that is what the kernel
 //! counts: io_uring pins the buffer through one page pointer per small page, so a 2 MiB folio
@@ -45,7 +70,8 @@
 //!   may take references instead of pins. tmpfs accepts O_DIRECT from 6.6 on but copies
 //!   through the page cache without pinning, so a tmpfs target is skipped.
 //! - `folio_add_pin` / `folio_add_pins` (legacy fs/direct-io.c, iommufd) add pins without
-//!   touching the vmstat counters; no step here goes through them on the kernels measured.
+//!   touching `nr_foll_pin_acquired`; their release is counted. Only step 10 goes through them.
+//! - Zero-page pins (step 9) are not counted by vmstat from 6.5 on, pin or release.
 //!
 //! Everything here blocks; from an async runtime call [`run`] via `spawn_blocking`.
 
@@ -67,6 +93,9 @@ pub const STEP_URING_HUGETLB: &str = "io_uring_buffers_hugetlb";
 pub const STEP_VM_READV: &str = "process_vm_readv";
 pub const STEP_VM_WRITEV: &str = "process_vm_writev";
 pub const STEP_PROC_MEM: &str = "proc_pid_mem_read";
+pub const STEP_LOCK_DROP: &str = "o_direct_read_cold_file_mmap";
+pub const STEP_ZERO_PAGE: &str = "process_vm_readv_zero_page";
+pub const STEP_LEGACY_DIO: &str = "legacy_direct_io_read";
 
 /// Steps that take plain references (FOLL_GET) instead of pins: vmstat's pin counters do not
 /// move for them, and a tracer should see them as gets, not pins.
@@ -111,6 +140,15 @@ pub struct WorkloadOptions {
     pub vm_write_pages: usize,
     /// Pages read from a child through /proc/<pid>/mem (0 skips the step).
     pub proc_mem_pages: usize,
+    /// Pages read with O_DIRECT into a cold file-backed private mapping (0 skips the step).
+    pub lock_drop_pages: usize,
+    /// Pages of untouched anonymous memory (the zero page) read with process_vm_readv (0 skips).
+    pub zero_page_pages: usize,
+    /// A directory on a FAT file system for the legacy direct I/O step (None skips it); a
+    /// temporary file is created there.
+    pub legacy_dio_dir: Option<PathBuf>,
+    /// Pages read with O_DIRECT from that file (0 skips the step).
+    pub legacy_dio_pages: usize,
 }
 
 impl Default for WorkloadOptions {
@@ -124,6 +162,10 @@ impl Default for WorkloadOptions {
             vm_pages: 64,
             vm_write_pages: 64,
             proc_mem_pages: 64,
+            lock_drop_pages: 64,
+            zero_page_pages: 64,
+            legacy_dio_dir: None,
+            legacy_dio_pages: 64,
         }
     }
 }
@@ -172,6 +214,9 @@ pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport> {
         vm_copy_step(VmCopy::Write, opts.vm_write_pages, page)
             .with_context(|| ctx(STEP_VM_WRITEV))?,
         proc_mem_step(opts.proc_mem_pages, page).with_context(|| ctx(STEP_PROC_MEM))?,
+        lock_drop_step(opts, page).with_context(|| ctx(STEP_LOCK_DROP))?,
+        zero_page_step(opts.zero_page_pages, page).with_context(|| ctx(STEP_ZERO_PAGE))?,
+        legacy_dio_step(opts, page).with_context(|| ctx(STEP_LEGACY_DIO))?,
     ];
     Ok(WorkloadReport { steps })
 }
@@ -250,6 +295,14 @@ impl AnonBuf {
     /// mmap `pages` private anonymous pages, ask for small pages, and write to every page so
     /// each one is a distinct private page (not the shared zero page).
     pub(crate) fn new(pages: usize, page: usize) -> Result<Self> {
+        let buf = Self::untouched(pages, page)?;
+        buf.touch(page);
+        Ok(buf)
+    }
+
+    /// mmap `pages` private anonymous pages and ask for small pages, without touching them:
+    /// a read fault maps the shared zero page.
+    fn untouched(pages: usize, page: usize) -> Result<Self> {
         let len = pages
             .checked_mul(page)
             .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
@@ -264,7 +317,6 @@ impl AnonBuf {
         if unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) } != 0 && errno() != libc::EINVAL {
             return Err(os_error(format!("madvise({len} bytes, MADV_NOHUGEPAGE)")));
         }
-        buf.touch(page);
         Ok(buf)
     }
 
@@ -384,12 +436,27 @@ fn direct_io_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
     };
 
     let buf = AnonBuf::new(pages, page)?;
+    // SAFETY: buf is `bytes` long and outlives the reads.
+    unsafe { read_direct(&target, buf.ptr, bytes, page) }?;
+    Ok(ran(STEP_DIRECT_IO, pages))
+}
+
+/// O_DIRECT reads of `bytes` bytes from offset 0 of `target` into `dst`, in whole pages.
+///
+/// # Safety
+/// `dst .. dst + bytes` must be writable memory of this process.
+unsafe fn read_direct(
+    target: &DirectTarget,
+    dst: *mut u8,
+    bytes: usize,
+    page: usize,
+) -> Result<()> {
     let fd = target.fd.as_raw_fd();
     let mut done = 0usize;
     while done < bytes {
         let want = (bytes - done).min(MAX_READ_BYTES);
-        // SAFETY: buf.ptr + done .. + want lies inside buf, which outlives the call.
-        let n = unsafe { libc::pread(fd, buf.ptr.add(done).cast(), want, done as libc::off_t) };
+        // SAFETY: dst + done .. + want lies inside the caller's buffer.
+        let n = unsafe { libc::pread(fd, dst.add(done).cast(), want, done as libc::off_t) };
         if n < 0 {
             if errno() == libc::EINTR {
                 continue;
@@ -408,7 +475,7 @@ fn direct_io_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
         }
         done += n;
     }
-    Ok(ran(STEP_DIRECT_IO, pages))
+    Ok(())
 }
 
 /// Opens an O_DIRECT read target holding at least `bytes` bytes, chosen as for the
@@ -560,10 +627,18 @@ fn probe_temp_dir(dir: &Path, bytes: usize) -> Result<Probe> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let path = dir.join(format!(
-        ".gup-trace-workload.{}.{nanos}",
-        std::process::id()
-    ));
+    probe_temp_file(
+        &dir.join(format!(
+            ".gup-trace-workload.{}.{nanos}",
+            std::process::id()
+        )),
+        bytes,
+    )
+}
+
+/// [`probe_temp_dir`] with the file's path chosen by the caller.
+fn probe_temp_file(path: &Path, bytes: usize) -> Result<Probe> {
+    let path = path.to_path_buf();
     let c = cpath(&path)?;
     // SAFETY: c is a valid NUL-terminated string.
     let fd = unsafe {
@@ -1232,4 +1307,224 @@ fn proc_mem_step(pages: usize, page: usize) -> Result<StepReport> {
     child.finish_clean()?;
     drop(remote);
     Ok(ran(STEP_PROC_MEM, pages))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps 8-10: mmap_lock dropped inside GUP, zero-page pins, folio_add_pin
+// ---------------------------------------------------------------------------------------------
+
+/// A file-backed MAP_PRIVATE mapping, unmapped when dropped.
+struct FileMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl FileMap {
+    /// `len` bytes of `fd` from `offset`, readable and writable (copy-on-write).
+    fn private(fd: RawFd, len: usize, offset: usize, what: &str) -> Result<Self> {
+        // SAFETY: a new mapping of a file we hold open; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os_error(format!(
+                "mmap({len} bytes of {what} at offset {offset}, MAP_PRIVATE)"
+            )));
+        }
+        Ok(FileMap { ptr: p.cast(), len })
+    }
+
+    /// Pages of the mapping whose file page is in the page cache (mincore).
+    fn resident(&self, page: usize) -> Result<usize> {
+        let mut vec = vec![0u8; self.len.div_ceil(page)];
+        // SAFETY: the range is our mapping; vec has one byte per page.
+        if unsafe { libc::mincore(self.ptr.cast(), self.len, vec.as_mut_ptr()) } != 0 {
+            return Err(os_error(format!("mincore({} bytes)", self.len)));
+        }
+        Ok(vec.iter().filter(|&&b| b & 1 != 0).count())
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created by `private`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Evicts the file pages behind `map` (offset `offset` of `fd`) from the page cache, so that
+/// faulting them in needs I/O. `Ok(Err(why))` when some stay cached.
+fn make_cold(
+    fd: RawFd,
+    map: &FileMap,
+    offset: usize,
+    page: usize,
+    what: &str,
+) -> Result<std::result::Result<(), String>> {
+    // Clean, unmapped page-cache folios go. The whole file, not just the range: on a 6.18
+    // host (ext4), DONTNEED of the range alone left all 64 pages of a freshly written
+    // temporary file cached (large folios reaching past the range, presumably).
+    // SAFETY: plain syscall; posix_fadvise returns the error number instead of setting errno.
+    let e = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if e != 0 {
+        return Err(anyhow::Error::new(io::Error::from_raw_os_error(e))
+            .context(format!("posix_fadvise({what}, POSIX_FADV_DONTNEED)")));
+    }
+    // Pages that are dirty, locked or mapped elsewhere survive it. (drop_caches would get
+    // more of them, but it empties the whole machine's page cache: not a selftest's business.)
+    let resident = map.resident(page)?;
+    if resident > 0 {
+        return Ok(Err(format!(
+            "{resident} of {} pages of {what} at offset {offset} stay in the page cache after \
+             POSIX_FADV_DONTNEED: faulting them in would need no I/O, so GUP would not drop \
+             mmap_lock",
+            map.len / page,
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// Step 8: O_DIRECT read into a cold MAP_PRIVATE file mapping, whose faults drop mmap_lock.
+/// The target is the `o_direct_read` one: it is read from offset 0, and the part mapped (the
+/// destination) is its last `pages` whole pages (holding at least twice that, the two never
+/// overlap; the end of a disk is also the part least likely to hold a file system's busy
+/// metadata, which would stay cached).
+fn lock_drop_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
+    let name = STEP_LOCK_DROP;
+    let pages = opts.lock_drop_pages;
+    if pages == 0 {
+        return Ok(skipped(name, "0 pages requested"));
+    }
+    let bytes = pages
+        .checked_mul(page)
+        .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
+    let need = bytes
+        .checked_mul(2)
+        .ok_or_else(|| anyhow!("{pages} pages of {page} bytes, twice, overflow usize"))?;
+    let target = match direct_io_target(opts.direct_io_path.as_deref(), need)? {
+        Ok(t) => t,
+        Err(why) => return Ok(skipped(name, why)),
+    };
+    // O_DIRECT applies to read() and write(), not to mmap: the same fd maps through the page
+    // cache.
+    let fd = target.fd.as_raw_fd();
+    // SAFETY: plain syscall on an owned fd (the reads use pread, the position is irrelevant).
+    let end = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
+    if end < 0 {
+        return Err(os_error(format!("lseek({}, 0, SEEK_END)", target.what)));
+    }
+    let offset = (end as usize / page) * page - bytes;
+    let map = FileMap::private(fd, bytes, offset, &target.what)?;
+    // No read-around: every page's fault reads that page (and drops the lock) itself.
+    // SAFETY: the range is the mapping just created.
+    if unsafe { libc::madvise(map.ptr.cast(), bytes, libc::MADV_RANDOM) } != 0 {
+        return Err(os_error(format!("madvise({bytes} bytes, MADV_RANDOM)")));
+    }
+    if let Err(why) = make_cold(fd, &map, offset, page, &target.what)? {
+        return Ok(skipped(name, why));
+    }
+    // SAFETY: the mapping is `bytes` long, writable, and outlives the reads.
+    unsafe { read_direct(&target, map.ptr, bytes, page) }?;
+    drop(map);
+    Ok(ran(name, pages))
+}
+
+/// Step 9: process_vm_readv of our own untouched anonymous memory: GUP faults in (read) and
+/// pins the shared zero page. The copy must come back as zeroes.
+fn zero_page_step(pages: usize, page: usize) -> Result<StepReport> {
+    let name = STEP_ZERO_PAGE;
+    if pages == 0 {
+        return Ok(skipped(name, "0 pages requested"));
+    }
+    let remote = AnonBuf::untouched(pages, page)?;
+    let len = remote.len;
+    let mut local = vec![0xa5u8; len];
+    let liov = libc::iovec {
+        iov_base: local.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let riov = libc::iovec {
+        iov_base: remote.ptr.cast(),
+        iov_len: len,
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: liov describes `local`; riov our own mapping, which the kernel checks anyway.
+    let n = unsafe { libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0) };
+    if n < 0 {
+        let e = errno();
+        let err = os_error(format!("process_vm_readv(own pid {pid}, {len} bytes)"));
+        return vm_rw_failure(name, e, err);
+    }
+    if n as usize != len {
+        bail!("process_vm_readv(own pid {pid}) copied {n} of {len} bytes");
+    }
+    if let Some(i) = local.iter().position(|&b| b != 0) {
+        bail!(
+            "process_vm_readv of untouched memory read {:#04x} at byte {i}, not 0",
+            local[i]
+        );
+    }
+    drop(remote);
+    Ok(ran(name, pages))
+}
+
+/// FAT (msdos, vfat) reads and writes O_DIRECT through fs/direct-io.c. exFAT, UDF, HFS+ and a
+/// few others do too, but only FAT was measured here.
+const LEGACY_DIO_FS: [(i64, &str); 1] = [(libc::MSDOS_SUPER_MAGIC as i64, "FAT")];
+
+/// Step 10: O_DIRECT read of a temporary file in `opts.legacy_dio_dir` (a FAT file system):
+/// the legacy direct I/O code, which adds pins with `folio_add_pin`.
+fn legacy_dio_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
+    let name = STEP_LEGACY_DIO;
+    let pages = opts.legacy_dio_pages;
+    let Some(dir) = opts.legacy_dio_dir.as_deref() else {
+        return Ok(skipped(
+            name,
+            "no directory on a FAT file system given (--legacy-dio-dir)",
+        ));
+    };
+    if pages == 0 {
+        return Ok(skipped(name, "0 pages requested"));
+    }
+    let bytes = pages
+        .checked_mul(page)
+        .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
+    let c = cpath(dir)?;
+    // SAFETY: statfs is plain data; statfs fills it from a valid NUL-terminated path.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut sfs) } != 0 {
+        return Err(os_error(format!("statfs({})", dir.display())));
+    }
+    // f_type has different integer types on different targets.
+    #[allow(clippy::unnecessary_cast)]
+    let f_type = sfs.f_type as i64;
+    if !LEGACY_DIO_FS.iter().any(|&(magic, _)| magic == f_type) {
+        return Ok(skipped(
+            name,
+            format!(
+                "{} is not on a file system known to use fs/direct-io.c ({}; its f_type is \
+                 {f_type:#x})",
+                dir.display(),
+                LEGACY_DIO_FS.map(|(_, n)| n).join(", ")
+            ),
+        ));
+    }
+    // An 8.3 name: the msdos flavour of FAT takes no other.
+    let file = dir.join(format!("GT{:06}.TMP", std::process::id() % 1_000_000));
+    let target = match probe_temp_file(&file, bytes)? {
+        Probe::Ready(t) => t,
+        Probe::Unusable(why) => return Ok(skipped(name, why)),
+    };
+    let buf = AnonBuf::new(pages, page)?;
+    // SAFETY: buf is `bytes` long and outlives the reads.
+    unsafe { read_direct(&target, buf.ptr, bytes, page) }?;
+    Ok(ran(name, pages))
 }

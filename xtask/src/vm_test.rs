@@ -1,21 +1,53 @@
 //! `cargo xtask vm-test`: `gup-trace selftest` inside stock Debian kernels under QEMU, each
 //! judged by the kernel's own /proc/vmstat pin counters. Passes only if every kernel passes.
+//!
+//! The guest formats the scratch disk with FAT and mounts it for the selftest's legacy direct
+//! I/O step (the one that makes the kernel call `folio_add_pin`); FAT is a module in Debian's
+//! cloud kernels, so each kernel's FAT modules are taken from its package and put in the
+//! initramfs under `/lib/modules/<release>/`.
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::{
     build,
+    cmd::{output, run as run_cmd},
     kernels::{self, Kernel},
     vm::{self, Boot, VERDICT_PREFIX, vm_dir},
 };
 
 const SELFTEST_SCRIPT: &str = r#"
 echo "uname: $(uname -r)"
-echo "GUPTRACE-RESULT $(gup-trace selftest --json --device /dev/nvme0n1)"
+M=/lib/modules/$(uname -r)
+for m in nls_cp437 fat msdos; do [ -f $M/$m.ko ] && insmod $M/$m.ko; done
+LEGACY=""
+if grep -qw msdos /proc/filesystems && mkdosfs /dev/nvme0n1 >/dev/null && mkdir -p /mnt/fat \
+    && mount -t msdos /dev/nvme0n1 /mnt/fat; then
+    LEGACY="--legacy-dio-dir /mnt/fat"
+else
+    echo "vm-test: no FAT file system on /dev/nvme0n1"
+fi
+echo "GUPTRACE-RESULT $(gup-trace selftest --json --device /dev/nvme0n1 $LEGACY)"
 "#;
+
+/// Kernel modules for a FAT file system, in load order (msdos needs fat, fat needs the
+/// default codepage).
+const FAT_MODULES: [&str; 3] = ["nls_cp437", "fat", "msdos"];
+
+/// Workload steps that must run in the guest (a skip fails the kernel): each provokes what no
+/// other step does, and the selftest checks it only when it ran.
+const REQUIRED_STEPS: [&str; 3] = [
+    "o_direct_read_cold_file_mmap",
+    "process_vm_readv_zero_page",
+    "legacy_direct_io_read",
+];
 
 /// One row of the result table.
 struct Row {
@@ -25,6 +57,12 @@ struct Row {
     unpins: String,
     /// Folio transitions checked against the pin bias rule, and anomalies.
     bias: String,
+    /// mmap_lock drops inside GUP.
+    drops: String,
+    /// Zero-page pins the kernel skipped / counted.
+    zero: String,
+    /// Pins added by folio_add_pin(s).
+    added: String,
     seconds: f64,
     /// None when the kernel passed.
     failure: Option<String>,
@@ -35,11 +73,15 @@ pub fn run(series: &[String]) -> Result<()> {
     let binary = build::gup_trace_release()?;
     let kernels = kernels::resolve(&series)?;
     let initramfs = vm_dir().join("selftest.cpio.gz");
-    vm::build_initramfs(
-        &initramfs,
-        &[(binary, "/bin/gup-trace".into())],
-        SELFTEST_SCRIPT,
-    )?;
+    let mut files = vec![(binary, "/bin/gup-trace".to_string())];
+    for kernel in &kernels {
+        let modules = fat_modules(kernel)
+            .with_context(|| format!("cannot get the FAT modules of {}", kernel.release))?;
+        for (name, path) in modules {
+            files.push((path, format!("/lib/modules/{}/{name}.ko", kernel.release)));
+        }
+    }
+    vm::build_initramfs(&initramfs, &files, SELFTEST_SCRIPT)?;
     let logs = vm_dir().join("logs");
     fs::create_dir_all(&logs)?;
 
@@ -79,6 +121,9 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
         pins: "-".into(),
         unpins: "-".into(),
         bias: "-".into(),
+        drops: "-".into(),
+        zero: "-".into(),
+        added: "-".into(),
         seconds: 0.0,
         failure: None,
     };
@@ -114,6 +159,9 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
             row.pins = v.pins;
             row.unpins = v.unpins;
             row.bias = v.bias;
+            row.drops = v.drops;
+            row.zero = v.zero;
+            row.added = v.added;
             row.failure = v.failure;
         }
         Some(Err(e)) => row.failure = Some(format!("{e:#}; console: {}", log.display())),
@@ -132,6 +180,9 @@ struct Verdict {
     pins: String,
     unpins: String,
     bias: String,
+    drops: String,
+    zero: String,
+    added: String,
     failure: Option<String>,
 }
 
@@ -167,45 +218,187 @@ fn parse_verdict(line: &str) -> Result<Verdict> {
         0 => format!("{} ok", n(&["summary", "folios", "bias_checked"])),
         bad => format!("{bad} BAD of {}", n(&["summary", "folios", "bias_checked"])),
     };
-    let failure = match v.get("verdict").and_then(Value::as_str) {
-        Some("pass") => None,
-        other => Some(format!(
+    let mut failures = Vec::new();
+    match v.get("verdict").and_then(Value::as_str) {
+        Some("pass") => {}
+        other => failures.push(format!(
             "verdict {}: {}",
             other.unwrap_or("missing"),
             v.get("reason").and_then(Value::as_str).unwrap_or("")
         )),
-    };
+    }
+    let steps = v.get("steps").and_then(Value::as_array);
+    for required in REQUIRED_STEPS {
+        let step = steps.and_then(|s| {
+            s.iter()
+                .find(|s| s.get("name").and_then(Value::as_str) == Some(required))
+        });
+        match step.map(|s| s.get("skipped").and_then(Value::as_str)) {
+            Some(None) => {}
+            Some(Some(why)) => failures.push(format!("step {required} skipped: {why}")),
+            None => failures.push(format!("step {required} missing from the report")),
+        }
+    }
     Ok(Verdict {
         hooks,
         pins: triple("pinned", "acquired"),
         unpins: triple("released", "released"),
         bias,
-        failure,
+        drops: n(&["checks", "mmap_lock_drops"]).to_string(),
+        zero: format!(
+            "{}/{}",
+            n(&["checks", "zero_page_pins_skipped"]),
+            n(&["checks", "zero_page_pins_counted"])
+        ),
+        added: n(&["checks", "added_pins"]).to_string(),
+        failure: (!failures.is_empty()).then(|| failures.join("; ")),
     })
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<28} {:<26} {:>16} {:>16} {:>12} {:>7}  verdict",
+        "\n{:<28} {:<26} {:>18} {:>20} {:>12} {:>6} {:>14} {:>6} {:>7}  verdict",
         "kernel",
         "hooks attached",
         "pins call/folio/vm",
         "unpins call/folio/vm",
         "bias rule",
+        "drops",
+        "zero skip/cnt",
+        "added",
         "seconds"
     );
     for r in rows {
         println!(
-            "{:<28} {:<26} {:>18} {:>20} {:>12} {:>7.1}  {}",
+            "{:<28} {:<26} {:>18} {:>20} {:>12} {:>6} {:>14} {:>6} {:>7.1}  {}",
             r.release,
             r.hooks,
             r.pins,
             r.unpins,
             r.bias,
+            r.drops,
+            r.zero,
+            r.added,
             r.seconds,
             if r.failure.is_none() { "pass" } else { "FAIL" }
         );
     }
+}
+
+/// The [`FAT_MODULES`] of `kernel` as (name, host path of the uncompressed .ko), taken once
+/// from its Debian package into `<kernel dir>/modules/`. Up to 6.18 the modules are in the
+/// image package itself; from 6.19 that one holds only the image and the modules are in
+/// `linux-modules-<release>` (same version).
+fn fat_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
+    let dir = kernel
+        .vmlinuz
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent", kernel.vmlinuz.display()))?
+        .join("modules");
+    let wanted: Vec<(&str, PathBuf)> = FAT_MODULES
+        .iter()
+        .map(|&name| (name, dir.join(format!("{name}.ko"))))
+        .collect();
+    if wanted.iter().all(|(_, path)| path.exists()) {
+        return Ok(wanted);
+    }
+    let package_file = dir.with_file_name("package");
+    let image = fs::read_to_string(&package_file)
+        .with_context(|| format!("cannot read {}", package_file.display()))?;
+    let image = image
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| anyhow!("{} is empty", package_file.display()))?
+        .to_string();
+    let scratch = vm_dir().join("apt").join("modules-download");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    let partial = dir.with_file_name(".modules.partial");
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut missing = FAT_MODULES.to_vec();
+    for package in [image, format!("linux-modules-{}", kernel.release)] {
+        let deb = download(&package, &kernel.package_version, &scratch)?;
+        let members = output(
+            Command::new("sh")
+                .args(["-c", r#"dpkg-deb --fsys-tarfile "$1" | tar -t"#, "sh"])
+                .arg(&deb),
+        )?;
+        missing.retain(|&name| {
+            let Some(member) = module_member(&members, name) else {
+                return true;
+            };
+            let dest = partial.join(format!("{name}.ko"));
+            let decompress = match member.rsplit_once(".ko") {
+                Some((_, ".xz")) => "xz -dc",
+                Some((_, ".zst")) => "zstd -dc",
+                _ => "cat",
+            };
+            let extracted = run_cmd(
+                Command::new("bash")
+                    .args([
+                        "-c",
+                        r#"set -e -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" | $3 > "$4""#,
+                        "bash",
+                    ])
+                    .arg(&deb)
+                    .arg(member)
+                    .arg(decompress)
+                    .arg(&dest),
+            );
+            extracted.is_err()
+        });
+        fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
+        if missing.is_empty() {
+            break;
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "no {} module in the kernel's packages (or it could not be extracted)",
+            missing.join(", ")
+        );
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&partial, &dir)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), dir.display()))?;
+    Ok(wanted)
+}
+
+/// Where the `name` module is in a package listing: `.../kernel/fs/fat/fat.ko[.xz|.zst]`.
+fn module_member<'a>(members: &'a str, name: &str) -> Option<&'a str> {
+    members.lines().find(|m| {
+        m.rsplit_once('/').is_some_and(|(dir, file)| {
+            dir.contains("/kernel/")
+                && (file == format!("{name}.ko") || file.starts_with(&format!("{name}.ko.")))
+        })
+    })
+}
+
+/// `apt-get download package=version` into `dir` (the private apt configuration); the .deb.
+fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
+    println!("vm-test: downloading {package} {version} for its FAT modules");
+    run_cmd(
+        kernels::apt_command("apt-get")?
+            .args(["download", "-qq"])
+            .arg(format!("{package}={version}"))
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null()),
+    )
+    .with_context(|| format!("cannot download {package}"))?;
+    fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-get download {package} left no .deb in {}",
+                dir.display()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -214,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_verdict_line_becomes_a_table_row() {
-        let line = r#"{"verdict":"pass","reason":null,"hooks":{"fentry":12,"kprobe":1,"tracepoint":1,"failed":0},"summary":{"pinned":128,"released":128,"folios":{"pinned":128,"released":127,"bias_checked":130,"bias_anomalies":0},"vmstat":{"acquired":128,"released":128}}}"#;
+        let line = r#"{"verdict":"pass","reason":null,"hooks":{"fentry":12,"kprobe":1,"tracepoint":1,"failed":0},"checks":{"mmap_lock_drops":64,"zero_page_pins_skipped":64,"zero_page_pins_counted":0,"added_pins":128},"summary":{"pinned":128,"released":128,"folios":{"pinned":128,"released":127,"bias_checked":130,"bias_anomalies":0},"vmstat":{"acquired":128,"released":128}},"steps":[{"name":"o_direct_read_cold_file_mmap","skipped":null},{"name":"process_vm_readv_zero_page","skipped":null},{"name":"legacy_direct_io_read","skipped":null}]}"#;
         let v = parse_verdict(line).unwrap();
         assert_eq!(v.hooks, "12 fentry, 1 kprobe, 1 tp");
         assert_eq!(
@@ -222,7 +415,23 @@ mod tests {
             ("128/128/128", "128/127/128")
         );
         assert_eq!(v.bias, "130 ok");
+        assert_eq!(
+            (v.drops.as_str(), v.zero.as_str(), v.added.as_str()),
+            ("64", "64/0", "128")
+        );
         assert!(v.failure.is_none());
+        // A step that provokes something only it provokes must not be skipped.
+        let skipped = line.replace(
+            r#""legacy_direct_io_read","skipped":null"#,
+            r#""legacy_direct_io_read","skipped":"no FAT""#,
+        );
+        assert!(
+            parse_verdict(&skipped)
+                .unwrap()
+                .failure
+                .unwrap()
+                .contains("step legacy_direct_io_read skipped: no FAT")
+        );
         let bad = line.replace(
             "\"pass\",\"reason\":null",
             "\"fail\",\"reason\":\"pinned 1 vs vmstat 2\"",
@@ -235,5 +444,22 @@ mod tests {
                 .contains("pinned 1 vs vmstat 2")
         );
         assert!(parse_verdict("garbage").is_err());
+    }
+
+    #[test]
+    fn modules_are_found_compressed_or_not() {
+        let listing = "./usr/lib/modules/7.3.4/kernel/fs/fat/\n\
+                       ./usr/lib/modules/7.3.4/kernel/fs/fat/fat.ko.xz\n\
+                       ./usr/lib/modules/7.3.4/kernel/fs/fat/msdos.ko.xz\n\
+                       ./lib/modules/6.1.0-56/kernel/fs/nls/nls_cp437.ko\n";
+        assert_eq!(
+            module_member(listing, "fat"),
+            Some("./usr/lib/modules/7.3.4/kernel/fs/fat/fat.ko.xz")
+        );
+        assert_eq!(
+            module_member(listing, "nls_cp437"),
+            Some("./lib/modules/6.1.0-56/kernel/fs/nls/nls_cp437.ko")
+        );
+        assert_eq!(module_member(listing, "vfat"), None);
     }
 }

@@ -232,9 +232,13 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Starts `command` held at the door: the child waits on a pipe before exec until its pid is
-/// in the followed set, so not one of its pins goes unseen.
+/// Starts `command` held at the door: a shell with the command's eventual pid waits on a pipe
+/// until that pid is in the followed set, then execs the command, so not one of its pins goes
+/// unseen. (A pre_exec wait cannot do this: spawning returns only once the child has exec'd.)
 fn spawn_followed(command: &[String], session: &mut Session) -> Result<tokio::process::Child> {
+    if !command[0].contains('/') && find_in_path(&command[0]).is_none() {
+        bail!("cannot run {:?}: no such command in PATH", command[0]);
+    }
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -242,34 +246,41 @@ fn spawn_followed(command: &[String], session: &mut Session) -> Result<tokio::pr
     }
     // SAFETY: both fds are fresh and owned here.
     let (door, key) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let (door_fd, key_fd) = (door.as_raw_fd(), key.as_raw_fd());
-    let mut cmd = tokio::process::Command::new(&command[0]);
-    cmd.args(&command[1..]);
-    // SAFETY: only async-signal-safe calls (close, read) between fork and exec.
+    let door_fd = door.as_raw_fd();
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    // If gup-trace dies before opening the door, the read fails and the command never runs.
+    cmd.args([
+        "-c",
+        r#"read -r _ <&3 && exec 3<&- && exec "$@""#,
+        "gup-trace-check",
+    ])
+    .args(command);
+    // SAFETY: dup2 is async-signal-safe; the door becomes fd 3 (without close-on-exec).
     unsafe {
         cmd.pre_exec(move || {
-            // Without our copy of the write end, the read ends if gup-trace dies meanwhile.
-            libc::close(key_fd);
-            let mut byte = 0u8;
-            let n = libc::read(door_fd, (&raw mut byte).cast(), 1);
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(std::io::Error::other(
-                    "gup-trace went away before the command started",
-                ))
+            if libc::dup2(door_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
+            Ok(())
         });
     }
     let child = cmd
         .spawn()
-        .with_context(|| format!("cannot run {:?}", command[0]))?;
+        .context("cannot start /bin/sh to run the command")?;
     let pid = child.id().context("the command exited before it started")?;
     session.follow(pid)?;
-    // SAFETY: writing one byte from a valid buffer to our own pipe.
-    if unsafe { libc::write(key.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+    // SAFETY: writing one line from a valid buffer to our own pipe.
+    if unsafe { libc::write(key.as_raw_fd(), b"\n".as_ptr().cast(), 1) } != 1 {
         return Err(std::io::Error::last_os_error()).context("cannot let the command start");
     }
     drop((door, key));
     Ok(child)
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| PathBuf::from(dir).join(program))
+        .find(|p| p.is_file())
 }

@@ -16,6 +16,10 @@ pub struct WorkloadArgs {
     /// /dev/sda, else a temporary file).
     #[arg(long, value_name = "PATH")]
     pub device: Option<PathBuf>,
+    /// A directory on a FAT file system: its O_DIRECT reads go through the legacy
+    /// fs/direct-io.c, which adds pins with folio_add_pin (the step is skipped without it).
+    #[arg(long, value_name = "DIR")]
+    pub legacy_dio_dir: Option<PathBuf>,
     /// Repeat the workload this many times.
     #[arg(long, default_value_t = 1)]
     pub rounds: u32,
@@ -25,6 +29,7 @@ impl WorkloadArgs {
     pub fn options(&self) -> WorkloadOptions {
         WorkloadOptions {
             direct_io_path: self.device.clone(),
+            legacy_dio_dir: self.legacy_dio_dir.clone(),
             ..WorkloadOptions::default()
         }
     }
