@@ -11,6 +11,8 @@ pub mod engine;
 pub mod events;
 pub mod kernel;
 pub mod output;
+pub mod recording;
+pub mod report;
 pub mod session;
 pub mod symbols;
 pub mod vmstat;

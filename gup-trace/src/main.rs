@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gup_trace::commands::{
-    self, bench::BenchArgs, check::CheckArgs, probe::ProbeArgs, selftest::SelftestArgs,
-    trace::TraceArgs, workload::WorkloadArgs,
+    self, bench::BenchArgs, check::CheckArgs, probe::ProbeArgs, record::RecordArgs,
+    report::ReportArgs, selftest::SelftestArgs, trace::TraceArgs, workload::WorkloadArgs,
 };
 
 /// Trace get_user_pages (GUP) and FOLL_PIN page pinning with eBPF.
@@ -31,6 +31,11 @@ enum Command {
     /// Run a command, follow its process tree, and report the pins it leaves behind (exit 1 on
     /// a leak): for CI.
     Check(CheckArgs),
+    /// Record every event (and the kernel stacks) into a file, for `report` later or elsewhere.
+    Record(RecordArgs),
+    /// Replay a recording: top pinning processes and call sites, pins outstanding at the end,
+    /// findings, mmap_lock figures (no root needed).
+    Report(ReportArgs),
     /// Run a known pin workload while tracing; pass only if the totals equal /proc/vmstat.
     Selftest(SelftestArgs),
     /// Report which hooks this kernel supports, how they attach, and why others do not.
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Trace(args) => commands::trace::run(args, cli.verbose).await,
             Command::Check(args) => commands::check::run(args, cli.verbose).await,
+            Command::Record(args) => commands::record::run(args, cli.verbose).await,
+            Command::Report(args) => commands::report::run(args),
             Command::Selftest(args) => commands::selftest::run(args, cli.verbose).await,
             Command::Probe(args) => commands::probe::run(args).await,
             Command::Workload(args) => commands::workload::run(args).await,

@@ -67,7 +67,7 @@ impl Default for SessionConfig {
 }
 
 /// Counters the kernel side keeps, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KernelCounters {
     pub lost_events: u64,
     pub mmap_lock_releases: u64,
@@ -129,6 +129,11 @@ impl Session {
             )
             .override_global(global::FILTER_TGID, &filter_tgid, true)
             .override_global(global::FILTER_CGROUP, &filter_cgroup, true)
+            .override_global(
+                global::RELEASES_UNFILTERED,
+                &u32::from(config.all_releases),
+                true,
+            )
             .override_global(global::FILTER_COMM, &filter_comm, true)
             .override_global(
                 global::FILTER_FOLLOWED,
@@ -175,13 +180,27 @@ impl Session {
         out: &mut Vec<TraceEvent>,
         timeout: Duration,
     ) -> Result<()> {
+        self.next_records(timeout, |record| decode_into(record, out))
+            .await
+    }
+
+    /// Like [`Session::next_events`], but hands each raw ring-buffer record to `each`, exactly
+    /// the bytes the kernel side wrote (one [`gup_trace_common::Event`], followed by the
+    /// folios of a release call), undecoded. An error from `each` stops the draining and is
+    /// returned; the records after it stay in the ring buffer.
+    pub async fn next_records(
+        &mut self,
+        timeout: Duration,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         match tokio::time::timeout(timeout, self.events.readable_mut()).await {
             Ok(guard) => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
-                drain_into(guard.get_inner_mut(), out)?;
+                let drained = drain_records(guard.get_inner_mut(), &mut each);
                 guard.clear_ready();
+                drained?;
             }
-            Err(_elapsed) => drain_into(self.events.get_mut(), out)?,
+            Err(_elapsed) => drain_records(self.events.get_mut(), &mut each)?,
         }
         Ok(())
     }
@@ -198,7 +217,12 @@ impl Session {
 
     /// Appends every event already in the ring buffer to `out`, without waiting.
     pub fn drain(&mut self, out: &mut Vec<TraceEvent>) -> Result<()> {
-        drain_into(self.events.get_mut(), out)
+        drain_records(self.events.get_mut(), |record| decode_into(record, out))
+    }
+
+    /// Hands every raw record already in the ring buffer to `each`, without waiting.
+    pub fn drain_records(&mut self, each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        drain_records(self.events.get_mut(), each)
     }
 
     /// The kernel stacks the GUP hooks record, ready to be read by id and named. Reads
@@ -270,13 +294,19 @@ impl KernelStacks {
     }
 }
 
-fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<TraceEvent>) -> Result<()> {
+fn drain_records(
+    ring: &mut RingBuf<MapData>,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     while let Some(item) = ring.next() {
-        TraceEvent::decode_record(&item, out).map_err(|e| {
-            anyhow::anyhow!("{e}: gup-trace and its eBPF object disagree (rebuild)")
-        })?;
+        each(&item)?;
     }
     Ok(())
+}
+
+fn decode_into(record: &[u8], out: &mut Vec<TraceEvent>) -> Result<()> {
+    TraceEvent::decode_record(record, out)
+        .map_err(|e| anyhow::anyhow!("{e}: gup-trace and its eBPF object disagree (rebuild)"))
 }
 
 /// The kernel compares the whole 16-byte comm; names longer than the kernel keeps never match,

@@ -7,8 +7,10 @@
 //!   untraced and traced in alternating rounds and prints one JSON line, which becomes a table
 //!   here and `target/bench/vm-<kernel release>.json`.
 //!
-//! A host-only section (the engine's throughput, record speed) belongs beside it as another
-//! [`Section`] writing `target/bench/host.json`.
+//! - `host`: no kernel needed. The `host` benchmark of the gup-trace package (`cargo bench`,
+//!   gup-trace/benches/host.rs) replays a synthetic recording through the pin engine on one
+//!   core, counts the memory each pinned folio costs, and times the recording writer; its JSON
+//!   becomes a table here and `target/bench/host.json`.
 
 use std::{
     fs,
@@ -25,6 +27,11 @@ use crate::{
     vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX, vm_dir},
 };
 
+/// Host targets: replay throughput on one core, memory per pinned folio, writer throughput.
+const REPLAY_TARGET: f64 = 5e6;
+const FOLIO_BYTES_TARGET: f64 = 160.0;
+const WRITER_TARGET: f64 = 1e6;
+
 /// The O_DIRECT slowdown the issue allows with every event streamed, in percent.
 const O_DIRECT_TARGET_PCT: f64 = 5.0;
 /// The workload that target applies to (as `gup-trace bench` names it).
@@ -38,6 +45,9 @@ pub enum Section {
     /// Tracing cost inside a stock kernel under QEMU: pin/unpin loop, O_DIRECT and io_uring
     /// fixed-buffer reads, untraced vs traced.
     Vm,
+    /// The userspace side on this machine, no kernel needed: replaying a synthetic recording
+    /// through the pin engine, memory per pinned folio, the recording writer.
+    Host,
 }
 
 pub struct Options {
@@ -46,6 +56,9 @@ pub struct Options {
     pub rounds: u32,
     pub round_ms: u64,
     pub pin_pages: u64,
+    /// Events in the host section's synthetic recording, and folios it holds pinned.
+    pub host_events: u64,
+    pub host_folios: u64,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -55,6 +68,7 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         match section {
             Section::Vm => vm_section(opts)?,
+            Section::Host => host_section(opts)?,
         }
     }
     Ok(())
@@ -171,6 +185,168 @@ exit $STATUS
     let path = save(&format!("vm-{}.json", kernel.release), &saved)?;
     println!("bench vm: saved {}", path.display());
     Ok(())
+}
+
+fn host_section(opts: &Options) -> Result<()> {
+    let dir = bench_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    println!(
+        "bench host: cargo bench -p gup-trace --bench host (a release build: minutes the first \
+         time); {} events replayed, {} folios held",
+        opts.host_events, opts.host_folios
+    );
+    let stdout = crate::cmd::output(build::cargo().args([
+        "bench",
+        "--quiet",
+        "-p",
+        "gup-trace",
+        "--bench",
+        "host",
+        "--",
+        "--dir",
+        &dir.to_string_lossy(),
+        "--events",
+        &opts.host_events.to_string(),
+        "--folios",
+        &opts.host_folios.to_string(),
+    ]))?;
+    let line = stdout.lines().last().unwrap_or("");
+    let result: Value = serde_json::from_str(line)
+        .with_context(|| format!("the host benchmark printed no JSON result: {line:.200}"))?;
+    let rows = host_rows(&result)?;
+    println!(
+        "\nbench host: one thread on this {}-CPU machine (load average {} when it ran); rates \
+         per CPU-second of that thread, wall-clock rates beside them\n",
+        result["cpus"],
+        result["load_average"].as_str().unwrap_or("?")
+    );
+    print!("{}", host_table(&rows));
+    let saved = json!({
+        "section": "host",
+        "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "targets": {
+            "replay_events_per_s": REPLAY_TARGET,
+            "bytes_per_folio": FOLIO_BYTES_TARGET,
+            "writer_events_per_s": WRITER_TARGET,
+        },
+        "result": result,
+    });
+    let path = save("host.json", &saved)?;
+    println!("\nbench host: saved {}", path.display());
+    Ok(())
+}
+
+/// One line of the host table: what, the figure, the target and the verdict.
+#[derive(Debug, PartialEq)]
+struct HostRow {
+    what: String,
+    figure: String,
+    target: String,
+    verdict: &'static str,
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+fn rate(v: &Value, key: &str) -> Option<f64> {
+    v[key].as_f64()
+}
+
+fn host_rows(result: &Value) -> Result<Vec<HostRow>> {
+    let mut rows = Vec::new();
+    let r = &result["replay"];
+    if r.is_object() {
+        let events = r["events"].as_u64().unwrap_or(0) as f64;
+        let cpu = rate(&r["replay"], "per_cpu_s")
+            .ok_or_else(|| anyhow!("the host result has no replay rate: {r:.300}"))?;
+        rows.push(HostRow {
+            what: format!("replay: read, decode, engine ({} events)", si(events)),
+            figure: format!(
+                "{} events/s ({} wall)",
+                si(cpu),
+                rate(&r["replay"], "per_wall_s").map_or("-".into(), si)
+            ),
+            target: format!(">= {} events/s", si(REPLAY_TARGET)),
+            verdict: verdict(cpu >= REPLAY_TARGET),
+        });
+        for (what, key) in [
+            ("  of which: read and unpack", "read"),
+            ("  of which: decode to TraceEvents", "decode"),
+            ("  of which: PinEngine::push", "engine"),
+        ] {
+            rows.push(HostRow {
+                what: what.into(),
+                figure: rate(&r[key], "per_cpu_s")
+                    .map_or("-".into(), |v| format!("{} events/s", si(v))),
+                target: String::new(),
+                verdict: "",
+            });
+        }
+    }
+    let m = &result["memory"];
+    if m.is_object() {
+        let bytes = m["bytes_per_folio"]
+            .as_f64()
+            .ok_or_else(|| anyhow!("the host result has no bytes per folio: {m:.300}"))?;
+        rows.push(HostRow {
+            what: format!(
+                "memory per pinned folio ({} held)",
+                si(m["folios"].as_f64().unwrap_or(0.0))
+            ),
+            figure: format!(
+                "{bytes:.0} B allocated (RSS {:.0} B)",
+                m["rss_bytes_per_folio"].as_f64().unwrap_or(0.0)
+            ),
+            target: format!("<= {FOLIO_BYTES_TARGET:.0} B"),
+            verdict: verdict(bytes <= FOLIO_BYTES_TARGET),
+        });
+    }
+    for w in result["writer"].as_array().into_iter().flatten() {
+        let lz4 = w["compression"] == "lz4";
+        let synced = rate(&w["synced"], "per_wall_s").unwrap_or(0.0);
+        rows.push(HostRow {
+            what: if lz4 {
+                format!(
+                    "recording writer, LZ4 ({:.1}x smaller)",
+                    w["ratio"].as_f64().unwrap_or(0.0)
+                )
+            } else {
+                "recording writer, uncompressed".into()
+            },
+            figure: format!(
+                "{} events/s with fsync, {:.0} MB/s ({}/s per CPU-s)",
+                si(synced),
+                w["file_mb_per_wall_s_synced"].as_f64().unwrap_or(0.0),
+                rate(&w["written"], "per_cpu_s").map_or("-".into(), si)
+            ),
+            target: if lz4 {
+                format!(">= {} events/s", si(WRITER_TARGET))
+            } else {
+                String::new()
+            },
+            verdict: if lz4 {
+                verdict(synced >= WRITER_TARGET)
+            } else {
+                ""
+            },
+        });
+    }
+    Ok(rows)
+}
+
+fn host_table(rows: &[HostRow]) -> String {
+    let line = |a: &str, b: &str, c: &str, d: &str| {
+        format!("{a:<44} {b:<50} {c:<18} {d}")
+            .trim_end()
+            .to_string()
+            + "\n"
+    };
+    let mut out = line("measure", "result", "target", "");
+    for r in rows {
+        out += &line(&r.what, &r.figure, &r.target, r.verdict);
+    }
+    out
 }
 
 fn save(name: &str, value: &Value) -> Result<PathBuf> {
@@ -381,6 +557,47 @@ mod tests {
         let v: Value =
             serde_json::from_str(&RESULT.replace(r#""median":2.0,"#, r#""median":7.5,"#)).unwrap();
         assert_eq!(o_direct_verdict(&rows(&v).unwrap()), Some((7.5, "OVER")));
+    }
+
+    const HOST: &str = r#"{"cpus":2,"load_average":"5.10",
+        "replay":{"events":4000008,
+          "read":{"per_cpu_s":28000000.0,"per_wall_s":20000000.0},
+          "decode":{"per_cpu_s":47000000.0,"per_wall_s":null},
+          "engine":{"per_cpu_s":7400000.0,"per_wall_s":3700000.0},
+          "replay":{"per_cpu_s":5160000.0,"per_wall_s":1930000.0}},
+        "memory":{"folios":1000000,"bytes_per_folio":102.8,"rss_bytes_per_folio":152.6},
+        "writer":[
+          {"compression":"lz4","ratio":8.1,"written":{"per_cpu_s":10400000.0},
+           "synced":{"per_wall_s":5570000.0},"file_mb_per_wall_s_synced":60.8},
+          {"compression":"none","ratio":1.0,"written":{"per_cpu_s":18500000.0},
+           "synced":{"per_wall_s":900000.0},"file_mb_per_wall_s_synced":700.0}]}"#;
+
+    #[test]
+    fn the_host_result_becomes_a_table_with_verdicts() {
+        let v: Value = serde_json::from_str(HOST).unwrap();
+        let rows = host_rows(&v).unwrap();
+        let verdicts: Vec<_> = rows.iter().map(|r| r.verdict).collect();
+        assert_eq!(verdicts, ["PASS", "", "", "", "PASS", "PASS", ""]);
+        let t = host_table(&rows);
+        assert!(
+            t.contains("replay: read, decode, engine (4.00M events)"),
+            "{t}"
+        );
+        assert!(t.contains("5.16M events/s (1.93M wall)"), "{t}");
+        assert!(t.contains("103 B allocated (RSS 153 B)"), "{t}");
+        assert!(t.contains("recording writer, LZ4 (8.1x smaller)"), "{t}");
+        assert!(
+            t.contains("5.57M events/s with fsync, 61 MB/s (10.40M/s per CPU-s)"),
+            "{t}"
+        );
+        let slow: Value = serde_json::from_str(&HOST.replace("5160000.0", "4000000.0")).unwrap();
+        assert_eq!(host_rows(&slow).unwrap()[0].verdict, "MISS");
+    }
+
+    #[test]
+    fn a_host_result_without_a_replay_rate_is_an_error() {
+        assert!(host_rows(&json!({"replay": {"events": 1}})).is_err());
+        assert!(host_rows(&json!({})).unwrap().is_empty());
     }
 
     #[test]

@@ -57,7 +57,9 @@ enum Task {
     },
     /// Measure what tracing costs (a benchmark: numbers, saved under target/bench/; it fails
     /// only if the run breaks). The vm section boots one stock kernel under QEMU and runs
-    /// pin/unpin, O_DIRECT and io_uring fixed-buffer workloads untraced vs traced.
+    /// pin/unpin, O_DIRECT and io_uring fixed-buffer workloads untraced vs traced; the host
+    /// section replays a synthetic recording through the engine, measures memory per pinned
+    /// folio and the recording writer, on this machine.
     Bench {
         /// Kernel series the vm section boots (6.1, 6.12, 6.18, another major.minor, an exact
         /// release, or "newest").
@@ -77,6 +79,14 @@ enum Task {
         #[arg(long, default_value_t = 1, value_name = "PAGES",
               value_parser = clap::value_parser!(u64).range(1..=1024))]
         pin_pages: u64,
+        /// Events in the host section's synthetic recording.
+        #[arg(long, default_value_t = 4_000_000, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1000..))]
+        host_events: u64,
+        /// Folios the host section holds pinned to measure memory per folio.
+        #[arg(long, default_value_t = 1_000_000, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1000..))]
+        host_folios: u64,
     },
     /// Boot stock Debian kernels in QEMU with a minimal initramfs and print a table
     /// (a check of the VM plumbing that vm-test and demo use).
@@ -112,12 +122,16 @@ fn main() -> Result<()> {
             rounds,
             round_ms,
             pin_pages,
+            host_events,
+            host_folios,
         } => bench::run(&bench::Options {
             kernel,
             only,
             rounds,
             round_ms,
             pin_pages,
+            host_events,
+            host_folios,
         }),
     }
 }

@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod check;
 pub mod probe;
+pub mod record;
+pub mod report;
 pub mod selftest;
 pub mod trace;
 pub mod workload;

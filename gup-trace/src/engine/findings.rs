@@ -130,7 +130,7 @@ pub fn held_pin_findings(state: &PinState, rules: &FindingRules, now_ns: u64) ->
             let site = &state.call_sites[owner.site as usize];
             let held = group.entry(hold.owner).or_insert_with(|| HeldPins {
                 tgid: process.tgid,
-                comm: process.comm.clone(),
+                comm: process.comm.to_string(),
                 exited_ns: process.exited_ns,
                 entry: site.entry.name(),
                 stack_id: site.stack_id,

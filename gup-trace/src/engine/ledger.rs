@@ -1,17 +1,18 @@
 //! Totals over a window, in the units of the kernel's own counters, and the
 //! GUP_PIN_COUNTING_BIAS check of every folio transition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
 use serde::Serialize;
 
-use crate::events::TraceEvent;
+use super::FastMap;
+use crate::events::{Comm, TraceEvent};
 
 /// Pins and releases of one process over the window.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcessPins {
-    pub comm: String,
+    pub comm: Comm,
     pub pinned: u64,
     pub released: u64,
 }
@@ -40,7 +41,7 @@ pub struct PinLedger {
     /// Release folio events waiting for their call's event (per thread), so that a folio listed
     /// twice in one batch is checked once with all its references.
     #[serde(skip)]
-    pending_releases: HashMap<u32, Vec<FolioTransition>>,
+    pending_releases: FastMap<u32, Vec<FolioTransition>>,
 }
 
 /// GUP_PIN_COUNTING_BIAS: what one pin adds to a small folio's refcount. 1 << 10 in every
@@ -189,11 +190,9 @@ impl PinLedger {
             return;
         }
         let process = self.processes.entry(event.tgid).or_default();
-        if process.comm != event.comm {
-            // The latest name wins: a process's first events often come from its own execve
-            // (argument copying through get_user_pages_remote), under the parent's name.
-            process.comm.clone_from(&event.comm);
-        }
+        // The latest name wins: a process's first events often come from its own execve
+        // (argument copying through get_user_pages_remote), under the parent's name.
+        process.comm = event.comm;
         match class {
             HookClass::Pin => {
                 self.totals.pin_calls += 1;
@@ -257,7 +256,8 @@ impl PinLedger {
         if batch.iter().any(|t| t.bits & folio_bit::TRUNCATED != 0) {
             return;
         }
-        let mut refs_by_folio: Vec<(FolioTransition, u32)> = Vec::new();
+        let mut refs_by_folio: smallvec::SmallVec<[(FolioTransition, u32); 8]> =
+            smallvec::SmallVec::new();
         for t in batch {
             match refs_by_folio
                 .iter_mut()

@@ -7,15 +7,13 @@
 //! The kernel does not record which pin a release drops, so a release is matched to the
 //! releasing process's own pins on that folio first, then to the oldest.
 
-use std::collections::HashMap;
-
 use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::events::TraceEvent;
+use crate::events::{Comm, TraceEvent};
 
-use super::ledger::PIN_COUNTING_BIAS;
+use super::{FastMap, ledger::PIN_COUNTING_BIAS};
 
 /// Index of a [`ProcessRecord`] in [`PinState::processes`].
 pub type ProcessId = u32;
@@ -53,7 +51,7 @@ impl FolioState {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProcessRecord {
     pub tgid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub parent: Option<u32>,
     pub first_ns: u64,
     pub exited_ns: Option<u64>,
@@ -185,18 +183,22 @@ fn pins_in(t: &FolioTransition) -> u32 {
 #[derive(Default)]
 pub struct PinState {
     foll_longterm: u32,
-    pub folios: HashMap<u64, FolioState>,
+    pub folios: FastMap<u64, FolioState>,
     pub processes: Vec<ProcessRecord>,
     /// The current lifetime of each tgid.
-    live: HashMap<u32, ProcessId>,
+    live: FastMap<u32, ProcessId>,
     pub call_sites: Vec<CallSite>,
-    site_ids: HashMap<(Option<u32>, Hook), SiteId>,
+    site_ids: FastMap<(Option<u32>, Hook), SiteId>,
     pub owners: Vec<Owner>,
-    owner_ids: HashMap<Owner, OwnerId>,
+    owner_ids: FastMap<Owner, OwnerId>,
     /// Pins grabbed inside a GUP call, waiting for the call's event to learn their owner.
-    pending: HashMap<u32, Vec<(FolioTransition, u64)>>,
+    pending: FastMap<u32, Vec<(FolioTransition, u64)>>,
     /// Folios of a release call, waiting for the call's event (per thread).
-    releasing: HashMap<u32, Vec<FolioTransition>>,
+    releasing: FastMap<u32, Vec<FolioTransition>>,
+    /// Emptied vectors of `pending` and `releasing`, for the next calls: one allocation per
+    /// call was a tenth of the engine's malloc and free time.
+    spare_grabs: Vec<Vec<(FolioTransition, u64)>>,
+    spare_releases: Vec<Vec<FolioTransition>>,
     /// The first unbalanced releases, as evidence, and how many pins were released unbalanced.
     pub unbalanced: Vec<UnbalancedRelease>,
     pub unbalanced_pins: u64,
@@ -207,6 +209,9 @@ pub struct PinState {
     /// Pages released by calls that came without their folios.
     pub unitemized_releases: u64,
 }
+
+/// Emptied per-call vectors kept for reuse.
+const SPARE_VECS: usize = 64;
 
 /// Unbalanced releases kept as evidence; the count goes on.
 const UNBALANCED_KEPT: usize = 64;
@@ -263,8 +268,8 @@ impl PinState {
         // The latest name wins: a process's first events often come from its own execve
         // (argument copying through get_user_pages_remote), under the parent's name. Events
         // after its exit come from its teardown (closing an io_uring) and keep the name.
-        if p.exited_ns.is_none() && p.comm != e.comm {
-            p.comm.clone_from(&e.comm);
+        if p.exited_ns.is_none() {
+            p.comm = e.comm;
         }
         id
     }
@@ -281,7 +286,7 @@ impl PinState {
         let id = self.processes.len() as ProcessId;
         self.processes.push(ProcessRecord {
             tgid: child,
-            comm: e.comm.clone(),
+            comm: e.comm,
             parent: Some(e.tgid),
             first_ns: e.ts_ns,
             ..ProcessRecord::default()
@@ -342,13 +347,23 @@ impl PinState {
                         site,
                         longterm,
                     });
-                    for (t, ts_ns) in grabs {
+                    let mut grabs = grabs;
+                    for (t, ts_ns) in grabs.drain(..) {
                         self.take(owner, &t, ts_ns);
+                    }
+                    if self.spare_grabs.len() < SPARE_VECS {
+                        self.spare_grabs.push(grabs);
                     }
                 }
             }
             _ => match self.releasing.remove(&e.tid) {
-                Some(batch) => self.release_batch(e, batch),
+                Some(mut batch) => {
+                    self.release_batch(e, &batch);
+                    if self.spare_releases.len() < SPARE_VECS {
+                        batch.clear();
+                        self.spare_releases.push(batch);
+                    }
+                }
                 // The kernel side could not itemize this call's folios (its per-thread
                 // release map was full): these pages cannot be matched to their pins.
                 None => self.unitemized_releases += e.pages,
@@ -360,7 +375,11 @@ impl PinState {
         let counted =
             t.refcount_after != t.refcount_before || t.pincount_after != t.pincount_before;
         if t.bits & folio_bit::RELEASE != 0 {
-            let batch = self.releasing.entry(e.tid).or_default();
+            let spare = &mut self.spare_releases;
+            let batch = self
+                .releasing
+                .entry(e.tid)
+                .or_insert_with(|| spare.pop().unwrap_or_default());
             // A release that moved no count is the zero page the kernel never pinned: nothing
             // to match, but its call was itemized all the same.
             if counted || t.bits & folio_bit::ZERO_PAGE == 0 {
@@ -375,7 +394,13 @@ impl PinState {
         }
         match e.call_hook {
             // Inside a GUP call: its event, right after, says who and why.
-            Some(_) => self.pending.entry(e.tid).or_default().push((*t, e.ts_ns)),
+            Some(_) => {
+                let spare = &mut self.spare_grabs;
+                self.pending
+                    .entry(e.tid)
+                    .or_insert_with(|| spare.pop().unwrap_or_default())
+                    .push((*t, e.ts_ns));
+            }
             // Outside one (io_uring adding pins to a folio it pinned before): the grab function
             // is the entry point.
             None => {
@@ -418,9 +443,9 @@ impl PinState {
     /// One release call's folios (its record lists them before the call): matched to the
     /// holders, and judged against the kernel's counts at the call's entry, once per folio with
     /// all the pins the call dropped on it (a folio may be listed more than once).
-    fn release_batch(&mut self, call: &TraceEvent, batch: Vec<FolioTransition>) {
-        let mut by_folio: Vec<(FolioTransition, u32)> = Vec::with_capacity(batch.len());
-        for t in batch {
+    fn release_batch(&mut self, call: &TraceEvent, batch: &[FolioTransition]) {
+        let mut by_folio: SmallVec<[(FolioTransition, u32); 8]> = SmallVec::new();
+        for &t in batch {
             match by_folio.iter_mut().find(|(seen, _)| seen.folio == t.folio) {
                 Some((_, refs)) => *refs += t.refs,
                 None => by_folio.push((t, t.refs)),
@@ -452,7 +477,7 @@ impl PinState {
                     folio: t.folio,
                     pfn: t.pfn,
                     tgid: call.tgid,
-                    comm: call.comm.clone(),
+                    comm: call.comm.to_string(),
                     hook: call.hook.name(),
                     pins_before,
                     released: refs,

@@ -40,12 +40,16 @@ impl ReorderBuffer {
         }
         self.newest_ns = self.newest_ns.max(event.ts_ns);
         // Events arrive almost sorted: the insertion point is nearly always at the back.
-        let at = self
-            .queue
-            .iter()
-            .rposition(|e| e.ts_ns <= event.ts_ns)
-            .map_or(0, |i| i + 1);
-        self.queue.insert(at, event);
+        if self.queue.back().is_none_or(|e| e.ts_ns <= event.ts_ns) {
+            self.queue.push_back(event);
+        } else {
+            let at = self
+                .queue
+                .iter()
+                .rposition(|e| e.ts_ns <= event.ts_ns)
+                .map_or(0, |i| i + 1);
+            self.queue.insert(at, event);
+        }
         let horizon = self.newest_ns.saturating_sub(self.hold_ns);
         while self.queue.front().is_some_and(|e| e.ts_ns < horizon) {
             let e = self.queue.pop_front().expect("front exists");

@@ -20,7 +20,7 @@ fn engine() -> PinEngine {
 
 fn event(kind: EventKind, hook: Hook, ts: u64, tgid: u32) -> TraceEvent {
     let mut e = TraceEvent::sample(kind, hook, ts, tgid, 0);
-    e.comm = format!("proc{tgid}");
+    e.comm = format!("proc{tgid}").as_str().into();
     e
 }
 

@@ -13,7 +13,7 @@ use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
 use serde::Serialize;
 
 use crate::{
-    events::TraceEvent,
+    events::{Comm, TraceEvent},
     kernel::{Capabilities, FollFlags, HookStatus},
     symbols::StackFrame,
     window::Summary,
@@ -201,7 +201,7 @@ pub struct EventRecord<'a> {
     pub time_s: f64,
     pub pid: u32,
     pub tid: u32,
-    pub comm: &'a str,
+    pub comm: &'a Comm,
     /// `pin`, `get` (FOLL_GET references), `unpin`, `folio` (one folio's transition),
     /// `mmap_lock_drop` (GUP dropped and retook the lock; `address` is where), `mmap_lock`,
     /// `exit` (a process ended) or `fork` (a process was created: `child` is its pid).

@@ -1,0 +1,215 @@
+//! `gup-trace record -o FILE`: every ring-buffer record, as the kernel side wrote it, into a
+//! recording that `gup-trace report` reads later (see [`crate::recording`] for the format).
+
+use std::{
+    io::IsTerminal as _,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use super::{SessionArgs, require_root, stop_requested};
+use crate::{
+    output::{self, CallStack},
+    recording::{
+        Compression, CounterSnapshot, EndTotals, Filters, Metadata, RecordingWriter, WriteStats,
+        stack_id_of,
+    },
+    session::{KernelStacks, Session, monotonic_ns},
+    vmstat::PinCounters,
+};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  sudo gup-trace record -o pins.gtr --duration 60
+  sudo gup-trace record -o fio.gtr --comm fio      (then: gup-trace report fio.gtr)")]
+pub struct RecordArgs {
+    /// Write the recording to this file (replaced if it exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Write chunks as they are, without LZ4 compression.
+    #[arg(long)]
+    pub no_compress: bool,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// How often what was recorded reaches the file, and progress is shown.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes one record, after its kernel stack the first time a stack id is seen.
+fn write_record(
+    writer: &mut RecordingWriter<std::fs::File>,
+    stacks: &mut Result<KernelStacks, String>,
+    record: &[u8],
+) -> Result<()> {
+    if let Some(id) = stack_id_of(record)
+        && !writer.has_stack(id)
+    {
+        let stack: CallStack = match stacks {
+            Ok(s) => s.frames(id).map_err(|e| format!("{e:#}")),
+            Err(why) => Err(why.clone()),
+        };
+        writer.stack(id, &stack)?;
+    }
+    writer.record(record)?;
+    Ok(())
+}
+
+fn size(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+fn progress(stats: &WriteStats, lost: u64, seconds: f64) -> String {
+    format!(
+        "recorded {} events ({} records) in {seconds:.1} s: {} written; lost events: {lost}",
+        stats.events,
+        stats.records,
+        size(stats.file_bytes)
+    )
+}
+
+pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
+    require_root("record")?;
+    let mut config = args.session.config()?;
+    // Who holds a pin is known only by seeing its release, often made by another task.
+    config.all_releases = true;
+    let mut session = Session::start(&config)?;
+    eprint!("{}", output::capabilities(&session.capabilities, verbose));
+    let mut stacks = session.kernel_stacks().map_err(|e| {
+        log::warn!("kernel stacks will not be named: {e:#}");
+        format!("not named when recorded: {e:#}")
+    });
+    let filters = Filters {
+        pid: config.pid,
+        comm: config.comm.clone(),
+        cgroup_id: config.cgroup_id,
+        mmap_lock: format!("{:?}", session.mmap_lock).to_lowercase(),
+        all_releases: config.all_releases,
+        ring_buffer_kib: config.ring_buffer_kib,
+    };
+    // The same order as a trace window: counters, then the clock.
+    let counters_start = session.counters()?;
+    let vmstat_start = PinCounters::read()
+        .map_err(|e| log::warn!("no /proc/vmstat pin counters in the recording: {e:#}"))
+        .ok();
+    let start_ns = monotonic_ns();
+    let started = Instant::now();
+    let meta = Metadata::new(&session.capabilities, filters, start_ns);
+    let compression = if args.no_compress {
+        Compression::None
+    } else {
+        Compression::Lz4
+    };
+    let path = args.output.display().to_string();
+    let mut writer = RecordingWriter::create(&args.output, &meta, compression)?;
+    let write_failed = || format!("writing the recording {path} failed");
+    writer
+        .counters(&CounterSnapshot {
+            ts_ns: start_ns,
+            end: false,
+            kernel: counters_start,
+            vmstat: vmstat_start,
+        })
+        .with_context(write_failed)?;
+    eprintln!(
+        "recording to {path} {}... (Ctrl-C ends)",
+        match args.duration {
+            Some(s) => format!("for {s} s"),
+            None => "until stopped".into(),
+        }
+    );
+    let stop = async {
+        match args.duration {
+            Some(secs) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))) => {}
+                    _ = stop_requested() => {}
+                }
+            }
+            None => stop_requested().await,
+        }
+    };
+    tokio::pin!(stop);
+    let live = std::io::stderr().is_terminal();
+    let mut shown = Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            r = session.next_records(Duration::from_millis(250), |record| {
+                write_record(&mut writer, &mut stacks, record).with_context(write_failed)
+            }) => {
+                r?;
+                writer.flush_if_due(FLUSH_EVERY).with_context(write_failed)?;
+                if live && shown.elapsed() >= FLUSH_EVERY {
+                    shown = Instant::now();
+                    let lost = session.counters()?.delta_since(&counters_start).lost_events;
+                    eprint!(
+                        "\r{}\x1b[K",
+                        progress(&writer.stats, lost, started.elapsed().as_secs_f64())
+                    );
+                }
+            }
+        }
+    }
+
+    let end_ns = monotonic_ns();
+    let vmstat_end = PinCounters::read().ok();
+    let counters_end = session.counters()?;
+    writer
+        .counters(&CounterSnapshot {
+            ts_ns: end_ns,
+            end: true,
+            kernel: counters_end,
+            vmstat: vmstat_end,
+        })
+        .with_context(write_failed)?;
+    session.drain_records(|record| {
+        write_record(&mut writer, &mut stacks, record).with_context(write_failed)
+    })?;
+    let lost = session.counters()?.delta_since(&counters_start).lost_events;
+    let end = EndTotals {
+        end_ns,
+        records: writer.stats.records,
+        events: writer.stats.events,
+        lost_events: lost,
+        stacks: writer.stats.stacks,
+    };
+    let (_, stats) = writer.finish(&end).with_context(write_failed)?;
+    if live {
+        eprint!("\r\x1b[K");
+    }
+    let packed = stats.file_bytes - stats.header_bytes;
+    eprintln!(
+        "{}; {} kernel stacks; {path}{}",
+        progress(&stats, lost, started.elapsed().as_secs_f64()),
+        stats.stacks,
+        if compression == Compression::Lz4 && packed > 0 {
+            format!(
+                " (LZ4: {:.1}x smaller)",
+                stats.raw_bytes as f64 / packed as f64
+            )
+        } else {
+            String::new()
+        }
+    );
+    if lost > 0 {
+        eprintln!(
+            "gup-trace: warning: {lost} events were lost (ring buffer full): raise \
+             --ring-buffer-kib; the report will miss them"
+        );
+    }
+    eprintln!("read it with: gup-trace report {path}");
+    Ok(ExitCode::SUCCESS)
+}

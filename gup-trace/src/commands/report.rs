@@ -1,0 +1,74 @@
+//! `gup-trace report FILE`: a recording replayed through the pin engine, as text or JSON.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::{
+    engine::FindingRules,
+    output::{self, CallStack},
+    recording::RecordingReader,
+    report::{self, Replay, Report, ReportOptions},
+};
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The recording (`gup-trace record -o FILE`).
+    pub file: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Rows of each table: processes, call sites, holders of outstanding pins, mmap_lock.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+    /// Seconds a process's pins may outlive it before they count as orphaned.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub grace: f64,
+    /// Seconds a pin taken without FOLL_LONGTERM may be held before it is reported.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub long_pin: f64,
+    /// At most this many frames of each kernel stack.
+    #[arg(long, default_value_t = 6, value_name = "FRAMES")]
+    pub stack_depth: usize,
+}
+
+pub fn seconds_to_ns(secs: f64, flag: &str) -> Result<u64> {
+    if !(secs >= 0.0 && secs.is_finite()) {
+        bail!("{flag} {secs}: give a number of seconds, 0 or more");
+    }
+    Ok((secs * 1e9) as u64)
+}
+
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let rules = FindingRules {
+        grace_ns: seconds_to_ns(args.grace, "--grace")?,
+        long_pin_ns: seconds_to_ns(args.long_pin, "--long-pin")?,
+    };
+    let opts = ReportOptions {
+        top: args.top,
+        stack_depth: args.stack_depth,
+    };
+    let replay = Replay::read(RecordingReader::open(&args.file)?, rules)?;
+    let findings = report::findings(&replay);
+    let report = Report::new(&replay, &findings, opts);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let mut lookup = |id: u32| -> CallStack { replay.stack(id) };
+        let findings_text = output::findings_text(
+            &findings,
+            replay.meta.start_ns,
+            &mut lookup,
+            opts.stack_depth,
+        );
+        print!("{}", report::text(&report, &findings_text));
+    }
+    if let crate::recording::ReadStatus::Damaged(why) = &replay.status {
+        eprintln!(
+            "gup-trace: warning: {}: the recording is damaged ({why}); reported up to there",
+            args.file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
