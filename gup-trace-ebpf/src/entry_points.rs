@@ -7,6 +7,8 @@
 #![allow(non_snake_case)]
 
 use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -17,9 +19,12 @@ use crate::{
     folio::{self, Released},
 };
 
-/// Reads an integer argument from either flavour of entry context.
+/// Reads arguments from either flavour of entry context, always as plain integers.
 trait EntryArgs {
+    /// An integer argument.
     fn arg_u64(&self, n: usize) -> u64;
+    /// A pointer argument, as an address to compute with and to read through.
+    fn arg_addr(&self, n: usize) -> u64;
 }
 
 impl EntryArgs for FEntryContext {
@@ -27,12 +32,30 @@ impl EntryArgs for FEntryContext {
     fn arg_u64(&self, n: usize) -> u64 {
         self.arg(n)
     }
+
+    /// fentry types a pointer argument by its BTF, and the verifier then restricts it: no
+    /// arithmetic but adding bounded offsets to a `struct page *` (`folio_of` masks it: "math
+    /// between ptr_ pointer and register with unbounded min value is not allowed"), and no
+    /// read at all of a `struct page **` before 7.x ("arg0 type PTR is not a struct"). Both made
+    /// the release and grab hooks fall back to kprobes. Copying the argument's slot with
+    /// `bpf_probe_read_kernel` yields an untyped scalar, as a kprobe's register is: both
+    /// flavours then run the same code the same way through the verifier.
+    #[inline(always)]
+    fn arg_addr(&self, n: usize) -> u64 {
+        let slot = unsafe { self.as_ptr().cast::<u64>().add(n) };
+        unsafe { bpf_probe_read_kernel(slot) }.unwrap_or(0)
+    }
 }
 
 impl EntryArgs for ProbeContext {
     #[inline(always)]
     fn arg_u64(&self, n: usize) -> u64 {
         self.arg(n).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn arg_addr(&self, n: usize) -> u64 {
+        self.arg_u64(n)
     }
 }
 
@@ -54,7 +77,7 @@ enum ReleaseArgs {
 
 #[inline(always)]
 fn released<C: EntryArgs>(ctx: &C, args: ReleaseArgs) -> (u64, Released) {
-    let ptr = ctx.arg_u64(0);
+    let ptr = ctx.arg_addr(0);
     let n = ctx.arg_u64(1) as u32;
     match args {
         ReleaseArgs::One => (1, Released::Folio { page: ptr, refs: 1 }),
@@ -171,7 +194,7 @@ enum GrabArgs {
 #[inline(always)]
 fn grab_args<C: EntryArgs>(ctx: &C, at: GrabArgs) -> (u64, u32, u32) {
     let pin = crate::maps::FOLL_PIN.load();
-    let ptr = ctx.arg_u64(0);
+    let ptr = ctx.arg_addr(0);
     match at {
         GrabArgs::RefsFlags => (ptr, ctx.arg_u64(1) as u32, ctx.arg_u64(2) as u32),
         GrabArgs::Flags => (ptr, 1, ctx.arg_u64(1) as u32),

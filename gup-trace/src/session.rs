@@ -90,8 +90,10 @@ impl KernelCounters {
 }
 
 pub struct Session {
-    // Owns the programs and their links: dropping it detaches everything.
+    // Owns the programs: dropping it unloads them (and detaches whatever `links` still holds).
     ebpf: Ebpf,
+    /// Keeps the programs attached; empty while the session is detached.
+    links: kernel::Links,
     events: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     pub capabilities: Capabilities,
@@ -147,7 +149,7 @@ impl Session {
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;
         start_ebpf_logger(&mut ebpf);
 
-        let capabilities = kernel::attach_all(&mut ebpf, &facts);
+        let (capabilities, links) = kernel::attach_all(&mut ebpf, &facts);
         let mmap_lock = match config.mmap_lock {
             MmapLockMode::Auto if capabilities.attached(HookClass::Pin) == 0 => MmapLockMode::All,
             MmapLockMode::Auto => MmapLockMode::Gup,
@@ -164,11 +166,27 @@ impl Session {
         let counters = PerCpuArray::try_from(map(&mut ebpf, "COUNTERS")?)?;
         Ok(Session {
             ebpf,
+            links,
             events: pollable(events).context("cannot poll the ring buffer")?,
             counters,
             capabilities,
             mmap_lock,
         })
+    }
+
+    /// Detaches every program. They stay loaded, with their maps: [`Session::reattach`] brings
+    /// them back without loading them again. Detach while no traced task is inside a GUP call
+    /// (e.g. between two runs of a workload): a call that straddles it leaves its thread's
+    /// nesting state behind, and that thread's next calls would look nested.
+    pub fn detach(&mut self) {
+        self.links = kernel::Links::default();
+    }
+
+    /// Attaches the programs again, each hook the way it was first attached.
+    pub fn reattach(&mut self) -> Result<()> {
+        self.detach();
+        self.links = kernel::relink(&mut self.ebpf, &self.capabilities)?;
+        Ok(())
     }
 
     /// Waits until the kernel side wakes us (a batch of events is waiting) or `timeout`

@@ -5,8 +5,10 @@
 //! is a real [`Session`]: every hook this kernel allows attached, every event streamed out of the
 //! ring buffer, decoded and applied to the pin engine by the async runtime while the workload
 //! runs on a blocking thread, exactly as `selftest` consumes events. Events are not printed: on
-//! a serial console that would measure the console. The session is started before and dropped
-//! (all programs detached) after each traced round, so untraced rounds run with nothing attached.
+//! a serial console that would measure the console. One session serves every traced round: its
+//! programs are loaded once (under TCG that takes ~20 s, most of it in the verifier), attached
+//! for each traced round and detached after it, so untraced rounds run with nothing attached.
+//! Each traced round is its own window: the events of the round are drained at its end.
 //!
 //! Workloads. Each is calibrated untraced to last about `--round-ms` per round; its operation
 //! count then stays the same in every round, so rounds compare by time.
@@ -285,8 +287,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     }
 
     let mut rounds: Vec<Vec<Round>> = workloads.iter().map(|_| Vec::new()).collect();
-    let mut hooks = None;
-    let mut kernel = String::new();
+    let mut session: Option<Session> = None;
     for round in 1..=args.rounds {
         // Traced first in odd rounds, untraced first in even ones: drift over the run (a busy
         // host) then weighs on both sides alike. Traced first in round 1, so that a kernel
@@ -297,29 +298,27 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
             [false, true]
         };
         for traced_mode in order {
-            let mut session = if traced_mode {
+            if traced_mode {
                 let started = Instant::now();
-                let s = start_session()?;
+                let what = match session.as_mut() {
+                    None => {
+                        session = Some(start_session()?);
+                        "session started"
+                    }
+                    Some(s) => {
+                        s.reattach()?;
+                        "programs attached again"
+                    }
+                };
                 eprintln!(
-                    "bench: round {round}/{}: session started in {:.1} s",
+                    "bench: round {round}/{}: {what} in {:.1} s",
                     args.rounds,
                     started.elapsed().as_secs_f64()
                 );
-                let caps = &s.capabilities;
-                kernel.clone_from(&caps.kernel);
-                if hooks.is_none() {
-                    hooks = Some(Hooks {
-                        fentry: caps.count_by_kind(AttachKind::Fentry),
-                        kprobe: caps.count_by_kind(AttachKind::Kprobe),
-                        tracepoint: caps.count_by_kind(AttachKind::Tracepoint),
-                    });
-                }
-                Some(s)
-            } else {
-                None
-            };
+            }
+            let mut tracing = session.as_mut().filter(|_| traced_mode);
             for (i, w) in std::mem::take(&mut workloads).into_iter().enumerate() {
-                let (w, r) = match session.as_mut() {
+                let (w, r) = match tracing.as_deref_mut() {
                     None => {
                         let (w, m) = untraced(w, ops[i]).await?;
                         (w, round_of(&m, None))
@@ -343,10 +342,21 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                 rounds[i].push(r);
                 workloads.push(w);
             }
-            // Dropping the session detaches every program before the next untraced round.
-            drop(session);
+            // Every program detached before the next untraced round; they stay loaded.
+            if let Some(s) = tracing {
+                s.detach();
+            }
         }
     }
+    let session = session.ok_or_else(|| anyhow!("no traced round ran"))?;
+    let caps = &session.capabilities;
+    let kernel = caps.kernel.clone();
+    let hooks = Hooks {
+        fentry: caps.count_by_kind(AttachKind::Fentry),
+        kprobe: caps.count_by_kind(AttachKind::Kprobe),
+        tracepoint: caps.count_by_kind(AttachKind::Tracepoint),
+    };
+    drop(session);
 
     let results = workloads
         .iter()
@@ -360,7 +370,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         rounds: args.rounds,
         round_ms: args.round_ms,
-        hooks: hooks.ok_or_else(|| anyhow!("no traced round ran"))?,
+        hooks,
         workloads: results,
     };
     println!("{}", serde_json::to_string(&report)?);

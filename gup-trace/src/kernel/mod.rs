@@ -388,45 +388,93 @@ fn cost_of_missing(hook: Hook) -> &'static str {
 }
 
 /// Attaches every hook this kernel supports to `ebpf`, fentry first, kprobe as the fallback,
-/// and reports what happened to each.
-pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> Capabilities {
+/// and reports what happened to each. The links returned keep the programs attached.
+pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> (Capabilities, Links) {
+    let mut links = Links::default();
     let hooks = Hook::ALL
         .iter()
         .map(|&hook| {
             let status = match (hook.tracepoint_category(), &facts.folio_layout) {
-                (Some(category), _) => attach_tracepoint(ebpf, hook, category),
+                (Some(_), _) => attach_tracepoint(ebpf, hook, &mut links),
                 _ if !facts.has_symbol(hook.name()) => HookStatus::NotInKernel,
                 (_, Err(e)) if hook.class() == HookClass::Grab => HookStatus::Failed {
                     reasons: vec![format!("cannot read folio counts: {e}")],
                 },
-                _ => attach_function(ebpf, facts, hook),
+                _ => attach_function(ebpf, facts, hook, &mut links),
             };
             let cost = matches!(status, HookStatus::Failed { .. }).then(|| cost_of_missing(hook));
             HookReport { hook, status, cost }
         })
         .collect();
-    Capabilities {
+    let capabilities = Capabilities {
         kernel: facts.release.clone(),
         foll_pin: facts.foll_pin,
         foll: facts.foll.clone(),
         hooks,
+    };
+    (capabilities, links)
+}
+
+/// Attaches again every hook `capabilities` reports attached, the same way, to programs that
+/// are still loaded. Loading (verifying) is the slow part of starting a session, attaching
+/// is not: this is how a session detaches and comes back without paying for it again.
+pub fn relink(ebpf: &mut Ebpf, capabilities: &Capabilities) -> Result<Links> {
+    let mut links = Links::default();
+    for report in &capabilities.hooks {
+        if let HookStatus::Attached { kind } = report.status {
+            let hook_links = link(ebpf, report.hook, kind)
+                .map_err(|e| anyhow::anyhow!("re-attaching {}: {e}", report.hook.name()))?;
+            links.append(hook_links);
+        }
+    }
+    Ok(links)
+}
+
+/// The links that keep programs attached. Dropping them detaches the programs, which stay
+/// loaded (see [`relink`]).
+#[derive(Default)]
+pub struct Links(Vec<Box<dyn Send>>);
+
+impl Links {
+    fn push(&mut self, link: impl Send + 'static) {
+        self.0.push(Box::new(link));
+    }
+
+    fn append(&mut self, mut other: Links) {
+        self.0.append(&mut other.0);
     }
 }
 
-fn attach_function(ebpf: &mut Ebpf, facts: &KernelFacts, hook: Hook) -> HookStatus {
+impl Drop for Links {
+    /// Newest first: each hook's entry program goes before its exit program (see [`link`]).
+    fn drop(&mut self) {
+        while self.0.pop().is_some() {}
+    }
+}
+
+fn attach_function(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    hook: Hook,
+    links: &mut Links,
+) -> HookStatus {
     let mut reasons = Vec::new();
     match &facts.btf {
-        Some(btf) => match attach_fentry(ebpf, btf, hook) {
-            Ok(()) => {
-                return HookStatus::Attached {
-                    kind: AttachKind::Fentry,
-                };
+        Some(btf) => {
+            match load_fentry(ebpf, btf, hook).and_then(|()| link(ebpf, hook, AttachKind::Fentry)) {
+                Ok(hook_links) => {
+                    links.append(hook_links);
+                    return HookStatus::Attached {
+                        kind: AttachKind::Fentry,
+                    };
+                }
+                Err(e) => {
+                    unload_fentry(ebpf, hook);
+                    log::info!("{}: {e}; trying kprobe", hook.name());
+                    reasons.push(e)
+                }
             }
-            Err(e) => {
-                log::info!("{}: {e}; trying kprobe", hook.name());
-                reasons.push(e)
-            }
-        },
+        }
         None => reasons.push(format!(
             "fentry impossible: {}",
             facts.btf_error.as_deref().unwrap_or("no BTF")
@@ -438,10 +486,13 @@ fn attach_function(ebpf: &mut Ebpf, facts: &KernelFacts, hook: Hook) -> HookStat
         ));
         return HookStatus::Failed { reasons };
     }
-    match attach_kprobe(ebpf, hook) {
-        Ok(()) => HookStatus::Attached {
-            kind: AttachKind::Kprobe,
-        },
+    match load_kprobes(ebpf, hook).and_then(|()| link(ebpf, hook, AttachKind::Kprobe)) {
+        Ok(hook_links) => {
+            links.append(hook_links);
+            HookStatus::Attached {
+                kind: AttachKind::Kprobe,
+            }
+        }
         Err(e) => {
             reasons.push(e);
             HookStatus::Failed { reasons }
@@ -449,63 +500,93 @@ fn attach_function(ebpf: &mut Ebpf, facts: &KernelFacts, hook: Hook) -> HookStat
     }
 }
 
-/// The exit program is attached before the entry one: a call already in flight then shows up as
-/// an unmatched exit (counted and ignored) instead of leaving a thread that looks nested forever.
-fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), String> {
-    let symbol = hook.name();
-    {
-        let name = format!("fexit_{symbol}");
-        let prog: &mut FExit = program(ebpf, &name)?;
-        prog.load(symbol, btf)
-            .and_then(|()| prog.attach().map(drop))
-            .map_err(|e| explain("fexit", &e))?;
-    }
-    let name = format!("fentry_{symbol}");
-    let result = {
-        let prog: &mut FEntry = program(ebpf, &name)?;
-        prog.load(symbol, btf)
-            .and_then(|()| prog.attach().map(drop))
-            .map_err(|e| explain("fentry", &e))
-    };
-    if result.is_err() {
-        // Do not leave a lone exit program behind: the kprobe pair replaces it.
-        if let Ok(prog) = program::<FExit>(ebpf, &format!("fexit_{symbol}")) {
-            let _ = prog.unload();
-        }
-    }
-    result
-}
-
-fn attach_kprobe(ebpf: &mut Ebpf, hook: Hook) -> Result<(), String> {
-    let symbol = hook.name();
-    for name in [format!("kretprobe_{symbol}"), format!("kprobe_{symbol}")] {
-        let prog: &mut KProbe = program(ebpf, &name)?;
-        let kind = if name.starts_with("kretprobe") {
-            "kretprobe"
-        } else {
-            "kprobe"
-        };
-        prog.load()
-            .and_then(|()| prog.attach(symbol, 0).map(drop))
-            .map_err(|e| explain(kind, &e))?;
-    }
-    Ok(())
-}
-
-fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook, category: &str) -> HookStatus {
-    let result = program::<TracePoint>(ebpf, hook.name()).and_then(|prog| {
-        prog.load()
-            .and_then(|()| prog.attach(category, hook.name()).map(drop))
-            .map_err(|e| explain("tracepoint", &e))
-    });
+fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook, links: &mut Links) -> HookStatus {
+    let result = program::<TracePoint>(ebpf, hook.name())
+        .and_then(|prog| prog.load().map_err(|e| explain("tracepoint", &e)))
+        .and_then(|()| link(ebpf, hook, AttachKind::Tracepoint));
     match result {
-        Ok(()) => HookStatus::Attached {
-            kind: AttachKind::Tracepoint,
-        },
+        Ok(hook_links) => {
+            links.append(hook_links);
+            HookStatus::Attached {
+                kind: AttachKind::Tracepoint,
+            }
+        }
         Err(reason) => HookStatus::Failed {
             reasons: vec![reason],
         },
     }
+}
+
+fn load_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), String> {
+    let symbol = hook.name();
+    let prog: &mut FExit = program(ebpf, &format!("fexit_{symbol}"))?;
+    prog.load(symbol, btf).map_err(|e| explain("fexit", &e))?;
+    let prog: &mut FEntry = program(ebpf, &format!("fentry_{symbol}"))?;
+    prog.load(symbol, btf).map_err(|e| explain("fentry", &e))
+}
+
+/// After a failed fentry attempt: the kprobe pair replaces it, and a lone exit program must
+/// not stay behind.
+fn unload_fentry(ebpf: &mut Ebpf, hook: Hook) {
+    let symbol = hook.name();
+    if let Ok(prog) = program::<FExit>(ebpf, &format!("fexit_{symbol}")) {
+        let _ = prog.unload();
+    }
+    if let Ok(prog) = program::<FEntry>(ebpf, &format!("fentry_{symbol}")) {
+        let _ = prog.unload();
+    }
+}
+
+/// A function's kprobe pair, exit program first, each with the word its errors use.
+fn kprobe_pair(symbol: &str) -> [(&'static str, String); 2] {
+    [
+        ("kretprobe", format!("kretprobe_{symbol}")),
+        ("kprobe", format!("kprobe_{symbol}")),
+    ]
+}
+
+fn load_kprobes(ebpf: &mut Ebpf, hook: Hook) -> Result<(), String> {
+    for (kind, name) in kprobe_pair(hook.name()) {
+        let prog: &mut KProbe = program(ebpf, &name)?;
+        prog.load().map_err(|e| explain(kind, &e))?;
+    }
+    Ok(())
+}
+
+/// Attaches `hook`'s loaded programs of `kind`. The exit program is attached before the entry
+/// one: a call already in flight then shows up as an unmatched exit (counted and ignored)
+/// instead of leaving a thread that looks nested forever.
+fn link(ebpf: &mut Ebpf, hook: Hook, kind: AttachKind) -> Result<Links, String> {
+    let symbol = hook.name();
+    let mut links = Links::default();
+    match kind {
+        AttachKind::Fentry => {
+            let prog: &mut FExit = program(ebpf, &format!("fexit_{symbol}"))?;
+            let link = prog.attach().and_then(|id| prog.take_link(id));
+            links.push(link.map_err(|e| explain("fexit", &e))?);
+            let prog: &mut FEntry = program(ebpf, &format!("fentry_{symbol}"))?;
+            let link = prog.attach().and_then(|id| prog.take_link(id));
+            links.push(link.map_err(|e| explain("fentry", &e))?);
+        }
+        AttachKind::Kprobe => {
+            for (kind, name) in kprobe_pair(symbol) {
+                let prog: &mut KProbe = program(ebpf, &name)?;
+                let link = prog.attach(symbol, 0).and_then(|id| prog.take_link(id));
+                links.push(link.map_err(|e| explain(kind, &e))?);
+            }
+        }
+        AttachKind::Tracepoint => {
+            let category = hook
+                .tracepoint_category()
+                .ok_or_else(|| format!("{symbol} is no tracepoint"))?;
+            let prog: &mut TracePoint = program(ebpf, symbol)?;
+            let link = prog
+                .attach(category, symbol)
+                .and_then(|id| prog.take_link(id));
+            links.push(link.map_err(|e| explain("tracepoint", &e))?);
+        }
+    }
+    Ok(links)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
