@@ -72,7 +72,6 @@ pub fn resolve(series: &[&str]) -> Result<Vec<Kernel>> {
 
 /// Name of the Debian package with the headers (and, through its dependencies, the kbuild
 /// tools) to build an out-of-tree module for `kernel`. Fetch it with [`apt_command`].
-#[allow(dead_code)] // used by the module build of the VM tests
 pub fn headers_package(kernel: &Kernel) -> String {
     format!("linux-headers-{}", kernel.release)
 }
@@ -80,7 +79,6 @@ pub fn headers_package(kernel: &Kernel) -> String {
 /// `apt-get` or `apt-cache` set up to use the private configuration, with package lists at most
 /// a day old. For fetching packages other than kernel images (e.g. headers): run
 /// `apt_command("apt-get")?.args(["download", name]).current_dir(dir)`.
-#[allow(dead_code)] // used by the module build of the VM tests
 pub fn apt_command(program: &str) -> Result<Command> {
     Ok(Apt::prepare()?.command(program))
 }
@@ -302,7 +300,7 @@ fn sources_list() -> Result<String> {
 }
 
 /// Fields of each stanza of a deb822 file (comments dropped, continuation lines joined).
-fn parse_deb822(text: &str) -> Vec<HashMap<String, String>> {
+pub fn parse_deb822(text: &str) -> Vec<HashMap<String, String>> {
     let mut stanzas = vec![HashMap::new()];
     let mut last_key: Option<String> = None;
     for line in text.lines() {

@@ -3,6 +3,7 @@ mod build;
 mod cmd;
 mod demo;
 mod kernels;
+mod kmod;
 mod setup;
 mod test;
 mod vm;
@@ -51,9 +52,21 @@ enum Task {
         /// Another host program to put in the guest's /bin (repeatable).
         #[arg(long = "with", value_name = "FILE")]
         with: Vec<std::path::PathBuf>,
+        /// Also put the pinleak test module, built for this kernel, at /root/pinleak.ko and
+        /// its driver at /bin/pinleak-user (see `cargo xtask kmod`).
+        #[arg(long)]
+        kmod: bool,
         /// The command, run by busybox sh as root (the NVMe scratch disk is /dev/nvme0n1).
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
+    },
+    /// Build the pinleak test module (a misc device that leaks FOLL_PIN pins on purpose, from
+    /// xtask/fixtures/pinleak) against each kernel's Debian headers package, and pinleak-user,
+    /// its static driver. Prints the .ko of each kernel or why it cannot be built here.
+    Kmod {
+        /// Kernel series (repeatable; default: 6.1 6.12 6.18 newest).
+        #[arg(long = "kernel", value_name = "SERIES")]
+        kernels: Vec<String>,
     },
     /// Measure what tracing costs (a benchmark: numbers, saved under target/bench/; it fails
     /// only if the run breaks). The vm section boots one stock kernel under QEMU and runs
@@ -111,8 +124,10 @@ fn main() -> Result<()> {
             kernel,
             timeout,
             with,
+            kmod,
             command,
-        } => vm::vm_run(&kernel, timeout, &with, &command.join(" ")),
+        } => vm::vm_run(&kernel, timeout, &with, kmod, &command.join(" ")),
+        Task::Kmod { kernels } => kmod::run_kmod(&kernels),
         Task::Demo { kernel } => demo::run(Some(&kernel)),
         Task::Test { kernels } => test::run_all(&kernels),
         Task::VmTest { kernels } => vm_test::run(&kernels),

@@ -19,7 +19,10 @@ pub const EBPF_TOOLCHAIN: &str = "nightly-2026-07-01";
 /// LLVM major of [`EBPF_TOOLCHAIN`]; bpf-linker must be built against the same one.
 const LLVM_MAJOR: u32 = 22;
 
-/// Debian packages: LLVM for bpf-linker, and the tools that build and boot the test VMs.
+/// Debian packages: LLVM for bpf-linker, the tools that build and boot the test VMs, and what
+/// building the pinleak test module needs: the compiler Debian 12's kernels are built with,
+/// make, the libraries the kbuild programs link, pahole (module BTF) and a static libc for
+/// pinleak-user.
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -34,6 +37,12 @@ fn apt_packages() -> Vec<String> {
             "cpio",
             "lz4",
             "zstd",
+            "gcc-12",
+            "make",
+            "libc6-dev",
+            "libelf1",
+            "libssl3",
+            "dwarves",
         ]
         .map(String::from),
     );

@@ -579,7 +579,13 @@ pub fn vm_boot(series: &[String], echo: bool) -> Result<()> {
 }
 
 /// `cargo xtask vm-run`: one guest, gup-trace installed, one command, the console live.
-pub fn vm_run(series: &str, timeout_secs: u64, with: &[PathBuf], command: &str) -> Result<()> {
+pub fn vm_run(
+    series: &str,
+    timeout_secs: u64,
+    with: &[PathBuf],
+    kmod: bool,
+    command: &str,
+) -> Result<()> {
     let binary = crate::build::gup_trace_release()?;
     let kernel = kernels::resolve(&[series])?.remove(0);
     let initramfs = vm_dir().join("vm-run.cpio.gz");
@@ -591,6 +597,9 @@ pub fn vm_run(series: &str, timeout_secs: u64, with: &[PathBuf], command: &str) 
             .file_name()
             .ok_or_else(|| anyhow!("--with {}: not a file", extra.display()))?;
         files.push((extra.clone(), format!("/bin/{}", name.to_string_lossy())));
+    }
+    if kmod {
+        files.extend(crate::kmod::guest_files(&kernel)?);
     }
     build_initramfs(&initramfs, &files, &script)?;
     let console = boot(&Boot {
