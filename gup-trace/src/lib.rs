@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod output;
 pub mod recording;
 pub mod report;
+pub mod ring_handoff;
 pub mod session;
 pub mod symbols;
 pub mod vmstat;
