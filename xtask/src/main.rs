@@ -7,6 +7,7 @@ mod kmod;
 mod setup;
 mod test;
 mod vm;
+mod vm_check;
 mod vm_test;
 
 use anyhow::Result;

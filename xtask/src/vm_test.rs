@@ -21,6 +21,7 @@ use crate::{
     cmd::{output, run as run_cmd},
     kernels::{self, Kernel},
     vm::{self, Boot, VERDICT_PREFIX, vm_dir},
+    vm_check,
 };
 
 const SELFTEST_SCRIPT: &str = r#"
@@ -73,7 +74,7 @@ pub fn run(series: &[String]) -> Result<()> {
     let binary = build::gup_trace_release()?;
     let kernels = kernels::resolve(&series)?;
     let initramfs = vm_dir().join("selftest.cpio.gz");
-    let mut files = vec![(binary, "/bin/gup-trace".to_string())];
+    let mut files = vec![(binary.clone(), "/bin/gup-trace".to_string())];
     for kernel in &kernels {
         let modules = fat_modules(kernel)
             .with_context(|| format!("cannot get the FAT modules of {}", kernel.release))?;
@@ -95,15 +96,57 @@ pub fn run(series: &[String]) -> Result<()> {
         rows.push(row);
     }
     print_table(&rows);
+
+    let mut checks = Vec::new();
+    for kernel in &kernels {
+        println!("vm-test: {}: leak scenarios ...", kernel.release);
+        let row = vm_check::run(kernel, &binary, &logs);
+        for f in &row.failures {
+            println!("vm-test: {} FAILED: {f}", kernel.release);
+        }
+        checks.push(row);
+    }
+    print_check_table(&checks);
+
     let failed = rows.iter().filter(|r| r.failure.is_some()).count();
-    if failed > 0 {
+    let failed_checks = checks.iter().filter(|r| !r.failures.is_empty()).count();
+    if failed > 0 || failed_checks > 0 {
         bail!(
-            "{failed} of {} kernels failed the selftest (consoles in {})",
+            "{failed} of {} kernels failed the selftest and {failed_checks} the leak scenarios (consoles in {})",
             rows.len(),
             logs.display()
         );
     }
+    if !checks.iter().any(|r| r.module) {
+        bail!(
+            "no kernel of the matrix ran the pinleak module scenarios: `cargo xtask kmod` says why"
+        );
+    }
     Ok(())
+}
+
+fn print_check_table(rows: &[vm_check::CheckRow]) {
+    let headers = vm_check::headers();
+    let mut line = format!("\n{:<28}", "kernel");
+    for h in &headers {
+        line.push_str(&format!(" {h:>30}"));
+    }
+    println!("{line} seconds  verdict");
+    for r in rows {
+        let mut line = format!("{:<28}", r.release);
+        for cell in r.cells.iter().chain([&r.report]) {
+            line.push_str(&format!(" {cell:>30}"));
+        }
+        println!(
+            "{line} {:>7.1}  {}",
+            r.seconds,
+            if r.failures.is_empty() {
+                "pass"
+            } else {
+                "FAIL"
+            }
+        );
+    }
 }
 
 pub fn default_series(series: &[String]) -> Vec<&str> {
