@@ -96,12 +96,12 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     config.all_releases = true;
     let mut session = Session::start(&config)?;
     let caps = &session.capabilities;
-    if verbose {
-        eprint!("{}", output::capabilities(caps, true));
-    }
     // Ownership comes from the per-folio grab events: without them nothing can be attributed.
-    if caps.attached(HookClass::Grab) == 0 || caps.attached(HookClass::Pin) == 0 {
+    let blind = caps.attached(HookClass::Grab) == 0 || caps.attached(HookClass::Pin) == 0;
+    if verbose || blind {
         eprint!("{}", output::capabilities(caps, verbose));
+    }
+    if blind {
         bail!(
             "cannot check for pin leaks on this kernel: the GUP pin hooks did not attach (see \
              above); `sudo gup-trace probe` explains why"
