@@ -9,6 +9,7 @@
 pub mod commands;
 pub mod engine;
 pub mod events;
+pub mod hex;
 pub mod kernel;
 pub mod output;
 pub mod recording;

@@ -42,7 +42,8 @@ pub struct CheckArgs {
     /// Also write the verdict as JUnit XML (one test case per kind of finding).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Print the verdict as one JSON object on stdout instead of text.
+    /// Print the verdict as one JSON object instead of text: the last line of stdout (the
+    /// command's own output, which shares stdout, comes before it).
     #[arg(long)]
     pub json: bool,
     /// At most this many frames of each kernel stack.
