@@ -33,9 +33,43 @@ pub struct Replay {
     pub decode_error: Option<String>,
 }
 
+/// Which events of a recording to replay: `report --pid/--comm/--cgroup`. Releases pass
+/// whoever made them, as in a live session: a pin is often released by another task, and
+/// without the release it would look held.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayFilter {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub cgroup_id: Option<u64>,
+}
+
+impl ReplayFilter {
+    pub fn keeps(&self, e: &TraceEvent) -> bool {
+        let release = e.hook.class() == gup_trace_common::HookClass::Unpin
+            || e.folio
+                .is_some_and(|f| f.bits & gup_trace_common::folio_bit::RELEASE != 0);
+        // Forks keep pid reuse visible whoever the parent is.
+        if release || e.kind == gup_trace_common::EventKind::ProcessFork {
+            return true;
+        }
+        self.pid.is_none_or(|p| p == e.tgid)
+            && self.comm.as_deref().is_none_or(|c| e.comm == c)
+            && self.cgroup_id.is_none_or(|c| c == e.cgroup_id)
+    }
+}
+
 impl Replay {
     /// Reads the whole recording and applies its events to a fresh engine, in order.
-    pub fn read<R: Read>(mut reader: RecordingReader<R>, rules: FindingRules) -> Result<Replay> {
+    pub fn read<R: Read>(reader: RecordingReader<R>, rules: FindingRules) -> Result<Replay> {
+        Replay::read_filtered(reader, rules, &ReplayFilter::default())
+    }
+
+    /// [`Replay::read`], keeping only the events `filter` keeps.
+    pub fn read_filtered<R: Read>(
+        mut reader: RecordingReader<R>,
+        rules: FindingRules,
+        filter: &ReplayFilter,
+    ) -> Result<Replay> {
         let meta = reader.meta.clone();
         let mut engine = PinEngine::new(meta.start_ns, meta.foll_longterm, rules);
         let mut stacks = HashMap::new();
@@ -45,7 +79,10 @@ impl Replay {
         while let Some(item) = reader.next_item()? {
             match item {
                 Item::Record(bytes) => match TraceEvent::decode_record(bytes, &mut batch) {
-                    Ok(()) => batch.drain(..).for_each(|e| engine.push(e)),
+                    Ok(()) => batch
+                        .drain(..)
+                        .filter(|e| filter.keeps(e))
+                        .for_each(|e| engine.push(e)),
                     Err(e) => {
                         batch.clear();
                         undecodable += 1;
