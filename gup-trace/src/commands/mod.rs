@@ -106,6 +106,27 @@ impl FindingArgs {
     }
 }
 
+/// Resolves after `duration` seconds (None: never) or when the user asks to stop.
+pub async fn stop_after(duration: Option<f64>) {
+    match duration {
+        Some(secs) => {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs_f64(secs.max(0.0))) => {}
+                _ = stop_requested() => {}
+            }
+        }
+        None => stop_requested().await,
+    }
+}
+
+/// "for 10 s" or "until stopped", for the line that says tracing has begun.
+pub fn how_long(duration: Option<f64>) -> String {
+    match duration {
+        Some(s) => format!("for {s} s"),
+        None => "until stopped".into(),
+    }
+}
+
 /// Resolves when the user asks to stop: Ctrl-C or SIGTERM.
 pub async fn stop_requested() {
     use tokio::signal::unix::{SignalKind, signal};
