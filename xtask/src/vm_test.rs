@@ -70,6 +70,7 @@ struct Row {
 }
 
 pub fn run(series: &[String]) -> Result<()> {
+    let whole_matrix = series.is_empty();
     let series = default_series(series);
     let binary = build::gup_trace_release()?;
     let kernels = kernels::resolve(&series)?;
@@ -117,7 +118,9 @@ pub fn run(series: &[String]) -> Result<()> {
             logs.display()
         );
     }
-    if !checks.iter().any(|r| r.module) {
+    // The full matrix must prove the module scenarios somewhere (6.1 builds it); a chosen
+    // subset of kernels may hold none that can.
+    if whole_matrix && !checks.iter().any(|r| r.module) {
         bail!(
             "no kernel of the matrix ran the pinleak module scenarios: `cargo xtask kmod` says why"
         );
