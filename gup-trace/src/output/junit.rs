@@ -44,7 +44,7 @@ pub fn junit_xml(
         let text: String = found.iter().map(|f| details(f)).collect();
         let _ = writeln!(
             out,
-            ">\n    <failure message=\"{} {case} finding{}\">{}</failure>\n  </testcase>",
+            ">\n    <failure message=\"{} finding{}: {case}\">{}</failure>\n  </testcase>",
             found.len(),
             if found.len() == 1 { "" } else { "s" },
             escape(&text)
@@ -117,7 +117,7 @@ mod tests {
             "{xml}"
         );
         assert!(
-            xml.contains("<failure message=\"1 unbalanced release finding\">unbalanced release by a&lt;b\n</failure>"),
+            xml.contains("<failure message=\"1 finding: unbalanced release\">unbalanced release by a&lt;b\n</failure>"),
             "{xml}"
         );
         assert!(
