@@ -127,6 +127,14 @@ impl Log2Histogram {
         self.count += 1;
     }
 
+    /// Adds `other`'s samples (percentiles over several processes).
+    pub fn merge(&mut self, other: &Log2Histogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+    }
+
     /// The upper bound of the bucket holding the `p`-th percentile (0..=100); 0 when empty.
     pub fn percentile(&self, p: f64) -> u64 {
         if self.count == 0 {
