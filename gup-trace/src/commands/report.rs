@@ -1,6 +1,6 @@
 //! `gup-trace report FILE`: a recording replayed through the pin engine, as text or JSON.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -31,6 +31,16 @@ pub struct ReportArgs {
     /// At most this many frames of each kernel stack.
     #[arg(long, default_value_t = 6, value_name = "FRAMES")]
     pub stack_depth: usize,
+    /// Browse the recording in the `top` dashboard, with a time cursor (← → step through it;
+    /// it opens at the end).
+    #[arg(long, conflicts_with = "json")]
+    pub tui: bool,
+    /// With --tui: seconds of recording per step of the time cursor.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS", requires = "tui")]
+    pub step: f64,
+    /// With --tui: milliseconds per step while playing (p).
+    #[arg(long, default_value_t = 500, value_name = "MS", requires = "tui")]
+    pub interval: u64,
 }
 
 pub fn seconds_to_ns(secs: f64, flag: &str) -> Result<u64> {
@@ -45,6 +55,15 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         grace_ns: seconds_to_ns(args.grace, "--grace")?,
         long_pin_ns: seconds_to_ns(args.long_pin, "--long-pin")?,
     };
+    if args.tui {
+        if !std::io::stdout().is_terminal() {
+            bail!("--tui draws on a terminal: run it in one");
+        }
+        let step = std::time::Duration::from_nanos(seconds_to_ns(args.step, "--step")?);
+        let interval = std::time::Duration::from_millis(args.interval.max(20));
+        crate::tui::replay::run(&args.file, rules, step, interval)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = ReportOptions {
         top: args.top,
         stack_depth: args.stack_depth,

@@ -1,4 +1,5 @@
-//! The dashboard: `gup-trace top`.
+//! The dashboard: `gup-trace top` (live) and `gup-trace report --tui` (a recording, with a
+//! time cursor).
 //!
 //! - [`snapshot`]: a small [`snapshot::DashboardSnapshot`] built from the engine at each tick;
 //!   the screens are drawn from it alone.
@@ -6,10 +7,12 @@
 //! - [`ui`]: the screens (overview, process, call site, finding, help).
 //! - [`theme`]: colours, or none with NO_COLOR.
 //! - [`live`]: the live loop (event intake apart from drawing), and the headless capture mode.
+//! - [`replay`]: the time cursor over a recording.
 //! - [`term`]: the terminal itself: raw mode, the alternate screen, keys.
 
 pub mod app;
 pub mod live;
+pub mod replay;
 pub mod snapshot;
 pub mod term;
 pub mod theme;

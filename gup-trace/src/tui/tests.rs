@@ -1,8 +1,8 @@
 //! The dashboard over engine states built from synthetic events: snapshots, screens drawn into
-//! ratatui's TestBackend at 80x24 and larger, keys as state transitions, and the headless
-//! capture.
+//! ratatui's TestBackend at 80x24 and larger, keys as state transitions, the time cursor over
+//! a synthetic recording, and the headless capture.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use gup_trace_common::{EventKind, FolioTransition, Hook, folio_bit};
 use ratatui::{
@@ -14,7 +14,9 @@ use super::{
     app::{Action, App, Mode, Panel, Screen, SortKey},
     live::{Capture, CaptureWriter, milestones},
     render, render_text,
+    replay::ReplayFeed,
     snapshot::{DashboardSnapshot, History, Moment, SnapshotBuilder, SourceInfo},
+    term::Feed,
     theme::Theme,
 };
 use crate::{
@@ -728,4 +730,74 @@ fn milestones_without_pins_show_the_overview_only() {
     let snap = DashboardSnapshot::default();
     let text = milestones(&snap, &[(80, 24)], &Theme::mono(), 1);
     assert_eq!(text.matches("=== frame").count(), 1, "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The time cursor over a recording.
+
+#[test]
+fn the_time_cursor_steps_through_a_recording() {
+    use crate::recording::{Compression, synthetic};
+    let dir = temp_dir("replay");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("synthetic.gtr");
+    let file = std::fs::File::create(&path).unwrap();
+    synthetic::write_recording(file, 9, 40_000, Compression::Lz4).unwrap();
+    let rules = FindingRules {
+        grace_ns: 0,
+        ..FindingRules::default()
+    };
+    let step = std::time::Duration::from_millis(5);
+    let mut feed = ReplayFeed::open(&path, rules, step, step).unwrap();
+    let (at, last) = feed.position();
+    assert_eq!(at, last, "it opens at the end");
+    assert!(last >= 5, "the recording spans several steps: {last}");
+    let end = feed.current();
+    assert!(end.pinned_pages > 0, "one exit in ten leaves pins behind");
+    assert!(end.problems() > 0);
+
+    let mut app = App::new(Mode::Replay);
+    assert!(app.paused, "a replay opens still");
+    let text = screen(&app, &end, 80, 24);
+    let title = text.lines().next().unwrap();
+    assert!(
+        title.starts_with(" gup-trace report | synthetic.gtr | 0.03/0.03s | paused"),
+        "{title}"
+    );
+    assert!(title.contains("paused"));
+    assert!(text.contains("←→ step"), "{text}");
+
+    // Back to the start: nothing yet.
+    let action = app.handle_key(key(KeyCode::Home), &end);
+    assert_eq!(action, Action::ToStart);
+    let start = feed.act(action).unwrap().unwrap();
+    assert_eq!(feed.position().0, 0);
+    assert_eq!(start.elapsed_ns(), 0);
+    assert!(start.processes.iter().all(|p| p.taken == 0));
+    // Forward one step at a time: time moves, rates come.
+    let action = app.handle_key(key(KeyCode::Right), &start);
+    let one = feed.act(action).unwrap().unwrap();
+    assert_eq!(one.elapsed_ns(), 5 * MS);
+    assert!(one.pins_per_s > 0.0);
+    assert_eq!(one.history.len(), 2);
+    // Ten back from step 1 is the start again; back at the start, a step back is nothing.
+    let back = feed
+        .act(app.handle_key(key(KeyCode::Char('<')), &one))
+        .unwrap();
+    assert_eq!(back.map(|s| s.elapsed_ns()), Some(0));
+    assert!(feed.act(Action::Step(-1)).unwrap().is_none());
+    // Reached step by step or in one go, the end is the same.
+    let again = feed.act(Action::ToEnd).unwrap().unwrap();
+    assert_eq!(again.pinned_pages, end.pinned_pages);
+    assert_eq!(again.findings, end.findings);
+    assert_eq!(again.history, end.history);
+    // Playing: a step per interval.
+    feed.act(Action::Step(-3)).unwrap();
+    app.paused = false;
+    std::thread::sleep(step);
+    let played = feed.poll(&app).unwrap().expect("a step was due");
+    assert_eq!(feed.position().0, last - 2);
+    assert!(played.now_ns > start.now_ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = Arc::strong_count(&played);
 }
