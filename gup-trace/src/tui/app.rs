@@ -126,12 +126,13 @@ impl App {
         self.selected[Self::panel_index(panel)]
     }
 
-    /// Processes as the overview lists them: filtered, then sorted.
+    /// Processes as the overview lists them: those that did anything with pins (with a filter:
+    /// every one that matches), sorted.
     pub fn processes<'a>(&self, snap: &'a DashboardSnapshot) -> Vec<&'a ProcessRow> {
         let mut rows: Vec<&ProcessRow> = snap
             .processes
             .iter()
-            .filter(|p| self.matches_process(p))
+            .filter(|p| self.matches_process(p) && (p.active() || !self.filter.is_empty()))
             .collect();
         match self.sort {
             SortKey::Outstanding => rows.sort_by(|a, b| {
@@ -182,6 +183,15 @@ impl App {
             .collect();
         rows.sort_by_key(|f| !f.problem);
         rows
+    }
+
+    /// Processes left out of the list for doing nothing with pins.
+    pub fn idle_hidden(&self, snap: &DashboardSnapshot) -> usize {
+        if self.filter.is_empty() {
+            snap.processes.iter().filter(|p| !p.active()).count()
+        } else {
+            0
+        }
     }
 
     /// A process matches the filter by its pid, its name or its parent's pid (`12` or `fio`).

@@ -68,7 +68,7 @@ impl Intake {
         self.engine.flush();
         let now_ns = monotonic_ns();
         self.history
-            .sample(&self.engine, self.source.folio_level, now_ns);
+            .sample(&mut self.engine, self.source.folio_level, now_ns);
         let lost = self
             .session
             .counters()?

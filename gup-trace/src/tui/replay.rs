@@ -65,17 +65,19 @@ impl ReplayFeed {
         let mut t = start;
         loop {
             replayer.advance(Some(t))?;
-            samples.push(sample_of(&replayer.engine, folio_level, t));
+            samples.push(sample_of(&mut replayer.engine, folio_level, t));
             if replayer.at_end() {
                 break;
             }
             t += step_ns;
         }
         replayer.advance(None)?;
-        let replay = replayer.into_replay();
+        let mut replay = replayer.into_replay();
         let end = replay.end_ns().max(t.saturating_sub(step_ns));
         if let Some(last) = samples.last_mut() {
-            *last = sample_of(&replay.engine, folio_level, end);
+            let peak = last.peak;
+            *last = sample_of(&mut replay.engine, folio_level, end);
+            last.peak = last.peak.max(peak);
         }
         let lost_events = replay.lost_events();
         let last = samples.len() as u64 - 1;

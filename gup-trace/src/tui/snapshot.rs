@@ -43,6 +43,8 @@ pub const HISTORY: usize = 600;
 pub struct Sample {
     pub ts_ns: u64,
     pub pinned_now: u64,
+    /// The most pages pinned at once since the previous sample.
+    pub peak: u64,
     /// Pages pinned and released since tracing began.
     pub pinned_total: u64,
     pub released_total: u64,
@@ -55,9 +57,10 @@ pub struct History {
 }
 
 impl History {
-    /// Records the engine's state at `ts_ns`. `folio_level`: the per-folio hooks are attached,
-    /// so the per-folio totals are the exact ones.
-    pub fn sample(&mut self, engine: &PinEngine, folio_level: bool, ts_ns: u64) {
+    /// Records the engine's state at `ts_ns` (and starts the engine's next peak period).
+    /// `folio_level`: the per-folio hooks are attached, so the per-folio totals are the exact
+    /// ones.
+    pub fn sample(&mut self, engine: &mut PinEngine, folio_level: bool, ts_ns: u64) {
         self.push(sample_of(engine, folio_level, ts_ns));
     }
 
@@ -104,7 +107,8 @@ impl History {
     }
 }
 
-pub fn sample_of(engine: &PinEngine, folio_level: bool, ts_ns: u64) -> Sample {
+pub fn sample_of(engine: &mut PinEngine, folio_level: bool, ts_ns: u64) -> Sample {
+    let peak = engine.state.take_peak();
     let l = &engine.ledger;
     let (pinned_total, released_total) = if folio_level {
         (l.folios.pinned + l.folios.added_pins, l.folios.released)
@@ -114,6 +118,7 @@ pub fn sample_of(engine: &PinEngine, folio_level: bool, ts_ns: u64) -> Sample {
     Sample {
         ts_ns,
         pinned_now: engine.state.pinned_now,
+        peak,
         pinned_total,
         released_total,
     }
@@ -155,7 +160,7 @@ pub struct DashboardSnapshot {
     pub pinned_pages: u64,
     pub pinned_folios: u64,
     pub longterm_pages: u64,
-    /// Pinned pages at each tick, newest last, and the time between ticks.
+    /// The most pages pinned at once in each tick, newest last, and the time between ticks.
     pub history: Vec<u64>,
     pub tick_ns: u64,
     pub pins_per_s: f64,
@@ -243,6 +248,14 @@ pub struct ProcessRow {
     /// Its oldest pinned folios, oldest first, and how many folios it holds pins on.
     pub folios: Vec<FolioRow>,
     pub folio_count: u64,
+}
+
+impl ProcessRow {
+    /// Whether it did anything with pins: took or released some, or made GUP calls. Other
+    /// processes are only known from their forks and exits.
+    pub fn active(&self) -> bool {
+        self.taken + self.releases_made + self.pin_calls + self.get_calls + self.lock.drops > 0
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -513,7 +526,7 @@ impl SnapshotBuilder {
             pinned_pages: state.pinned_now,
             pinned_folios: state.folios.len() as u64,
             longterm_pages,
-            history: history.samples().iter().map(|s| s.pinned_now).collect(),
+            history: history.samples().iter().map(|s| s.peak).collect(),
             tick_ns: history.tick_ns(),
             pins_per_s,
             unpins_per_s,

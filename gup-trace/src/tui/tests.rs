@@ -186,7 +186,7 @@ impl Fixture {
 
     /// A tick at `now`.
     fn snapshot(&mut self, now: u64) -> DashboardSnapshot {
-        self.history.sample(&self.engine, true, now);
+        self.history.sample(&mut self.engine, true, now);
         self.builder.build(
             &self.engine,
             &self.source,
@@ -257,7 +257,11 @@ fn a_snapshot_holds_the_pin_state_ages_rates_and_stacks() {
     // F2 (short-term, taken at ~0.1 s) and F3 (long-term, ~0.2 s) are both 1 to 10 s old.
     assert_eq!(snap.ages_short, [0, 0, 0, 1, 0, 0, 0]);
     assert_eq!(snap.ages_long, [0, 0, 0, 1, 0, 0, 0]);
-    assert_eq!(snap.history, [0, 3, 2], "pinned pages at each tick");
+    assert_eq!(
+        snap.history,
+        [0, 3, 3],
+        "the most pages pinned at once in each tick"
+    );
     assert_eq!(snap.unpins_per_s, 1.0, "one release in the last second");
     assert_eq!(snap.pins_per_s, 0.0);
     assert_eq!((snap.fast_refs, snap.slow_refs), (1, 2));
@@ -343,7 +347,7 @@ fn the_overview_fits_an_80x24_terminal() {
         text.contains("pinned 2 pages 8.0 KiB in 2 folios (1 LT)  pins/s 0  unpins/s 1.0"),
         "{text}"
     );
-    assert!(text.contains("max 3"), "the sparkline's scale: {text}");
+    assert!(text.contains("peak 3"), "the sparkline's scale: {text}");
     assert!(text.contains("last 2.0s"), "and the time it spans: {text}");
     assert!(text.contains("processes 2 by outstanding"), "{text}");
     let header = line_with(&text, "PID");
@@ -631,6 +635,21 @@ fn keys_sort_filter_pause_and_help() {
     assert_eq!(keys(&mut app, &snap, &[KeyCode::Char('q')]), [Action::Quit]);
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
     assert_eq!(app.handle_key(ctrl_c, &snap), Action::Quit);
+}
+
+#[test]
+fn processes_that_did_nothing_with_pins_are_hidden_unless_asked_for() {
+    let (mut fx, _) = busy();
+    let mut fork = event(EventKind::ProcessFork, Hook::TaskNewtask, 2100 * MS, 1);
+    fork.start = 400;
+    fx.run([fork, exit(2200 * MS, 400)]);
+    let snap = fx.snapshot(3 * S);
+    let mut app = App::new(Mode::Live);
+    let pids = |app: &App| -> Vec<u32> { app.processes(&snap).iter().map(|p| p.pid).collect() };
+    assert_eq!(pids(&app), [100, 200]);
+    assert!(screen(&app, &snap, 80, 24).contains("processes 2 by outstanding (+1 idle)"));
+    app.filter = "400".into();
+    assert_eq!(pids(&app), [400], "a filter finds it");
 }
 
 #[test]

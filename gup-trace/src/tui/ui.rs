@@ -400,7 +400,7 @@ fn sparkline(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Th
     } else {
         "no history".into()
     };
-    let mut lines = vec![Line::styled(format!("max {}", count(max)), theme.dim())];
+    let mut lines = vec![Line::styled(format!("peak {}", count(max)), theme.dim())];
     if area.height > 1 {
         lines.push(Line::styled(span, theme.dim()));
     }
@@ -477,13 +477,19 @@ fn process_table(
         Row::new(cells)
     });
     let focused = app.focus == Panel::Processes;
+    let idle = app.idle_hidden(snap);
     let title = format!(
-        " processes {} by {}{}{} ",
+        " processes {} by {}{}{}{} ",
         rows.len(),
         app.sort.name(),
         matching(app),
+        if idle > 0 {
+            format!(" (+{idle} idle)")
+        } else {
+            String::new()
+        },
         if snap.processes_omitted > 0 {
-            format!(" (+{} omitted)", snap.processes_omitted)
+            format!(" ({} more not kept)", snap.processes_omitted)
         } else {
             String::new()
         }
