@@ -340,8 +340,33 @@ pub struct SnapshotBuilder {
 struct Held {
     oldest_ns: Option<u64>,
     folios: Vec<FolioRow>,
+    /// Once `folios` was trimmed: the newest pin it kept (younger ones cannot get in).
+    cutoff_ns: u64,
     folio_count: u64,
     holdings: Vec<(SiteId, bool, u64)>,
+}
+
+impl Held {
+    fn new() -> Held {
+        Held {
+            cutoff_ns: u64::MAX,
+            ..Held::default()
+        }
+    }
+
+    /// Keeps the oldest [`FOLIOS_PER_PROCESS`] folios, in linear time per folio on average.
+    fn offer(&mut self, row: FolioRow) {
+        if row.since_ns > self.cutoff_ns {
+            return;
+        }
+        self.folios.push(row);
+        if self.folios.len() >= 2 * FOLIOS_PER_PROCESS {
+            self.folios
+                .select_nth_unstable_by_key(FOLIOS_PER_PROCESS - 1, |f| (f.since_ns, f.pfn));
+            self.folios.truncate(FOLIOS_PER_PROCESS);
+            self.cutoff_ns = self.folios.iter().map(|f| f.since_ns).max().unwrap_or(0);
+        }
+    }
 }
 
 impl SnapshotBuilder {
@@ -378,8 +403,10 @@ impl SnapshotBuilder {
         };
 
         // One walk over the pinned folios: ages, oldest pins, each holder's folios.
-        let mut held: HashMap<ProcessId, Held> = HashMap::new();
-        let mut site_oldest: HashMap<SiteId, u64> = HashMap::new();
+        // Indexed by ProcessId and SiteId: a hash lookup per pinned folio was most of the walk.
+        let mut held: Vec<Option<Held>> = Vec::new();
+        held.resize_with(state.processes.len(), || None);
+        let mut site_oldest: Vec<Option<u64>> = vec![None; state.call_sites.len()];
         let mut ages_short = [0u64; 7];
         let mut ages_long = [0u64; 7];
         let mut longterm_pages = 0;
@@ -398,9 +425,9 @@ impl SnapshotBuilder {
                 } else {
                     ages_short[bucket] += refs;
                 }
-                let oldest = site_oldest.entry(owner.site).or_insert(hold.since_ns);
-                *oldest = (*oldest).min(hold.since_ns);
-                let h = held.entry(owner.process).or_default();
+                let oldest = &mut site_oldest[owner.site as usize];
+                *oldest = Some(oldest.map_or(hold.since_ns, |t| t.min(hold.since_ns)));
+                let h = held[owner.process as usize].get_or_insert_with(Held::new);
                 h.oldest_ns = Some(h.oldest_ns.map_or(hold.since_ns, |t| t.min(hold.since_ns)));
                 h.folio_count += 1;
                 match h
@@ -411,7 +438,7 @@ impl SnapshotBuilder {
                     Some((_, _, pages)) => *pages += refs,
                     None => h.holdings.push((owner.site, owner.longterm, refs)),
                 }
-                h.folios.push(FolioRow {
+                h.offer(FolioRow {
                     folio: address,
                     pfn: folio.pfn,
                     order: folio.order,
@@ -420,9 +447,6 @@ impl SnapshotBuilder {
                     longterm: owner.longterm,
                     site: owner.site,
                 });
-                if h.folios.len() >= 2 * FOLIOS_PER_PROCESS {
-                    oldest_first(&mut h.folios);
-                }
             }
         }
 
@@ -446,7 +470,7 @@ impl SnapshotBuilder {
             dropped_ns += p.lock.dropped_ns;
             fast_refs += p.fast_refs;
             slow_refs += p.slow_refs;
-            let mut h = held.remove(&id).unwrap_or_default();
+            let mut h = held[i].take().unwrap_or_default();
             oldest_first(&mut h.folios);
             h.holdings.sort_by(|a, b| b.2.cmp(&a.2));
             processes.push(ProcessRow {
@@ -506,7 +530,7 @@ impl SnapshotBuilder {
                 released: s.pins_released,
                 outstanding: s.outstanding(),
                 rate: rate(s.pins_taken, self.prev_site_taken.get(i)),
-                oldest_ns: site_oldest.get(&(i as SiteId)).copied(),
+                oldest_ns: site_oldest[i],
                 caller,
                 frames,
             });
