@@ -616,15 +616,15 @@ fn stack_text(stack: &output::CallStack, entry: Hook) -> (String, Result<Vec<Str
     }
 }
 
-/// `4.1 s` style durations for headlines.
+/// `4.1s` style durations for headlines (short: a headline is one line of the panel).
 pub fn secs(ns: u64) -> String {
     let s = ns as f64 / 1e9;
     if s < 10.0 {
-        format!("{s:.1} s")
+        format!("{s:.1}s")
     } else if s < 600.0 {
-        format!("{s:.0} s")
+        format!("{s:.0}s")
     } else {
-        format!("{:.0} min", s / 60.0)
+        format!("{:.0}min", s / 60.0)
     }
 }
 
@@ -647,7 +647,7 @@ fn finding_row(
         Finding::OrphanedPins(h) => (
             Some(h.tgid),
             format!(
-                "ORPHANED pid {} {}: {} still pinned, exited {} ago{}",
+                "ORPHANED pid {} {}: {} pinned, exited {} ago{}",
                 h.tgid,
                 h.comm,
                 pages(h.pages),

@@ -314,7 +314,7 @@ fn an_orphan_becomes_a_finding_with_its_evidence_and_process() {
     assert_eq!(f.kind, "orphaned pins");
     assert_eq!(
         f.headline,
-        "ORPHANED pid 200 proc200: 1 page still pinned, exited 2.5 s ago (LONGTERM)"
+        "ORPHANED pid 200 proc200: 1 page pinned, exited 2.5s ago (LONGTERM)"
     );
     assert_eq!(f.pid, Some(200));
     assert_eq!(snap.process(f.process.unwrap()).unwrap().pid, 200);
@@ -410,8 +410,21 @@ fn the_findings_panel_lights_up_when_a_leak_appears() {
     let snap = fx.snapshot(5 * S);
     let text = screen(&app, &snap, 80, 24);
     assert!(text.contains("FINDINGS: 1 problem"), "{text}");
+    // Long enough names still fit on one line of an 80-column panel.
+    let mut long = snap.clone();
+    long.findings[0].headline = long.findings[0].headline.replace(
+        "pid 200 proc200: 1 page",
+        "pid 12345 pinleak-user: 1024 pages",
+    );
+    let fits = screen(&app, &long, 80, 24);
     assert!(
-        text.contains("ORPHANED pid 200 proc200: 1 page still pinned, exited 2.5 s ago"),
+        fits.contains(
+            "ORPHANED pid 12345 pinleak-user: 1024 pages pinned, exited 2.5s ago (LONGTERM)│"
+        ),
+        "{fits}"
+    );
+    assert!(
+        text.contains("ORPHANED pid 200 proc200: 1 page pinned, exited 2.5s ago"),
         "{text}"
     );
     assert!(
@@ -460,7 +473,7 @@ fn unbalanced_and_long_held_pins_show_as_findings_too() {
         "UNBALANCED pid 300 proc300: unpin_user_pages dropped 1 pin(s) on pfn {:#x}, which had 0",
         F2 >> 6
     )));
-    assert!(text.contains("LONG-HELD pid 100 proc100: 1 page without FOLL_LONGTERM for 12 s"));
+    assert!(text.contains("LONG-HELD pid 100 proc100: 1 page without FOLL_LONGTERM for 12s"));
 }
 
 #[test]
