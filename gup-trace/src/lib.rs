@@ -10,6 +10,7 @@
 pub mod commands;
 pub mod engine;
 pub mod events;
+pub mod hex;
 pub mod kernel;
 pub mod output;
 pub mod recording;

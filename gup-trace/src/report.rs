@@ -37,6 +37,31 @@ pub struct Replay {
     pub decode_error: Option<String>,
 }
 
+/// Which events of a recording to replay: `report --pid/--comm/--cgroup`. Releases pass
+/// whoever made them, as in a live session: a pin is often released by another task, and
+/// without the release it would look held.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayFilter {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub cgroup_id: Option<u64>,
+}
+
+impl ReplayFilter {
+    pub fn keeps(&self, e: &TraceEvent) -> bool {
+        let release = e.hook.class() == gup_trace_common::HookClass::Unpin
+            || e.folio
+                .is_some_and(|f| f.bits & gup_trace_common::folio_bit::RELEASE != 0);
+        // Forks keep pid reuse visible whoever the parent is.
+        if release || e.kind == gup_trace_common::EventKind::ProcessFork {
+            return true;
+        }
+        self.pid.is_none_or(|p| p == e.tgid)
+            && self.comm.as_deref().is_none_or(|c| e.comm == c)
+            && self.cgroup_id.is_none_or(|c| c == e.cgroup_id)
+    }
+}
+
 /// A recording replayed step by step: the engine's state at any time of the recording, reached
 /// by applying its events up to that time ([`Replayer::advance`]). `report --tui` moves a time
 /// cursor with it; [`Replay::read`] runs it to the end.
@@ -52,6 +77,7 @@ pub struct Replayer<R: Read> {
     /// Events read but later than the time reached, in reading order.
     ahead: VecDeque<TraceEvent>,
     batch: Vec<TraceEvent>,
+    filter: ReplayFilter,
 }
 
 impl<R: Read> Replayer<R> {
@@ -69,7 +95,14 @@ impl<R: Read> Replayer<R> {
             decode_error: None,
             ahead: VecDeque::new(),
             batch: Vec::new(),
+            filter: ReplayFilter::default(),
         }
+    }
+
+    /// Applies only the events `filter` keeps.
+    pub fn filtered(mut self, filter: ReplayFilter) -> Replayer<R> {
+        self.filter = filter;
+        self
     }
 
     pub fn meta(&self) -> &Metadata {
@@ -107,7 +140,7 @@ impl<R: Read> Replayer<R> {
             match item {
                 Item::Record(bytes) => match TraceEvent::decode_record(bytes, &mut self.batch) {
                     Ok(()) => {
-                        for e in self.batch.drain(..) {
+                        for e in self.batch.drain(..).filter(|e| self.filter.keeps(e)) {
                             past_stop |= e.ts_ns > stop_after;
                             if e.ts_ns <= until {
                                 self.engine.push(e);
@@ -169,7 +202,16 @@ impl<R: Read> Replayer<R> {
 impl Replay {
     /// Reads the whole recording and applies its events to a fresh engine, in order.
     pub fn read<R: Read>(reader: RecordingReader<R>, rules: FindingRules) -> Result<Replay> {
-        let mut replayer = Replayer::new(reader, rules);
+        Replay::read_filtered(reader, rules, &ReplayFilter::default())
+    }
+
+    /// [`Replay::read`], keeping only the events `filter` keeps.
+    pub fn read_filtered<R: Read>(
+        reader: RecordingReader<R>,
+        rules: FindingRules,
+        filter: &ReplayFilter,
+    ) -> Result<Replay> {
+        let mut replayer = Replayer::new(reader, rules).filtered(filter.clone());
         replayer.advance(None)?;
         Ok(replayer.into_replay())
     }

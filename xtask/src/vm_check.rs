@@ -27,8 +27,9 @@ const SCRIPT: &str = r#"
 echo "uname: $(uname -r)"
 scenario() {
     name=$1; shift
-    out=$("$@" 2>/tmp/err); code=$?
-    echo "GUPTRACE-CHECK $name $code $out"
+    "$@" >/tmp/out 2>/tmp/err; code=$?
+    # The command's own output comes first; check's JSON verdict is the last line.
+    echo "GUPTRACE-CHECK $name $code $(tail -n 1 /tmp/out)"
     if [ $code -eq 2 ]; then tail -5 /tmp/err; fi
 }
 scenario clean gup-trace check --json -- gup-trace workload --device /dev/nvme0n1
@@ -48,7 +49,7 @@ while ! grep -q "recording to" /tmp/rec.err && kill -0 $R 2>/dev/null; do sleep 
 gup-trace workload --device /dev/nvme0n1 >/dev/null
 kill -INT $R
 wait $R
-echo "GUPTRACE-REPORT $(gup-trace report --json /tmp/rec.gtr 2>&1)"
+echo "GUPTRACE-REPORT $(gup-trace report --json /tmp/rec.gtr 2>&1 | tr -d '\n')"
 "#;
 
 /// What one scenario must end with.

@@ -14,9 +14,9 @@ use clap::Args;
 use gup_trace_common::HookClass;
 use serde::Serialize;
 
-use super::{SessionArgs, require_root, stop_requested};
+use super::{FindingArgs, SessionArgs, require_root, stop_requested};
 use crate::{
-    engine::{Finding, FindingRules, PinEngine},
+    engine::{Finding, PinEngine},
     output::{self, CallStack, FindingRecord},
     session::{KernelCounters, Session, monotonic_ns},
 };
@@ -31,18 +31,13 @@ Examples:
   sudo gup-trace check -- ./my-io-uring-test
   sudo gup-trace check --junit pins.xml --grace 5 -- make check")]
 pub struct CheckArgs {
-    /// Seconds a process's pins may outlive it before they count as orphaned. io_uring
-    /// releases a ring's buffers asynchronously at teardown, so give it a moment.
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    pub grace: f64,
-    /// Seconds a pin taken without FOLL_LONGTERM may be held before it is reported: such pins
-    /// block page migration and compaction without saying so.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub long_pin: f64,
+    #[command(flatten)]
+    pub findings: FindingArgs,
     /// Also write the verdict as JUnit XML (one test case per kind of finding).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Print the verdict as one JSON object on stdout instead of text.
+    /// Print the verdict as one JSON object instead of text: the last line of stdout (the
+    /// command's own output, which shares stdout, comes before it).
     #[arg(long)]
     pub json: bool,
     /// At most this many frames of each kernel stack.
@@ -81,16 +76,7 @@ struct Verdict<'a> {
 
 pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     require_root("check")?;
-    let to_ns = |secs: f64, flag: &str| -> Result<u64> {
-        if !(secs >= 0.0 && secs.is_finite()) {
-            bail!("{flag} {secs}: give a number of seconds, 0 or more");
-        }
-        Ok((secs * 1e9) as u64)
-    };
-    let rules = FindingRules {
-        grace_ns: to_ns(args.grace, "--grace")?,
-        long_pin_ns: to_ns(args.long_pin, "--long-pin")?,
-    };
+    let rules = args.findings.rules()?;
     let mut config = args.session.config()?;
     config.follow_tree = true;
     config.all_releases = true;
@@ -131,6 +117,12 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
             status = child.wait() => break Some(status.context("waiting for the command failed")?),
             _ = stop_requested() => {
                 interrupted = true;
+                // Ctrl-C reached the command too (same terminal); a SIGTERM sent to gup-trace
+                // alone is passed on, so that the command does not outlive its check.
+                if let Some(pid) = child.id() {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
                 break None;
             }
             r = session.next_events(&mut batch, Duration::from_millis(250)) => {

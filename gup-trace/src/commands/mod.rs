@@ -77,6 +77,57 @@ fn cgroup_id(arg: &str) -> Result<u64> {
     Ok(meta.ino())
 }
 
+/// A duration given in seconds on the command line.
+pub fn seconds(secs: f64, flag: &str) -> Result<std::time::Duration> {
+    if !(secs >= 0.0 && secs.is_finite()) {
+        bail!("{flag} {secs}: give a number of seconds, 0 or more");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// The thresholds of the findings, shared by every command that judges pins.
+#[derive(Args, Clone, Debug)]
+pub struct FindingArgs {
+    /// Seconds a process's pins may outlive it before they count as orphaned. io_uring
+    /// releases a ring's buffers asynchronously at teardown, so give it a moment.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub grace: f64,
+    /// Seconds a pin taken without FOLL_LONGTERM may be held before it is reported: such pins
+    /// block page migration and compaction without saying so.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub long_pin: f64,
+}
+
+impl FindingArgs {
+    pub fn rules(&self) -> Result<crate::engine::FindingRules> {
+        Ok(crate::engine::FindingRules {
+            grace_ns: seconds(self.grace, "--grace")?.as_nanos() as u64,
+            long_pin_ns: seconds(self.long_pin, "--long-pin")?.as_nanos() as u64,
+        })
+    }
+}
+
+/// Resolves after `duration` seconds (None: never) or when the user asks to stop.
+pub async fn stop_after(duration: Option<f64>) {
+    match duration {
+        Some(secs) => {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs_f64(secs.max(0.0))) => {}
+                _ = stop_requested() => {}
+            }
+        }
+        None => stop_requested().await,
+    }
+}
+
+/// "for 10 s" or "until stopped", for the line that says tracing has begun.
+pub fn how_long(duration: Option<f64>) -> String {
+    match duration {
+        Some(s) => format!("for {s} s"),
+        None => "until stopped".into(),
+    }
+}
+
 /// Resolves when the user asks to stop: Ctrl-C or SIGTERM.
 pub async fn stop_requested() {
     use tokio::signal::unix::{SignalKind, signal};

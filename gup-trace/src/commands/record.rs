@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::{SessionArgs, require_root, stop_requested};
+use super::{SessionArgs, how_long, require_root, stop_after};
 use crate::{
     output::{self, CallStack},
     recording::{
@@ -125,22 +125,9 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
         .with_context(write_failed)?;
     eprintln!(
         "recording to {path} {}... (Ctrl-C ends)",
-        match args.duration {
-            Some(s) => format!("for {s} s"),
-            None => "until stopped".into(),
-        }
+        how_long(args.duration)
     );
-    let stop = async {
-        match args.duration {
-            Some(secs) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))) => {}
-                    _ = stop_requested() => {}
-                }
-            }
-            None => stop_requested().await,
-        }
-    };
+    let stop = stop_after(args.duration);
     tokio::pin!(stop);
     let live = std::io::stderr().is_terminal();
     let mut shown = Instant::now();

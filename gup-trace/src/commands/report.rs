@@ -3,13 +3,14 @@
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
+
+use super::FindingArgs;
 use clap::Args;
 
 use crate::{
-    engine::FindingRules,
     output::{self, CallStack},
     recording::RecordingReader,
-    report::{self, Replay, Report, ReportOptions},
+    report::{self, Replay, ReplayFilter, Report, ReportOptions},
 };
 
 #[derive(Args, Debug)]
@@ -22,12 +23,18 @@ pub struct ReportArgs {
     /// Rows of each table: processes, call sites, holders of outstanding pins, mmap_lock.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub top: usize,
-    /// Seconds a process's pins may outlive it before they count as orphaned.
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    pub grace: f64,
-    /// Seconds a pin taken without FOLL_LONGTERM may be held before it is reported.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub long_pin: f64,
+    #[command(flatten)]
+    pub findings: FindingArgs,
+    /// Only this process's pins (tgid). Releases count whoever made them.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only the pins of tasks with this name (as in /proc/PID/comm).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only the pins of tasks in this cgroup v2 (its numeric id: the inode number of its
+    /// directory on the recording machine).
+    #[arg(long, value_name = "ID")]
+    pub cgroup: Option<u64>,
     /// At most this many frames of each kernel stack.
     #[arg(long, default_value_t = 6, value_name = "FRAMES")]
     pub stack_depth: usize,
@@ -43,32 +50,27 @@ pub struct ReportArgs {
     pub interval: u64,
 }
 
-pub fn seconds_to_ns(secs: f64, flag: &str) -> Result<u64> {
-    if !(secs >= 0.0 && secs.is_finite()) {
-        bail!("{flag} {secs}: give a number of seconds, 0 or more");
-    }
-    Ok((secs * 1e9) as u64)
-}
-
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let rules = FindingRules {
-        grace_ns: seconds_to_ns(args.grace, "--grace")?,
-        long_pin_ns: seconds_to_ns(args.long_pin, "--long-pin")?,
+    let rules = args.findings.rules()?;
+    let filter = ReplayFilter {
+        pid: args.pid,
+        comm: args.comm.clone(),
+        cgroup_id: args.cgroup,
     };
     if args.tui {
         if !std::io::stdout().is_terminal() {
             bail!("--tui draws on a terminal: run it in one");
         }
-        let step = std::time::Duration::from_nanos(seconds_to_ns(args.step, "--step")?);
+        let step = super::seconds(args.step, "--step")?;
         let interval = std::time::Duration::from_millis(args.interval.max(20));
-        crate::tui::replay::run(&args.file, rules, step, interval)?;
+        crate::tui::replay::run(&args.file, rules, filter, step, interval)?;
         return Ok(ExitCode::SUCCESS);
     }
     let opts = ReportOptions {
         top: args.top,
         stack_depth: args.stack_depth,
     };
-    let replay = Replay::read(RecordingReader::open(&args.file)?, rules)?;
+    let replay = Replay::read_filtered(RecordingReader::open(&args.file)?, rules, &filter)?;
     let findings = report::findings(&replay);
     let report = Report::new(&replay, &findings, opts);
     if args.json {

@@ -6,9 +6,9 @@ use anyhow::{Result, bail};
 use clap::Args;
 use gup_trace_common::HookClass;
 
-use super::{SessionArgs, report::seconds_to_ns, require_root};
+use super::{FindingArgs, SessionArgs, require_root};
 use crate::{
-    engine::{FindingRules, PinEngine},
+    engine::PinEngine,
     kernel::HookStatus,
     session::{Session, monotonic_ns},
     tui::{
@@ -29,12 +29,8 @@ pub struct TopArgs {
     #[arg(long, default_value_t = 1000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(50..))]
     pub interval: u64,
-    /// Seconds a process's pins may outlive it before they count as orphaned.
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    pub grace: f64,
-    /// Seconds a pin taken without FOLL_LONGTERM may be held before it is reported.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub long_pin: f64,
+    #[command(flatten)]
+    pub findings: FindingArgs,
     /// No terminal: render the screens off-screen every interval and write them as text into
     /// DIR (frames.txt: every overview, also printed on stdout; first-finding.txt,
     /// busiest.txt, last.txt: every screen of those frames; help.txt).
@@ -67,10 +63,7 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
     if args.capture.is_none() && !std::io::stdout().is_terminal() {
         bail!("`gup-trace top` draws on a terminal: run it in one, or use --capture DIR");
     }
-    let rules = FindingRules {
-        grace_ns: seconds_to_ns(args.grace, "--grace")?,
-        long_pin_ns: seconds_to_ns(args.long_pin, "--long-pin")?,
-    };
+    let rules = args.findings.rules()?;
     let mut config = args.session.config()?;
     // Who holds a pin is only known when its release is seen, whoever makes it.
     config.all_releases = true;

@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use gup_trace_common::EventKind;
 
-use super::{SessionArgs, require_root, stop_requested};
+use super::{SessionArgs, how_long, require_root, stop_after};
 use crate::{
     events::TraceEvent,
     output::{self, CallStack, EventRecord},
@@ -79,22 +79,9 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     eprintln!(
         "mmap_lock events: {:?}; tracing {}... (Ctrl-C ends)",
         session.mmap_lock,
-        match args.duration {
-            Some(s) => format!("for {s} s"),
-            None => "until stopped".into(),
-        }
+        how_long(args.duration)
     );
-    let stop = async {
-        match args.duration {
-            Some(secs) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))) => {}
-                    _ = stop_requested() => {}
-                }
-            }
-            None => stop_requested().await,
-        }
-    };
+    let stop = stop_after(args.duration);
     tokio::pin!(stop);
     if !args.quiet && !args.json {
         println!("{}", output::EVENT_HEADER);

@@ -1,9 +1,9 @@
 //! `gup-trace workload`: the selftest's pin workload alone, to trace from another terminal, and
 //! scenarios that leave pins behind on purpose, for `check`.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use crate::{
@@ -61,17 +61,10 @@ pub enum Scenario {
     },
 }
 
-fn seconds(secs: f64) -> Result<Duration> {
-    if !(secs >= 0.0 && secs.is_finite()) {
-        bail!("--hold {secs}: give a number of seconds, 0 or more");
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 pub async fn run(args: WorkloadArgs) -> Result<ExitCode> {
     match args.scenario {
         Some(Scenario::RingHandoff { hold, pages }) => {
-            let hold = seconds(hold)?;
+            let hold = super::seconds(hold, "--hold")?;
             let (holder, how) =
                 tokio::task::spawn_blocking(move || ring_handoff::hand_off(pages, hold)).await??;
             println!(
@@ -86,7 +79,7 @@ pub async fn run(args: WorkloadArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Scenario::RingHolder { hold }) => {
-            let hold = seconds(hold)?;
+            let hold = super::seconds(hold, "--hold")?;
             tokio::task::spawn_blocking(move || ring_handoff::hold_ring(hold)).await??;
             return Ok(ExitCode::SUCCESS);
         }

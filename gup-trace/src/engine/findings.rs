@@ -71,6 +71,7 @@ pub struct HeldPins {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct HeldFolio {
+    #[serde(serialize_with = "crate::hex::address")]
     pub folio: u64,
     pub pfn: u64,
     pub order: u8,

@@ -81,6 +81,7 @@ pub struct BiasAnomaly {
     pub ts_ns: u64,
     pub tgid: u32,
     pub hook: &'static str,
+    #[serde(serialize_with = "crate::hex::address")]
     pub folio: u64,
     pub pfn: u64,
     pub refs: u32,

@@ -168,6 +168,7 @@ pub struct LockFigures {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnbalancedRelease {
     pub ts_ns: u64,
+    #[serde(serialize_with = "crate::hex::address")]
     pub folio: u64,
     pub pfn: u64,
     pub tgid: u32,

@@ -261,6 +261,7 @@ pub struct LockRecord {
 
 #[derive(Debug, Serialize)]
 pub struct FolioRecord {
+    #[serde(serialize_with = "crate::hex::address")]
     pub folio: u64,
     pub pfn: u64,
     pub refs: u32,

@@ -379,3 +379,41 @@ fn a_replay_in_steps_reaches_the_state_of_a_replay_in_one_go() {
     assert_eq!(a.ledger.folios, b.ledger.folios);
     assert_eq!(a.late_events(), b.late_events());
 }
+
+#[test]
+fn a_pid_filter_keeps_that_process_and_every_release() {
+    let bytes = scenario();
+    let filter = ReplayFilter {
+        pid: Some(100),
+        ..ReplayFilter::default()
+    };
+    let replay = Replay::read_filtered(
+        RecordingReader::new(&bytes[..]).unwrap(),
+        FindingRules::default(),
+        &filter,
+    )
+    .unwrap();
+    let tgids: Vec<u32> = replay
+        .engine
+        .state
+        .processes
+        .iter()
+        .map(|p| p.tgid)
+        .collect();
+    // 200 appears only as the child of 100's fork (forks always pass): it pinned nothing.
+    assert!(tgids.contains(&100), "{tgids:?}");
+    let leaker = replay.engine.state.processes.iter().find(|p| p.tgid == 200);
+    assert!(leaker.is_none_or(|p| p.pins_taken == 0), "{leaker:?}");
+    let fio = replay
+        .engine
+        .state
+        .processes
+        .iter()
+        .find(|p| p.tgid == 100)
+        .unwrap();
+    assert_eq!((fio.pins_taken, fio.pins_released), (3, 1));
+    assert!(
+        findings(&replay).iter().all(|f| !f.is_problem()),
+        "the leaker's orphaned pins are filtered out"
+    );
+}

@@ -25,13 +25,14 @@ use crate::{
     engine::FindingRules,
     output::CallStack,
     recording::{Metadata, RecordingReader},
-    report::Replayer,
+    report::{ReplayFilter, Replayer},
 };
 
 /// A recording and the time cursor over it.
 pub struct ReplayFeed {
     path: PathBuf,
     rules: FindingRules,
+    filter: ReplayFilter,
     replayer: Replayer<File>,
     source: SourceInfo,
     step_ns: u64,
@@ -53,12 +54,33 @@ impl ReplayFeed {
     pub fn open(
         path: &Path,
         rules: FindingRules,
+        filter: ReplayFilter,
         step: Duration,
         interval: Duration,
     ) -> Result<ReplayFeed> {
         let step_ns = (step.as_nanos() as u64).max(1_000_000);
-        let mut replayer = Replayer::new(RecordingReader::open(path)?, rules);
-        let source = source_info(path, replayer.meta());
+        let mut replayer =
+            Replayer::new(RecordingReader::open(path)?, rules).filtered(filter.clone());
+        let mut source = source_info(path, replayer.meta());
+        // What `report --pid/--comm/--cgroup` keeps, beside what the recorder traced.
+        let mut kept = Vec::new();
+        if let Some(pid) = filter.pid {
+            kept.push(format!("pid {pid}"));
+        }
+        if let Some(comm) = &filter.comm {
+            kept.push(format!("comm {comm}"));
+        }
+        if let Some(id) = filter.cgroup_id {
+            kept.push(format!("cgroup {id}"));
+        }
+        if !kept.is_empty() {
+            if !source.filters.is_empty() {
+                source.filters.push_str("; ");
+            }
+            source
+                .filters
+                .push_str(&format!("replayed: {}", kept.join(", ")));
+        }
         let folio_level = source.folio_level;
         let start = source.start_ns;
         let mut samples = Vec::new();
@@ -84,7 +106,8 @@ impl ReplayFeed {
         let mut feed = ReplayFeed {
             path: path.to_path_buf(),
             rules,
-            replayer: Replayer::new(RecordingReader::open(path)?, rules),
+            replayer: Replayer::new(RecordingReader::open(path)?, rules).filtered(filter.clone()),
+            filter,
             source: SourceInfo {
                 end_ns: Some(end),
                 ..source
@@ -118,7 +141,8 @@ impl ReplayFeed {
     pub fn seek(&mut self, position: u64) -> Result<Arc<DashboardSnapshot>> {
         let position = position.min(self.last);
         if position < self.position {
-            self.replayer = Replayer::new(RecordingReader::open(&self.path)?, self.rules);
+            self.replayer = Replayer::new(RecordingReader::open(&self.path)?, self.rules)
+                .filtered(self.filter.clone());
         }
         // Rates are measured over the step before the cursor.
         if position > 0 {
@@ -238,8 +262,14 @@ fn source_info(path: &Path, meta: &Metadata) -> SourceInfo {
 }
 
 /// `report --tui FILE`.
-pub fn run(path: &Path, rules: FindingRules, step: Duration, interval: Duration) -> Result<()> {
-    let mut feed = ReplayFeed::open(path, rules, step, interval)?;
+pub fn run(
+    path: &Path,
+    rules: FindingRules,
+    filter: ReplayFilter,
+    step: Duration,
+    interval: Duration,
+) -> Result<()> {
+    let mut feed = ReplayFeed::open(path, rules, filter, step, interval)?;
     let first = feed.current();
     super::term::run(&mut feed, App::new(Mode::Replay), first)
 }

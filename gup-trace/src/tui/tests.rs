@@ -780,7 +780,7 @@ fn the_time_cursor_steps_through_a_recording() {
         ..FindingRules::default()
     };
     let step = std::time::Duration::from_millis(5);
-    let mut feed = ReplayFeed::open(&path, rules, step, step).unwrap();
+    let mut feed = ReplayFeed::open(&path, rules, Default::default(), step, step).unwrap();
     let (at, last) = feed.position();
     assert_eq!(at, last, "it opens at the end");
     assert!(last >= 5, "the recording spans several steps: {last}");
