@@ -7,6 +7,7 @@
 //!   decoding the raw records into `TraceEvent`s, and `PinEngine::push`.
 //! - Memory per tracked pinned folio: `--folios` folios pinned and held, each by its own call,
 //!   with a counting global allocator (bytes asked of the allocator, live) and the RSS growth.
+//!   Over the same engine, one refresh of `top`: its snapshot, and four screens drawn.
 //! - Recording writer throughput: the records of the same mix written to a file in
 //!   `--dir`, as `record` writes them (stack check, framing, packing, one write per chunk),
 //!   with and without LZ4, then fsync'd.
@@ -250,6 +251,51 @@ fn replay(path: &PathBuf, events: u64) -> serde_json::Value {
     })
 }
 
+/// What one refresh of `top` costs over this engine: building the snapshot (one walk over the
+/// pinned folios) and drawing the overview and the process screen at 80x24 and 120x40, in ms.
+fn dashboard(engine: &mut PinEngine) -> (f64, f64) {
+    use gup_trace::tui::{
+        self,
+        app::{App, Mode, Screen},
+        snapshot::{History, Moment, SnapshotBuilder, SourceInfo},
+        theme::Theme,
+    };
+    let now = engine.newest_ns + 1_000_000_000;
+    let mut history = History::default();
+    history.sample(engine, true, now);
+    let source = SourceInfo {
+        source: "bench".into(),
+        start_ns: synthetic::START_NS,
+        folio_level: true,
+        page_size: 4096,
+        ..SourceInfo::default()
+    };
+    let mut lookup = |id: u32| -> gup_trace::output::CallStack { Err(format!("no stack {id}")) };
+    let start = Instant::now();
+    let snap = SnapshotBuilder::new().build(
+        engine,
+        &source,
+        &Moment {
+            now_ns: now,
+            lost_events: Some(0),
+        },
+        &history,
+        &mut lookup,
+    );
+    let built = start.elapsed();
+    let start = Instant::now();
+    let mut app = App::new(Mode::Live);
+    for (w, h) in [(80, 24), (120, 40)] {
+        std::hint::black_box(tui::render(&app, &snap, &Theme::colour(), w, h));
+    }
+    app.screens.push(Screen::Process(0));
+    for (w, h) in [(80, 24), (120, 40)] {
+        std::hint::black_box(tui::render(&app, &snap, &Theme::colour(), w, h));
+    }
+    let drawn = start.elapsed();
+    (built.as_secs_f64() * 1e3, drawn.as_secs_f64() * 1e3)
+}
+
 /// `n` folios pinned, each by its own pin_user_pages_fast call of one process, none released.
 fn memory_per_folio(n: u64) -> serde_json::Value {
     let name = synthetic::comm("fio");
@@ -301,8 +347,11 @@ fn memory_per_folio(n: u64) -> serde_json::Value {
     assert_eq!(held, n + 1);
     assert_eq!(engine.state.pinned_now, n + 1);
     let capacity = engine.state.folios.capacity() as u64;
+    let (snapshot_ms, draw_ms) = dashboard(&mut engine);
     json!({
         "folios": n,
+        "dashboard_snapshot_ms": snapshot_ms,
+        "dashboard_draw_ms": draw_ms,
         "bytes_per_folio": live as f64 / n as f64,
         "rss_bytes_per_folio": rss as f64 / n as f64,
         "map_capacity": capacity,

@@ -4,7 +4,8 @@
 //! `session` loads and attaches the eBPF object and reads its ring buffer; `events` decodes
 //! records; `symbols` names kernel stack frames from /proc/kallsyms; `engine` is the pure
 //! pin-state engine; `window` compares totals with /proc/vmstat;
-//! `output` formats for humans; `commands` holds one module per subcommand.
+//! `output` formats for humans; `tui` is the dashboard (`top`, `report --tui`); `commands`
+//! holds one module per subcommand.
 
 pub mod commands;
 pub mod engine;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod ring_handoff;
 pub mod session;
 pub mod symbols;
+pub mod tui;
 pub mod vmstat;
 pub mod window;
 pub mod workload;

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gup_trace::commands::{
     self, bench::BenchArgs, check::CheckArgs, probe::ProbeArgs, record::RecordArgs,
-    report::ReportArgs, selftest::SelftestArgs, trace::TraceArgs, workload::WorkloadArgs,
+    report::ReportArgs, selftest::SelftestArgs, top::TopArgs, trace::TraceArgs,
+    workload::WorkloadArgs,
 };
 
 /// Trace get_user_pages (GUP) and FOLL_PIN page pinning with eBPF.
@@ -31,6 +32,9 @@ enum Command {
     /// Run a command, follow its process tree, and report the pins it leaves behind (exit 1 on
     /// a leak): for CI.
     Check(CheckArgs),
+    /// A live dashboard: pinned pages now, top pinning processes and call sites, pin ages,
+    /// mmap_lock, findings as they appear; drill into a process or a finding.
+    Top(TopArgs),
     /// Record every event (and the kernel stacks) into a file, for `report` later or elsewhere.
     Record(RecordArgs),
     /// Replay a recording: top pinning processes and call sites, pins outstanding at the end,
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Trace(args) => commands::trace::run(args, cli.verbose).await,
             Command::Check(args) => commands::check::run(args, cli.verbose).await,
+            Command::Top(args) => commands::top::run(args, cli.verbose).await,
             Command::Record(args) => commands::record::run(args, cli.verbose).await,
             Command::Report(args) => commands::report::run(args),
             Command::Selftest(args) => commands::selftest::run(args, cli.verbose).await,

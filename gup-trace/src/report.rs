@@ -2,14 +2,18 @@
 //! who pinned, from where, what was still pinned at the end, the findings, and mmap_lock inside
 //! GUP calls. One model ([`Report`]) serves the text and the JSON forms.
 
-use std::{collections::HashMap, fmt::Write as _, io::Read};
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt::Write as _,
+    io::Read,
+};
 
 use anyhow::Result;
 use gup_trace_common::{Hook, HookClass};
 use serde::Serialize;
 
 use crate::{
-    engine::{FindingRules, PinEngine},
+    engine::{FindingRules, PinEngine, REORDER_HOLD_NS},
     events::TraceEvent,
     output::{self, CallStack, FindingRecord, call_frames},
     recording::{CounterSnapshot, EndTotals, Item, Metadata, ReadStatus, RecordingReader},
@@ -58,6 +62,143 @@ impl ReplayFilter {
     }
 }
 
+/// A recording replayed step by step: the engine's state at any time of the recording, reached
+/// by applying its events up to that time ([`Replayer::advance`]). `report --tui` moves a time
+/// cursor with it; [`Replay::read`] runs it to the end.
+pub struct Replayer<R: Read> {
+    reader: RecordingReader<R>,
+    pub engine: PinEngine,
+    pub stacks: HashMap<u32, CallStack>,
+    pub start: Option<CounterSnapshot>,
+    pub end: Option<CounterSnapshot>,
+    pub end_totals: Option<EndTotals>,
+    pub undecodable: u64,
+    pub decode_error: Option<String>,
+    /// Events read but later than the time reached, in reading order.
+    ahead: VecDeque<TraceEvent>,
+    batch: Vec<TraceEvent>,
+    filter: ReplayFilter,
+}
+
+impl<R: Read> Replayer<R> {
+    pub fn new(reader: RecordingReader<R>, rules: FindingRules) -> Replayer<R> {
+        let meta = &reader.meta;
+        let engine = PinEngine::new(meta.start_ns, meta.foll_longterm, rules);
+        Replayer {
+            reader,
+            engine,
+            stacks: HashMap::new(),
+            start: None,
+            end: None,
+            end_totals: None,
+            undecodable: 0,
+            decode_error: None,
+            ahead: VecDeque::new(),
+            batch: Vec::new(),
+            filter: ReplayFilter::default(),
+        }
+    }
+
+    /// Applies only the events `filter` keeps.
+    pub fn filtered(mut self, filter: ReplayFilter) -> Replayer<R> {
+        self.filter = filter;
+        self
+    }
+
+    pub fn meta(&self) -> &Metadata {
+        &self.reader.meta
+    }
+
+    /// Whether every item has been read and applied.
+    pub fn at_end(&self) -> bool {
+        self.ahead.is_empty() && self.reader.status != ReadStatus::Reading
+    }
+
+    /// Applies every event up to `until_ns` (all of them with None), then flushes the engine:
+    /// its state is the recording's at that time. Records arrive nearly in time order, so
+    /// reading goes on until an event is [`REORDER_HOLD_NS`] past `until_ns`; the events past
+    /// `until_ns` wait for the next step.
+    pub fn advance(&mut self, until_ns: Option<u64>) -> Result<()> {
+        let until = until_ns.unwrap_or(u64::MAX);
+        let stop_after = until.saturating_add(REORDER_HOLD_NS);
+        // What an earlier step read ahead first, in its order.
+        let mut kept = VecDeque::new();
+        let mut past_stop = false;
+        while let Some(e) = self.ahead.pop_front() {
+            past_stop |= e.ts_ns > stop_after;
+            if e.ts_ns <= until {
+                self.engine.push(e);
+            } else {
+                kept.push_back(e);
+            }
+        }
+        self.ahead = kept;
+        while !past_stop {
+            let Some(item) = self.reader.next_item()? else {
+                break;
+            };
+            match item {
+                Item::Record(bytes) => match TraceEvent::decode_record(bytes, &mut self.batch) {
+                    Ok(()) => {
+                        for e in self.batch.drain(..).filter(|e| self.filter.keeps(e)) {
+                            past_stop |= e.ts_ns > stop_after;
+                            if e.ts_ns <= until {
+                                self.engine.push(e);
+                            } else {
+                                self.ahead.push_back(e);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.batch.clear();
+                        self.undecodable += 1;
+                        self.decode_error.get_or_insert_with(|| e.to_string());
+                    }
+                },
+                Item::Stack(id, stack) => {
+                    self.stacks.insert(id, stack);
+                }
+                Item::Counters(c) if c.end => {
+                    // The kernel's counters were read here: later events are outside the
+                    // window they cover (they still count for who holds what).
+                    self.engine.ledger.close(c.ts_ns);
+                    self.end = Some(c);
+                }
+                Item::Counters(c) => self.start = Some(c),
+                Item::End(e) => self.end_totals = Some(e),
+            }
+        }
+        self.engine.flush();
+        Ok(())
+    }
+
+    /// Records and events read so far.
+    pub fn read_so_far(&self) -> (u64, u64) {
+        (self.reader.records, self.reader.events)
+    }
+
+    pub fn status(&self) -> &ReadStatus {
+        &self.reader.status
+    }
+
+    /// The replay as far as it went (all of it after `advance(None)`).
+    pub fn into_replay(self) -> Replay {
+        Replay {
+            meta: self.reader.meta.clone(),
+            engine: self.engine,
+            stacks: self.stacks,
+            start: self.start,
+            end: self.end,
+            end_totals: self.end_totals,
+            status: self.reader.status.clone(),
+            records: self.reader.records,
+            events: self.reader.events,
+            undecodable: self.undecodable,
+            decode_error: self.decode_error,
+        }
+    }
+}
+
 impl Replay {
     /// Reads the whole recording and applies its events to a fresh engine, in order.
     pub fn read<R: Read>(reader: RecordingReader<R>, rules: FindingRules) -> Result<Replay> {
@@ -66,56 +207,13 @@ impl Replay {
 
     /// [`Replay::read`], keeping only the events `filter` keeps.
     pub fn read_filtered<R: Read>(
-        mut reader: RecordingReader<R>,
+        reader: RecordingReader<R>,
         rules: FindingRules,
         filter: &ReplayFilter,
     ) -> Result<Replay> {
-        let meta = reader.meta.clone();
-        let mut engine = PinEngine::new(meta.start_ns, meta.foll_longterm, rules);
-        let mut stacks = HashMap::new();
-        let (mut start, mut end, mut end_totals) = (None, None, None);
-        let (mut undecodable, mut decode_error) = (0, None);
-        let mut batch = Vec::new();
-        while let Some(item) = reader.next_item()? {
-            match item {
-                Item::Record(bytes) => match TraceEvent::decode_record(bytes, &mut batch) {
-                    Ok(()) => batch
-                        .drain(..)
-                        .filter(|e| filter.keeps(e))
-                        .for_each(|e| engine.push(e)),
-                    Err(e) => {
-                        batch.clear();
-                        undecodable += 1;
-                        decode_error.get_or_insert_with(|| e.to_string());
-                    }
-                },
-                Item::Stack(id, stack) => {
-                    stacks.insert(id, stack);
-                }
-                Item::Counters(c) if c.end => {
-                    // The kernel's counters were read here: later events are outside the
-                    // window they cover (they still count for who holds what).
-                    engine.ledger.close(c.ts_ns);
-                    end = Some(c);
-                }
-                Item::Counters(c) => start = Some(c),
-                Item::End(e) => end_totals = Some(e),
-            }
-        }
-        engine.flush();
-        Ok(Replay {
-            meta,
-            engine,
-            stacks,
-            start,
-            end,
-            end_totals,
-            status: reader.status.clone(),
-            records: reader.records,
-            events: reader.events,
-            undecodable,
-            decode_error,
-        })
+        let mut replayer = Replayer::new(reader, rules).filtered(filter.clone());
+        replayer.advance(None)?;
+        Ok(replayer.into_replay())
     }
 
     /// When the recording ended: its end marker, else its last counters, else its newest

@@ -2,13 +2,21 @@
 //! GUP: boots a stock kernel under QEMU and runs `gup-trace trace --stacks` over the selftest
 //! workload, the guest console streamed to this terminal: each GUP call with the kernel stack
 //! that made it.
+//!
+//! `cargo xtask demo --tui`: the same guest runs the `top` dashboard instead, headless (the
+//! guest has no terminal: `top --capture` renders its screens into text), over the workload
+//! and then a leak: an io_uring whose fixed-buffer pins outlive the process that registered
+//! them (`workload ring-handoff --hold 30`), and with `--kmod` the pinleak module keeping pins
+//! a process took. Every frame shows on the console as it is drawn; the frames worth reading
+//! (the busiest, the first with a finding, the last, the help) come back whole, every screen
+//! at 80x24 and 120x40, and are saved under target/demo-tui/ and checked.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, fs, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    build, kernels,
+    build, kernels, kmod,
     vm::{self, Boot, VERDICT_PREFIX, vm_dir},
 };
 
@@ -66,5 +74,259 @@ pub fn run(kernel: Option<&str>) -> Result<()> {
             Ok(())
         }
         other => bail!("the demo did not finish cleanly ({other:?})"),
+    }
+}
+
+/// `top` captures its screens while the workload and the leak run. The leak: ring-handoff's
+/// parent registers io_uring buffers (FOLL_LONGTERM pins) and exits at once, its child holds
+/// the ring 30 s: the pins are orphaned once the parent is gone + 2 s grace, and released when
+/// the child exits. With the module (KMOD=1), pinleak-user then pins 64 pages that the module
+/// keeps: orphaned for good.
+const TUI_SCRIPT: &str = r#"
+echo
+echo "=== gup-trace top (headless capture) on Linux $(uname -r) ==="
+gup-trace top --capture /tmp/cap --interval 1000 --size 80x24 --size 120x40 > /tmp/top.out 2>/tmp/top.err &
+TOP=$!
+while ! grep -q "capturing to" /tmp/top.err; do
+    kill -0 $TOP 2>/dev/null || break
+    sleep 0.5
+done
+cat /tmp/top.err
+tail -f /tmp/top.out &
+TAIL=$!
+sleep 3
+echo "=== running the pin workload: O_DIRECT read, io_uring fixed buffers, process_vm_readv ==="
+gup-trace workload --device /dev/nvme0n1 > /tmp/workload.out 2>&1
+sleep 3
+echo "=== a leak: gup-trace workload ring-handoff --hold 30 ==="
+gup-trace workload ring-handoff --hold 30
+sleep 36
+if [ "$KMOD" = 1 ] && insmod /root/pinleak.ko; then
+    echo "=== a leak: pinleak-user keep 64 (the module keeps the pins) ==="
+    pinleak-user keep 64 --longterm
+    sleep 6
+fi
+kill -TERM $TOP
+wait $TOP
+STATUS=$?
+sleep 0.5
+kill $TAIL
+echo "=== workload ==="
+cat /tmp/workload.out
+for f in help busiest first-finding last; do
+    echo "GUPTRACE-CAPTURE-BEGIN $f"
+    cat /tmp/cap/$f.txt
+    echo "GUPTRACE-CAPTURE-END $f"
+done
+echo "GUPTRACE-RESULT top-exit=$STATUS"
+"#;
+
+pub fn run_tui(kernel: Option<&str>, with_kmod: bool) -> Result<()> {
+    let binary = build::gup_trace_release()?;
+    let kernels = kernels::resolve(&[kernel.unwrap_or("newest")])?;
+    let kernel = &kernels[0];
+    let mut files = vec![(binary, "/bin/gup-trace".to_string())];
+    if with_kmod {
+        files.extend(kmod::guest_files(kernel).context(
+            "--kmod: the pinleak module does not build for this kernel (`cargo xtask kmod`)",
+        )?);
+    }
+    let initramfs = vm_dir().join("demo-tui.cpio.gz");
+    let script = format!("KMOD={}\n{TUI_SCRIPT}", u8::from(with_kmod));
+    vm::build_initramfs(&initramfs, &files, &script)?;
+    println!(
+        "demo --tui: booting {} under QEMU (TCG); the guest console follows",
+        kernel.release
+    );
+    let console = vm::boot(&Boot {
+        kernel: kernel.vmlinuz.clone(),
+        initramfs,
+        disk_mb: 64,
+        memory_mb: 1024,
+        timeout: Duration::from_secs(900),
+        echo: true,
+    })?;
+    let out = vm_dir()
+        .parent()
+        .expect("target/vm is in target")
+        .join("demo-tui");
+    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    fs::write(out.join("console.log"), &console.text)?;
+    let captures = captures(&console.text);
+    for (name, text) in &captures {
+        fs::write(out.join(format!("{name}.txt")), text)?;
+    }
+    match console.find(VERDICT_PREFIX) {
+        Some("top-exit=0") => {}
+        other => bail!(
+            "top did not finish cleanly ({other:?}); console: {}",
+            out.join("console.log").display()
+        ),
+    }
+    let failures = judge(&captures, with_kmod);
+    if !failures.is_empty() {
+        bail!(
+            "the captures in {} do not show what they must:\n  {}",
+            out.display(),
+            failures.join("\n  ")
+        );
+    }
+    println!(
+        "demo --tui: done in {:.1} s; the screens are in {}",
+        console.wall.as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The captures the guest printed between GUPTRACE-CAPTURE-BEGIN/END lines, by name.
+fn captures(console: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in console.lines() {
+        if let Some(name) = line.strip_prefix("GUPTRACE-CAPTURE-BEGIN ") {
+            current = Some((name.trim().to_string(), String::new()));
+        } else if line.starts_with("GUPTRACE-CAPTURE-END ") {
+            if let Some((name, text)) = current.take() {
+                found.insert(name, text);
+            }
+        } else if let Some((_, text)) = &mut current {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    found
+}
+
+/// The screens of capture `name` titled `screen` (e.g. "overview 80x24").
+fn screen<'a>(captures: &'a BTreeMap<String, String>, name: &str, screen: &str) -> Option<&'a str> {
+    let text = captures.get(name)?;
+    let start = text
+        .lines()
+        .position(|l| l.starts_with("=== ") && l.ends_with(&format!("{screen} ===")))?;
+    let body: usize = text.lines().take(start + 1).map(|l| l.len() + 1).sum();
+    let rest = &text[body..];
+    let end = rest.find("\n=== ").map_or(rest.len(), |i| i + 1);
+    Some(&rest[..end])
+}
+
+/// Whether screen `which` of capture `name` shows every needle; what is missing goes to
+/// `failures`.
+fn expect(
+    captures: &BTreeMap<String, String>,
+    failures: &mut Vec<String>,
+    name: &str,
+    which: &str,
+    needles: &[&str],
+) {
+    match screen(captures, name, which) {
+        None => failures.push(format!("{name}: no {which} screen")),
+        Some(text) => {
+            for needle in needles {
+                if !text.contains(needle) {
+                    failures.push(format!("{name}, {which}: no {needle:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// What the captures must show; the failures, if any.
+fn judge(captures: &BTreeMap<String, String>, with_kmod: bool) -> Vec<String> {
+    let mut failures = Vec::new();
+    let f = &mut failures;
+    expect(
+        captures,
+        f,
+        "help",
+        "help 80x24",
+        &["keys (any key closes)", "quit"],
+    );
+    // The workload: pins taken by gup-trace's own workload threads, no event lost.
+    expect(
+        captures,
+        f,
+        "busiest",
+        "overview 80x24",
+        &[
+            "processes",
+            "gup-trace",
+            "lost events: 0",
+            "pinned pages by age",
+        ],
+    );
+    // The leak: the findings panel lights up with the orphaned io_uring pins, and the
+    // drill-downs show the evidence and the folios.
+    expect(
+        captures,
+        f,
+        "first-finding",
+        "overview 80x24",
+        &["FINDINGS: ", "ORPHANED pid", "(LONGTERM)"],
+    );
+    expect(
+        captures,
+        f,
+        "first-finding",
+        "finding 120x40",
+        &[
+            "evidence:",
+            "ORPHANED PINS: pid",
+            "kernel stack that took them:",
+            "io_",
+        ],
+    );
+    expect(
+        captures,
+        f,
+        "first-finding",
+        "overview 120x40",
+        &["call sites", "RELEASED"],
+    );
+    // The process the finding is about, drilled into.
+    let process = captures.get("first-finding").and_then(|t| {
+        t.lines()
+            .find(|l| l.contains(": process ") && l.ends_with(" 80x24 ==="))
+            .and_then(|l| l.split(": ").nth(1))
+            .map(|l| l.trim_end_matches(" ===").to_string())
+    });
+    match process {
+        Some(title) => expect(
+            captures,
+            f,
+            "first-finding",
+            &title,
+            &["pinned folios (", "LONGTERM", "exited"],
+        ),
+        None => f.push("first-finding: no process screen".into()),
+    }
+    if with_kmod {
+        expect(
+            captures,
+            f,
+            "last",
+            "overview 80x24",
+            &["FINDINGS: ", "pinleak-user"],
+        );
+        expect(captures, f, "last", "finding 120x40", &["pinleak"]);
+    } else {
+        // The holder closed the ring: io_uring released the pins, the finding is gone.
+        expect(captures, f, "last", "overview 80x24", &["findings: none"]);
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_are_cut_out_of_the_console_and_into_screens() {
+        let console = "boot noise\nGUPTRACE-CAPTURE-BEGIN last\n=== frame 9 at 9.0 s: overview 80x24 ===\n top\n=== frame 9 at 9.0 s: process 12 80x24 ===\n pid 12\nGUPTRACE-CAPTURE-END last\nmore noise\n";
+        let c = captures(console);
+        assert_eq!(c.len(), 1);
+        assert_eq!(screen(&c, "last", "overview 80x24"), Some(" top\n"));
+        assert_eq!(screen(&c, "last", "process 12 80x24"), Some(" pid 12\n"));
+        assert_eq!(screen(&c, "last", "finding 80x24"), None);
     }
 }

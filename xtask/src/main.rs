@@ -29,6 +29,14 @@ enum Task {
         /// Kernel series to boot (6.1, 6.12, 6.18, another major.minor, an exact release).
         #[arg(long, value_name = "SERIES", default_value = "newest")]
         kernel: String,
+        /// Run the `top` dashboard (headless, its screens captured as text) over the workload
+        /// and a leak, instead of `trace`; the captures go to target/demo-tui/ and are checked.
+        #[arg(long)]
+        tui: bool,
+        /// With --tui: also load the pinleak test module and leak pins through it (kernels
+        /// it builds for: see `cargo xtask kmod`).
+        #[arg(long, requires = "tui")]
+        kmod: bool,
     },
     /// Unit tests, host tests on this machine's kernel, then the VM matrix.
     Test {
@@ -129,7 +137,13 @@ fn main() -> Result<()> {
             command,
         } => vm::vm_run(&kernel, timeout, &with, kmod, &command.join(" ")),
         Task::Kmod { kernels } => kmod::run_kmod(&kernels),
-        Task::Demo { kernel } => demo::run(Some(&kernel)),
+        Task::Demo { kernel, tui, kmod } => {
+            if tui {
+                demo::run_tui(Some(&kernel), kmod)
+            } else {
+                demo::run(Some(&kernel))
+            }
+        }
         Task::Test { kernels } => test::run_all(&kernels),
         Task::VmTest { kernels } => vm_test::run(&kernels),
         Task::Bench {

@@ -1,8 +1,8 @@
 //! `gup-trace report FILE`: a recording replayed through the pin engine, as text or JSON.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::FindingArgs;
 use clap::Args;
@@ -38,18 +38,37 @@ pub struct ReportArgs {
     /// At most this many frames of each kernel stack.
     #[arg(long, default_value_t = 6, value_name = "FRAMES")]
     pub stack_depth: usize,
+    /// Browse the recording in the `top` dashboard, with a time cursor (← → step through it;
+    /// it opens at the end).
+    #[arg(long, conflicts_with = "json")]
+    pub tui: bool,
+    /// With --tui: seconds of recording per step of the time cursor.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS", requires = "tui")]
+    pub step: f64,
+    /// With --tui: milliseconds per step while playing (p).
+    #[arg(long, default_value_t = 500, value_name = "MS", requires = "tui")]
+    pub interval: u64,
 }
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let rules = args.findings.rules()?;
-    let opts = ReportOptions {
-        top: args.top,
-        stack_depth: args.stack_depth,
-    };
     let filter = ReplayFilter {
         pid: args.pid,
         comm: args.comm.clone(),
         cgroup_id: args.cgroup,
+    };
+    if args.tui {
+        if !std::io::stdout().is_terminal() {
+            bail!("--tui draws on a terminal: run it in one");
+        }
+        let step = super::seconds(args.step, "--step")?;
+        let interval = std::time::Duration::from_millis(args.interval.max(20));
+        crate::tui::replay::run(&args.file, rules, filter, step, interval)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = ReportOptions {
+        top: args.top,
+        stack_depth: args.stack_depth,
     };
     let replay = Replay::read_filtered(RecordingReader::open(&args.file)?, rules, &filter)?;
     let findings = report::findings(&replay);

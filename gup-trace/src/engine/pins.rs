@@ -127,6 +127,14 @@ impl Log2Histogram {
         self.count += 1;
     }
 
+    /// Adds `other`'s samples (percentiles over several processes).
+    pub fn merge(&mut self, other: &Log2Histogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+    }
+
     /// The upper bound of the bucket holding the `p`-th percentile (0..=100); 0 when empty.
     pub fn percentile(&self, p: f64) -> u64 {
         if self.count == 0 {
@@ -207,6 +215,8 @@ pub struct PinState {
     pub pre_existing_releases: u64,
     /// Pages pinned now, as far as observed.
     pub pinned_now: u64,
+    /// The most pages pinned at once since [`PinState::take_peak`] was last called.
+    pinned_peak: u64,
     /// Pages released by calls that came without their folios.
     pub unitemized_releases: u64,
 }
@@ -422,6 +432,7 @@ impl PinState {
         self.processes[process as usize].pins_taken += u64::from(t.refs);
         self.call_sites[site as usize].pins_taken += u64::from(t.refs);
         self.pinned_now += u64::from(t.refs);
+        self.pinned_peak = self.pinned_peak.max(self.pinned_now);
         let folio = self.folios.entry(t.folio).or_insert_with(|| {
             // Pins already on the folio when first seen were taken before tracing began.
             FolioState {
@@ -516,6 +527,14 @@ impl PinState {
         if folio.holds.is_empty() {
             self.folios.remove(&t.folio);
         }
+    }
+
+    /// The most pages pinned at once since the last call (pins taken and released between two
+    /// looks at `pinned_now` show here), and a new period starts.
+    pub fn take_peak(&mut self) -> u64 {
+        let peak = self.pinned_peak.max(self.pinned_now);
+        self.pinned_peak = self.pinned_now;
+        peak
     }
 
     /// Pins of `process` still outstanding, folio by folio.

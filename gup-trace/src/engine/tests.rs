@@ -452,3 +452,23 @@ fn lock_and_path_figures_add_up_per_process() {
         "3000 ns lies in the 2048..4095 bucket"
     );
 }
+
+#[test]
+fn the_peak_counts_pins_taken_and_released_between_two_looks() {
+    let mut e = engine();
+    run(&mut e, pin_call(10, 100, &[F1, F2], 0, 7));
+    run(
+        &mut e,
+        unpin_call(
+            20,
+            100,
+            &[(F1, small(1), small(0)), (F2, small(1), small(0))],
+        ),
+    );
+    assert_eq!(e.state.pinned_now, 0);
+    assert_eq!(e.state.take_peak(), 2);
+    assert_eq!(e.state.take_peak(), 0, "a new period starts at each look");
+    run(&mut e, pin_call(30, 100, &[F1], 0, 7));
+    assert_eq!(e.state.take_peak(), 1);
+    assert_eq!(e.state.take_peak(), 1, "still pinned");
+}

@@ -351,6 +351,36 @@ fn utc_dates() {
 }
 
 #[test]
+fn a_replay_in_steps_reaches_the_state_of_a_replay_in_one_go() {
+    let (bytes, _) = write_recording(Vec::new(), 5, 30_000, Compression::Lz4).unwrap();
+    let rules = FindingRules::default();
+    let whole = replay_with(&bytes, rules);
+    let mut steps = Replayer::new(RecordingReader::new(&bytes[..]).unwrap(), rules);
+    let mut t = START_NS;
+    let mut pinned_before = Vec::new();
+    while !steps.at_end() {
+        t += MS;
+        steps.advance(Some(t)).unwrap();
+        assert!(
+            steps.engine.newest_ns <= t,
+            "nothing past the cursor is applied"
+        );
+        pinned_before.push(steps.engine.state.pinned_now);
+    }
+    steps.advance(None).unwrap();
+    let stepped = steps.into_replay();
+    assert!(pinned_before.len() > 10, "the recording spans many steps");
+    assert_eq!(stepped.events, whole.events);
+    let (a, b) = (&stepped.engine, &whole.engine);
+    assert_eq!(a.state.pinned_now, b.state.pinned_now);
+    assert_eq!(a.state.folios.len(), b.state.folios.len());
+    assert_eq!(a.state.processes.len(), b.state.processes.len());
+    assert_eq!(a.ledger.totals, b.ledger.totals);
+    assert_eq!(a.ledger.folios, b.ledger.folios);
+    assert_eq!(a.late_events(), b.late_events());
+}
+
+#[test]
 fn a_pid_filter_keeps_that_process_and_every_release() {
     let bytes = scenario();
     let filter = ReplayFilter {
