@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: gup-trace's main job, live, on a machine whose own kernel cannot hook
 //! GUP: boots a stock kernel under QEMU and runs `gup-trace trace --stacks` over the selftest
 //! workload, the guest console streamed to this terminal: each GUP call with the kernel stack
-//! that made it.
+//! that made it; then `gup-trace check` catching io_uring pins that outlive their process.
 //!
 //! `cargo xtask demo --tui`: the same guest runs the `top` dashboard instead, headless (the
 //! guest has no terminal: `top --capture` renders its screens into text), over the workload
@@ -43,7 +43,12 @@ sleep 0.5
 kill $TAIL
 echo "=== workload ==="
 cat /tmp/workload.out
-echo "GUPTRACE-RESULT trace-exit=$STATUS"
+echo
+echo "=== gup-trace check over a program whose io_uring pins outlive it (exit 1: a leak) ==="
+gup-trace check -- gup-trace workload ring-handoff --hold 8
+CHECK=$?
+echo "=== check exited with $CHECK ==="
+echo "GUPTRACE-RESULT trace-exit=$STATUS check-exit=$CHECK"
 "#;
 
 pub fn run(kernel: Option<&str>) -> Result<()> {
@@ -65,11 +70,11 @@ pub fn run(kernel: Option<&str>) -> Result<()> {
         initramfs,
         disk_mb: 64,
         memory_mb: 1024,
-        timeout: Duration::from_secs(300),
+        timeout: Duration::from_secs(600),
         echo: true,
     })?;
     match console.find(VERDICT_PREFIX) {
-        Some("trace-exit=0") => {
+        Some("trace-exit=0 check-exit=1") => {
             println!("demo: done in {:.1} s", console.wall.as_secs_f64());
             Ok(())
         }
