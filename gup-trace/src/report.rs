@@ -663,16 +663,7 @@ pub fn text(report: &Report, findings_text: &str) -> String {
         }
     );
     let f = &r.filters;
-    let mut filters = Vec::new();
-    if let Some(pid) = f.pid {
-        filters.push(format!("pid {pid}"));
-    }
-    if let Some(comm) = &f.comm {
-        filters.push(format!("comm {comm}"));
-    }
-    if let Some(id) = f.cgroup_id {
-        filters.push(format!("cgroup {id}"));
-    }
+    let filters = f.describe();
     let _ = writeln!(
         out,
         "  filters: {}{}; mmap_lock events: {}",

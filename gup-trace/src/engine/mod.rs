@@ -124,4 +124,6 @@ fn apply(ledger: &mut PinLedger, state: &mut PinState, newest_ns: &mut u64, e: &
 }
 
 #[cfg(test)]
+pub(crate) mod synthetic;
+#[cfg(test)]
 mod tests;

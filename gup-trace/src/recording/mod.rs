@@ -140,6 +140,23 @@ pub struct Filters {
     pub ring_buffer_kib: u32,
 }
 
+impl Filters {
+    /// The process filters in use, as `pid 12`, `comm fio`, `cgroup 3`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(pid) = self.pid {
+            out.push(format!("pid {pid}"));
+        }
+        if let Some(comm) = &self.comm {
+            out.push(format!("comm {comm}"));
+        }
+        if let Some(id) = self.cgroup_id {
+            out.push(format!("cgroup {id}"));
+        }
+        out
+    }
+}
+
 impl Metadata {
     /// The recording's description of a session started now.
     pub fn new(caps: &Capabilities, filters: Filters, start_ns: u64) -> Metadata {

@@ -229,16 +229,7 @@ impl Feed for ReplayFeed {
 
 fn source_info(path: &Path, meta: &Metadata) -> SourceInfo {
     let f = &meta.filters;
-    let mut filters = Vec::new();
-    if let Some(pid) = f.pid {
-        filters.push(format!("pid {pid}"));
-    }
-    if let Some(comm) = &f.comm {
-        filters.push(format!("comm {comm}"));
-    }
-    if let Some(id) = f.cgroup_id {
-        filters.push(format!("cgroup {id}"));
-    }
+    let filters = f.describe();
     SourceInfo {
         source: path.file_name().map_or_else(
             || path.display().to_string(),

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use gup_trace_common::{EventKind, FolioTransition, Hook, folio_bit};
+use gup_trace_common::{EventKind, Hook, folio_bit};
 use ratatui::{
     crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
     style::Color,
@@ -20,96 +20,36 @@ use super::{
     theme::Theme,
 };
 use crate::{
-    engine::{FindingRules, PinEngine},
+    engine::{
+        FindingRules, PinEngine,
+        synthetic::{self, F1, F2, LONGTERM, MS, S, event, exit, small, transition},
+    },
     events::TraceEvent,
     output::CallStack,
     symbols::{FrameSymbol, StackFrame},
 };
 
-const MS: u64 = 1_000_000;
-const S: u64 = 1_000_000_000;
-const LONGTERM: u32 = 0x100;
-const F1: u64 = 0xffff_ea00_0000_1000;
-const F2: u64 = 0xffff_ea00_0000_2000;
 const F3: u64 = 0xffff_ea00_0000_3000;
 
 // ---------------------------------------------------------------------------------------------
-// Synthetic events, as the engine's own tests build them.
+// Synthetic events: the engine's own (`engine::synthetic`), with a slow-path page and an
+// mmap_lock acquisition in every pin call, so the dashboard has something to show for them.
 
-fn event(kind: EventKind, hook: Hook, ts: u64, tgid: u32) -> TraceEvent {
-    let mut e = TraceEvent::sample(kind, hook, ts, tgid, 0);
-    e.comm = format!("proc{tgid}").as_str().into();
-    e
-}
-
-fn small(pins: i32) -> (i32, i32) {
-    (1 + pins * 1024, 0)
-}
-
-fn transition(folio: u64, bits: u32, before: (i32, i32), after: (i32, i32)) -> FolioTransition {
-    FolioTransition {
-        folio,
-        pfn: folio >> 6,
-        refs: 1,
-        bits,
-        order: 0,
-        refcount_before: before.0,
-        refcount_after: after.0,
-        pincount_before: before.1,
-        pincount_after: after.1,
-        _pad: 0,
-    }
-}
-
-/// A GUP call pinning one page of each folio, `slow` of them from the slow path, with one
-/// mmap_lock acquisition.
 fn pin_call(ts: u64, tgid: u32, folios: &[u64], flags: u32, stack: u32) -> Vec<TraceEvent> {
-    let mut out: Vec<TraceEvent> = folios
-        .iter()
-        .map(|&f| {
-            let mut e = event(EventKind::Folio, Hook::TryGrabFolioFast, ts - 1, tgid);
-            e.call_hook = Some(Hook::PinUserPagesFast);
-            e.pages = 1;
-            e.folio = Some(transition(f, folio_bit::PIN, small(0), small(1)));
-            e
-        })
-        .collect();
-    let mut call = event(EventKind::Call, Hook::PinUserPagesFast, ts, tgid);
-    call.pages = folios.len() as u64;
-    call.gup_flags = flags;
-    call.stack_id = Some(stack);
+    let mut out = synthetic::pin_call(ts, tgid, folios, flags, stack);
+    let call = out.last_mut().expect("the call event comes last");
     call.path.fast_refs = folios.len() as u64 - 1;
     call.path.slow_refs = 1;
     call.lock.acquisitions = 1;
     call.lock.wait_ns = 3_000;
     call.lock.hold_ns = 120_000;
-    out.push(call);
     out
 }
 
+/// One pin released on each of `folios`, each of which had one.
 fn unpin_call(ts: u64, tgid: u32, folios: &[u64]) -> Vec<TraceEvent> {
-    let mut out: Vec<TraceEvent> = folios
-        .iter()
-        .map(|&f| {
-            let mut e = event(EventKind::Folio, Hook::UnpinUserPages, ts, tgid);
-            e.folio = Some(transition(
-                f,
-                folio_bit::PIN | folio_bit::RELEASE,
-                small(1),
-                small(0),
-            ));
-            e.pages = 1;
-            e
-        })
-        .collect();
-    let mut call = event(EventKind::Call, Hook::UnpinUserPages, ts, tgid);
-    call.pages = folios.len() as u64;
-    out.push(call);
-    out
-}
-
-fn exit(ts: u64, tgid: u32) -> TraceEvent {
-    event(EventKind::ProcessExit, Hook::SchedProcessExit, ts, tgid)
+    let batch: Vec<_> = folios.iter().map(|&f| (f, small(1), small(0))).collect();
+    synthetic::unpin_call(ts, tgid, &batch)
 }
 
 fn frame(function: &str, offset: u64, module: Option<&str>) -> StackFrame {
@@ -461,6 +401,7 @@ fn unbalanced_and_long_held_pins_show_as_findings_too() {
     let mut bad = unpin_call(200 * MS, 300, &[F2]);
     bad[0].folio = Some(transition(
         F2,
+        1,
         folio_bit::PIN | folio_bit::RELEASE,
         small(0),
         (0, 0),
