@@ -135,20 +135,31 @@ union FdControl {
     _align: libc::cmsghdr,
 }
 
+fn one_byte(byte: &mut [u8; 1]) -> libc::iovec {
+    libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    }
+}
+
+/// A message of the one `iov`, without control data yet.
+fn message(iov: &mut libc::iovec) -> libc::msghdr {
+    // SAFETY: msghdr is plain data, all-zero is its empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg
+}
+
 /// Sends one byte, with `fd` attached when given.
 fn send_fd(socket: &OwnedFd, fd: Option<RawFd>) -> std::io::Result<()> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = FdControl { buf: [0; 64] };
-    // SAFETY: msghdr is plain data; the cmsg macros write inside `control`, which is big
-    // enough and aligned for one cmsghdr with one int.
+    // SAFETY: the cmsg macros write inside `control`, which is big enough and aligned for one
+    // cmsghdr with one int.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+        let mut msg = message(&mut iov);
         if let Some(fd) = fd {
             msg.msg_control = control.buf.as_mut_ptr().cast();
             msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
@@ -168,16 +179,11 @@ fn send_fd(socket: &OwnedFd, fd: Option<RawFd>) -> std::io::Result<()> {
 /// Receives one byte and the fd attached to it, if any.
 fn recv_fd(socket: &OwnedFd) -> Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = FdControl { buf: [0; 64] };
     // SAFETY: as in send_fd; the fd read out of the message is ours to own.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+        let mut msg = message(&mut iov);
         msg.msg_control = control.buf.as_mut_ptr().cast();
         msg.msg_controllen = control.buf.len();
         if libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) != 1 {

@@ -52,19 +52,19 @@ impl PinEngine {
     }
 
     pub fn push(&mut self, event: TraceEvent) {
-        let Self {
-            reorder,
-            ledger,
-            state,
-            newest_ns,
-            ..
-        } = self;
-        reorder.push(event, |e| apply(ledger, state, newest_ns, &e));
+        let (reorder, apply) = self.parts();
+        reorder.push(event, apply);
     }
 
     /// Applies everything held back for reordering: the end of the stream, or a moment to
     /// take stock (a report, a screen refresh).
     pub fn flush(&mut self) {
+        let (reorder, apply) = self.parts();
+        reorder.flush(apply);
+    }
+
+    /// The reorder buffer, and what applies an event it lets go to the ledger and the state.
+    fn parts(&mut self) -> (&mut reorder::ReorderBuffer, impl FnMut(TraceEvent) + '_) {
         let Self {
             reorder,
             ledger,
@@ -72,7 +72,9 @@ impl PinEngine {
             newest_ns,
             ..
         } = self;
-        reorder.flush(|e| apply(ledger, state, newest_ns, &e));
+        (reorder, move |e: TraceEvent| {
+            apply(ledger, state, newest_ns, &e)
+        })
     }
 
     /// Events that arrived after newer ones had already been applied.
