@@ -9,12 +9,15 @@ use gup_trace::commands::{
 
 /// Trace get_user_pages (GUP) and FOLL_PIN page pinning with eBPF.
 ///
-/// gup-trace hooks the kernel's pin_user_pages* entry points and the unpin_* release calls
-/// (fentry where the kernel allows it, kprobes otherwise) and the mmap_lock tracepoints, and
-/// checks its totals against the kernel's own /proc/vmstat pin counters.
+/// gup-trace hooks the kernel's pin_user_pages* entry points, the per-folio grab functions and
+/// the unpin_* release calls (fentry where the kernel allows it, kprobes otherwise), the
+/// mmap_lock and process tracepoints, reconstructs who holds which pins, and checks its totals
+/// against the kernel's own /proc/vmstat pin counters.
 ///
 /// Start with `sudo gup-trace probe` to see what this kernel lets it hook, then
-/// `sudo gup-trace selftest` to check it against the kernel's counters.
+/// `sudo gup-trace selftest` to check it against the kernel's counters. To find pins a program
+/// leaves behind: `sudo gup-trace check -- PROGRAM ARGS` (exit 1 on a leak, for CI); to watch
+/// who holds pins on a live machine: `sudo gup-trace top`.
 #[derive(Parser)]
 #[command(name = "gup-trace", version, propagate_version = true)]
 struct Cli {
