@@ -29,8 +29,9 @@ pub fn require_root(command: &str) -> Result<()> {
 /// Options shared by every command that traces.
 #[derive(Args, Clone, Debug)]
 pub struct SessionArgs {
-    /// Trace only this process (tgid). Releases completed in interrupt context (block I/O)
-    /// run on whichever task was interrupted and are missed by this filter.
+    /// Trace only this process (tgid). `check`, `record` and `top` still see every release,
+    /// whoever makes it (io_uring teardown runs in a kworker, block I/O completes in interrupt
+    /// context); `trace` filters releases too, and misses those.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
     /// Trace only tasks with this name (as in /proc/PID/comm).
