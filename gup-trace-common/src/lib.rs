@@ -372,7 +372,10 @@ pub mod counter {
     pub const UNMATCHED_EXITS: u32 = 3;
     /// Release batches (`pages[]`, `folios[]`) cut short by the in-kernel walk bound.
     pub const TRUNCATED_WALKS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Calls that looked in progress for over 10 s when the thread entered another: their
+    /// return was lost (kretprobe misses), and they were forgotten.
+    pub const STALE_CALLS: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Names of the globals userspace sets before load (`EbpfLoader::set_global`).

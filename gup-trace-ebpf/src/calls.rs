@@ -147,6 +147,21 @@ fn leave(depth: &mut u32) -> bool {
     *depth == 0
 }
 
+/// How long a call may look in progress before its return is taken for lost. A kretprobe
+/// misses returns when more calls are in flight than its instances (6.1 keeps three kprobe
+/// hooks); without this, every later call of that thread would look nested in the lost one and
+/// go unreported. No GUP or release call runs this long between two hooked entries.
+const STALE_CALL_NS: u64 = 10_000_000_000;
+
+/// Forgets a call whose return never came (see [`STALE_CALL_NS`]), counting it.
+#[inline(always)]
+fn forget_if_stale(depth: &mut u32, since_ns: u64, now: u64) {
+    if *depth > 0 && now.saturating_sub(since_ns) > STALE_CALL_NS {
+        *depth = 0;
+        bump(counter::STALE_CALLS, 1);
+    }
+}
+
 /// Drops the thread's entry once it is inside no call, keeping the map small.
 #[inline(always)]
 fn forget_if_idle(key: u32, state: &ThreadCalls) {
@@ -165,9 +180,11 @@ pub fn gup_enter<C: StackIdContext>(ctx: &C, hook: Hook, args: GupArgs) {
     let Some(state) = state_for_entry(thread_key(tid)) else {
         return;
     };
+    let now = now_ns();
+    forget_if_stale(&mut state.gup_depth, state.gup.start_ns, now);
     if state.gup_depth == 0 {
         state.gup = GupCall {
-            start_ns: now_ns(),
+            start_ns: now,
             start: args.start,
             requested: args.requested,
             flags: args.flags,
@@ -274,8 +291,10 @@ pub fn unpin_enter(hook: Hook, pages: u64, released: Released) {
     let Some(state) = state_for_entry(key) else {
         return;
     };
+    let now = now_ns();
+    forget_if_stale(&mut state.unpin_depth, state.unpin_start_ns, now);
     if state.unpin_depth == 0 {
-        state.unpin_start_ns = now_ns();
+        state.unpin_start_ns = now;
         if matches!(released, Released::Nothing) {
             state.unpin_pages = 0;
             state.unpin_hook = NO_CALL;

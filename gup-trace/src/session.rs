@@ -75,6 +75,8 @@ pub struct KernelCounters {
     pub unmatched_exits: u64,
     /// Release batches longer than the in-kernel walk: their folios are partly itemized.
     pub truncated_walks: u64,
+    /// Calls whose return was lost (kretprobe misses), forgotten after 10 s.
+    pub stale_calls: u64,
 }
 
 impl KernelCounters {
@@ -85,6 +87,7 @@ impl KernelCounters {
             thread_map_full: self.thread_map_full - earlier.thread_map_full,
             unmatched_exits: self.unmatched_exits - earlier.unmatched_exits,
             truncated_walks: self.truncated_walks - earlier.truncated_walks,
+            stale_calls: self.stale_calls - earlier.stale_calls,
         }
     }
 }
@@ -265,6 +268,7 @@ impl Session {
             thread_map_full: sum(counter::TASK_MAP_FULL)?,
             unmatched_exits: sum(counter::UNMATCHED_EXITS)?,
             truncated_walks: sum(counter::TRUNCATED_WALKS)?,
+            stale_calls: sum(counter::STALE_CALLS)?,
         })
     }
 }

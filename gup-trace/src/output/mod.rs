@@ -532,11 +532,13 @@ pub fn summary(s: &Summary, top: usize) -> String {
             ""
         }
     );
-    if s.kernel.unmatched_exits > 0 || s.kernel.thread_map_full > 0 {
+    let k = &s.kernel;
+    if k.unmatched_exits > 0 || k.thread_map_full > 0 || k.stale_calls > 0 {
         let _ = writeln!(
             out,
-            "  untracked calls: {} returns without their entry, {} with the thread map full",
-            s.kernel.unmatched_exits, s.kernel.thread_map_full
+            "  untracked calls: {} returns without their entry, {} with the thread map full, {} \
+             whose return was lost (kretprobe misses)",
+            k.unmatched_exits, k.thread_map_full, k.stale_calls
         );
     }
     if !s.processes.is_empty() {

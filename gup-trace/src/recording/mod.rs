@@ -396,6 +396,8 @@ impl<W: Write> RecordingWriter<W> {
             k.truncated_walks,
             v.acquired,
             v.released,
+            // Appended later: readers of older recordings take 0.
+            k.stale_calls,
         ] {
             p.extend_from_slice(&n.to_le_bytes());
         }
@@ -781,10 +783,15 @@ fn parse_counters(payload: &[u8]) -> Option<CounterSnapshot> {
         thread_map_full: c.u64()?,
         unmatched_exits: c.u64()?,
         truncated_walks: c.u64()?,
+        stale_calls: 0,
     };
     let vmstat = PinCounters {
         acquired: c.u64()?,
         released: c.u64()?,
+    };
+    let kernel = KernelCounters {
+        stale_calls: c.u64().unwrap_or(0),
+        ..kernel
     };
     Some(CounterSnapshot {
         ts_ns,
