@@ -238,6 +238,13 @@ fn skipped(name: &'static str, why: impl Into<String>) -> StepReport {
 }
 
 /// The current errno as an error, with "what" (the syscall and its arguments) as context.
+/// `pages` pages of `page` bytes, in bytes.
+fn byte_len(pages: usize, page: usize) -> Result<usize> {
+    pages
+        .checked_mul(page)
+        .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))
+}
+
 fn os_error(what: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(io::Error::last_os_error()).context(what.into())
 }
@@ -303,9 +310,7 @@ impl AnonBuf {
     /// mmap `pages` private anonymous pages and ask for small pages, without touching them:
     /// a read fault maps the shared zero page.
     fn untouched(pages: usize, page: usize) -> Result<Self> {
-        let len = pages
-            .checked_mul(page)
-            .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
+        let len = byte_len(pages, page)?;
         let p = mmap_anon(len, 0).map_err(|e| {
             anyhow::Error::new(e).context(format!(
                 "mmap({len} bytes, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS)"
@@ -426,9 +431,7 @@ fn direct_io_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
     if pages == 0 {
         return Ok(skipped(STEP_DIRECT_IO, "0 pages requested"));
     }
-    let bytes = pages
-        .checked_mul(page)
-        .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
+    let bytes = byte_len(pages, page)?;
 
     let target = match direct_io_target(opts.direct_io_path.as_deref(), bytes)? {
         Ok(t) => t,
@@ -1402,9 +1405,7 @@ fn lock_drop_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
     if pages == 0 {
         return Ok(skipped(name, "0 pages requested"));
     }
-    let bytes = pages
-        .checked_mul(page)
-        .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
+    let bytes = byte_len(pages, page)?;
     let need = bytes
         .checked_mul(2)
         .ok_or_else(|| anyhow!("{pages} pages of {page} bytes, twice, overflow usize"))?;
@@ -1494,9 +1495,7 @@ fn legacy_dio_step(opts: &WorkloadOptions, page: usize) -> Result<StepReport> {
     if pages == 0 {
         return Ok(skipped(name, "0 pages requested"));
     }
-    let bytes = pages
-        .checked_mul(page)
-        .ok_or_else(|| anyhow!("{pages} pages of {page} bytes overflow usize"))?;
+    let bytes = byte_len(pages, page)?;
     let c = cpath(dir)?;
     // SAFETY: statfs is plain data; statfs fills it from a valid NUL-terminated path.
     let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
