@@ -52,14 +52,33 @@ pub enum Section {
     Host,
 }
 
+#[derive(clap::Args, Debug)]
 pub struct Options {
+    /// Kernel series the vm section boots (6.1, 6.12, 6.18, another major.minor, an exact
+    /// release, or "newest").
+    #[arg(long, value_name = "SERIES", default_value = "newest")]
     pub kernel: String,
+    /// Run only this section (default: all).
+    #[arg(long, value_enum, value_name = "SECTION")]
     pub only: Option<Section>,
+    /// Untraced and traced rounds of each workload (alternating).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
+    /// Length of one untraced round of one workload, in ms.
+    #[arg(long, default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..))]
     pub round_ms: u64,
+    /// Pages per process_vm_readv call in the pin/unpin loop.
+    #[arg(long, default_value_t = 1, value_name = "PAGES",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub pin_pages: u64,
-    /// Events in the host section's synthetic recording, and folios it holds pinned.
+    /// Events in the host section's synthetic recording.
+    #[arg(long, default_value_t = 4_000_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1000..))]
     pub host_events: u64,
+    /// Folios the host section holds pinned to measure memory per folio.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1000..))]
     pub host_folios: u64,
 }
 

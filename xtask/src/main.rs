@@ -82,34 +82,7 @@ enum Task {
     /// pin/unpin, O_DIRECT and io_uring fixed-buffer workloads untraced vs traced; the host
     /// section replays a synthetic recording through the engine, measures memory per pinned
     /// folio and the recording writer, on this machine.
-    Bench {
-        /// Kernel series the vm section boots (6.1, 6.12, 6.18, another major.minor, an exact
-        /// release, or "newest").
-        #[arg(long, value_name = "SERIES", default_value = "newest")]
-        kernel: String,
-        /// Run only this section (default: all).
-        #[arg(long, value_enum, value_name = "SECTION")]
-        only: Option<bench::Section>,
-        /// Untraced and traced rounds of each workload (alternating).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-        rounds: u32,
-        /// Length of one untraced round of one workload, in ms.
-        #[arg(long, default_value_t = 1000, value_name = "MS",
-              value_parser = clap::value_parser!(u64).range(10..))]
-        round_ms: u64,
-        /// Pages per process_vm_readv call in the pin/unpin loop.
-        #[arg(long, default_value_t = 1, value_name = "PAGES",
-              value_parser = clap::value_parser!(u64).range(1..=1024))]
-        pin_pages: u64,
-        /// Events in the host section's synthetic recording.
-        #[arg(long, default_value_t = 4_000_000, value_name = "N",
-              value_parser = clap::value_parser!(u64).range(1000..))]
-        host_events: u64,
-        /// Folios the host section holds pinned to measure memory per folio.
-        #[arg(long, default_value_t = 1_000_000, value_name = "N",
-              value_parser = clap::value_parser!(u64).range(1000..))]
-        host_folios: u64,
-    },
+    Bench(bench::Options),
     /// Boot stock Debian kernels in QEMU with a minimal initramfs and print a table
     /// (a check of the VM plumbing that vm-test and demo use).
     VmBoot {
@@ -146,22 +119,6 @@ fn main() -> Result<()> {
         }
         Task::Test { kernels } => test::run_all(&kernels),
         Task::VmTest { kernels } => vm_test::run(&kernels),
-        Task::Bench {
-            kernel,
-            only,
-            rounds,
-            round_ms,
-            pin_pages,
-            host_events,
-            host_folios,
-        } => bench::run(&bench::Options {
-            kernel,
-            only,
-            rounds,
-            round_ms,
-            pin_pages,
-            host_events,
-            host_folios,
-        }),
+        Task::Bench(opts) => bench::run(&opts),
     }
 }
