@@ -15,8 +15,7 @@ use super::{SessionArgs, how_long, require_root, stop_after};
 use crate::{
     output::{self, CallStack},
     recording::{
-        Compression, CounterSnapshot, EndTotals, Filters, Metadata, RecordingWriter, WriteStats,
-        stack_id_of,
+        Compression, CounterSnapshot, Filters, Metadata, RecordingWriter, WriteStats, stack_id_of,
     },
     session::{KernelStacks, Session, monotonic_ns},
     vmstat::PinCounters,
@@ -166,13 +165,7 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
         write_record(&mut writer, &mut stacks, record).with_context(write_failed)
     })?;
     let lost = session.counters()?.delta_since(&counters_start).lost_events;
-    let end = EndTotals {
-        end_ns,
-        records: writer.stats.records,
-        events: writer.stats.events,
-        lost_events: lost,
-        stacks: writer.stats.stacks,
-    };
+    let end = writer.end_totals(end_ns, lost);
     let (_, stats) = writer.finish(&end).with_context(write_failed)?;
     if live {
         eprint!("\r\x1b[K");

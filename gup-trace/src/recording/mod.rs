@@ -453,6 +453,18 @@ impl<W: Write> RecordingWriter<W> {
         Ok(())
     }
 
+    /// The end marker's totals for what this writer wrote, stopped at `end_ns` with
+    /// `lost_events` events the kernel side could not deliver.
+    pub fn end_totals(&self, end_ns: u64, lost_events: u64) -> EndTotals {
+        EndTotals {
+            end_ns,
+            records: self.stats.records,
+            events: self.stats.events,
+            lost_events,
+            stacks: self.stats.stacks,
+        }
+    }
+
     /// Writes the end marker and everything still waiting; returns the output and what was
     /// written.
     pub fn finish(mut self, end: &EndTotals) -> io::Result<(W, WriteStats)> {

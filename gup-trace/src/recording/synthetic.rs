@@ -18,8 +18,8 @@ use gup_trace_common::{
 };
 
 use super::{
-    Compression, CounterSnapshot, EndTotals, Filters, Metadata, RecordedHook, RecordingWriter,
-    WriteStats, hook_ids,
+    Compression, CounterSnapshot, Filters, Metadata, RecordedHook, RecordingWriter, WriteStats,
+    hook_ids,
 };
 use crate::{
     session::KernelCounters,
@@ -615,12 +615,6 @@ pub fn write_recording<W: std::io::Write>(
     }
     let end_ns = synth.now_ns() + 1_000;
     w.counters(&counters(end_ns, true, &synth))?;
-    let end = EndTotals {
-        end_ns,
-        records: w.stats.records,
-        events: w.stats.events,
-        lost_events: 0,
-        stacks: w.stats.stacks,
-    };
+    let end = w.end_totals(end_ns, 0);
     Ok(w.finish(&end)?)
 }

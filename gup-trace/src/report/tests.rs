@@ -137,13 +137,7 @@ fn scenario() -> Vec<u8> {
     }
     let end_ns = start + 10 * S;
     w.counters(&snapshot(end_ns, true, 1005, 1001)).unwrap();
-    let end = EndTotals {
-        end_ns,
-        records: w.stats.records,
-        events: w.stats.events,
-        lost_events: 0,
-        stacks: w.stats.stacks,
-    };
+    let end = w.end_totals(end_ns, 0);
     w.finish(&end).unwrap().0
 }
 
