@@ -127,10 +127,25 @@ fn obeys_bias_rule(got: (i64, i64), want: (i64, i64)) -> bool {
 }
 
 /// Pins on the zero page that the kernel skipped: its counts did not move.
-fn skipped_zero_page(t: &FolioTransition) -> bool {
+pub(super) fn skipped_zero_page(t: &FolioTransition) -> bool {
     t.bits & folio_bit::ZERO_PAGE != 0
         && t.refcount_after == t.refcount_before
         && t.pincount_after == t.pincount_before
+}
+
+/// A release call's folios, each once with all the references the call dropped on it (a
+/// folio may be listed more than once: its counts were read once, at the call's entry).
+pub(super) fn refs_by_folio(
+    batch: &[FolioTransition],
+) -> smallvec::SmallVec<[(FolioTransition, u32); 8]> {
+    let mut by_folio: smallvec::SmallVec<[(FolioTransition, u32); 8]> = smallvec::SmallVec::new();
+    for &t in batch {
+        match by_folio.iter_mut().find(|(seen, _)| seen.folio == t.folio) {
+            Some((_, refs)) => *refs += t.refs,
+            None => by_folio.push((t, t.refs)),
+        }
+    }
+    by_folio
 }
 
 /// Counts over a window, in the units the kernel's counters use (pages).
@@ -257,18 +272,7 @@ impl PinLedger {
         if batch.iter().any(|t| t.bits & folio_bit::TRUNCATED != 0) {
             return;
         }
-        let mut refs_by_folio: smallvec::SmallVec<[(FolioTransition, u32); 8]> =
-            smallvec::SmallVec::new();
-        for t in batch {
-            match refs_by_folio
-                .iter_mut()
-                .find(|(seen, _)| seen.folio == t.folio)
-            {
-                Some((_, refs)) => *refs += t.refs,
-                None => refs_by_folio.push((t, t.refs)),
-            }
-        }
-        for (t, refs) in refs_by_folio {
+        for (t, refs) in refs_by_folio(&batch) {
             if !skipped_zero_page(&t) {
                 self.check_bias(call.ts_ns, call.tgid, call.hook, &t, refs);
             }

@@ -13,7 +13,10 @@ use smallvec::SmallVec;
 
 use crate::events::{Comm, TraceEvent};
 
-use super::{FastMap, ledger::PIN_COUNTING_BIAS};
+use super::{
+    FastMap,
+    ledger::{PIN_COUNTING_BIAS, refs_by_folio, skipped_zero_page},
+};
 
 /// Index of a [`ProcessRecord`] in [`PinState::processes`].
 pub type ProcessId = u32;
@@ -383,8 +386,7 @@ impl PinState {
     }
 
     fn apply_folio(&mut self, e: &TraceEvent, t: &FolioTransition) {
-        let counted =
-            t.refcount_after != t.refcount_before || t.pincount_after != t.pincount_before;
+        let zero_page = skipped_zero_page(t);
         if t.bits & folio_bit::RELEASE != 0 {
             let spare = &mut self.spare_releases;
             let batch = self
@@ -393,14 +395,14 @@ impl PinState {
                 .or_insert_with(|| spare.pop().unwrap_or_default());
             // A release that moved no count is the zero page the kernel never pinned: nothing
             // to match, but its call was itemized all the same.
-            if counted || t.bits & folio_bit::ZERO_PAGE == 0 {
+            if !zero_page {
                 batch.push(*t);
             }
             return;
         }
         // Plain references (FOLL_GET) are not pins; failed grabs and the zero page took none.
         let pin = t.bits & (folio_bit::PIN | folio_bit::FAILED) == folio_bit::PIN;
-        if !pin || (t.bits & folio_bit::ZERO_PAGE != 0 && !counted) {
+        if !pin || zero_page {
             return;
         }
         match e.call_hook {
@@ -456,14 +458,7 @@ impl PinState {
     /// holders, and judged against the kernel's counts at the call's entry, once per folio with
     /// all the pins the call dropped on it (a folio may be listed more than once).
     fn release_batch(&mut self, call: &TraceEvent, batch: &[FolioTransition]) {
-        let mut by_folio: SmallVec<[(FolioTransition, u32); 8]> = SmallVec::new();
-        for &t in batch {
-            match by_folio.iter_mut().find(|(seen, _)| seen.folio == t.folio) {
-                Some((_, refs)) => *refs += t.refs,
-                None => by_folio.push((t, t.refs)),
-            }
-        }
-        for (t, refs) in by_folio {
+        for (t, refs) in refs_by_folio(batch) {
             self.release(call, &t, refs);
         }
     }
