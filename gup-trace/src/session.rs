@@ -229,8 +229,12 @@ impl Session {
     /// Adds `tgid` to the followed process tree: from now on it and the processes it creates
     /// are traced (with `follow_tree`). Call it before the process does anything worth seeing.
     pub fn follow(&mut self, tgid: u32) -> Result<()> {
-        let mut followed: aya::maps::HashMap<_, u32, u8> =
-            aya::maps::HashMap::try_from(map(&mut self.ebpf, "FOLLOWED")?)?;
+        // Borrowed, not taken out of the object: the tree may be given more roots.
+        let map = self
+            .ebpf
+            .map_mut("FOLLOWED")
+            .context("map FOLLOWED missing from the eBPF object (build mismatch)")?;
+        let mut followed: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(map)?;
         followed
             .insert(&tgid, &1u8, 0)
             .with_context(|| format!("cannot follow process {tgid}"))

@@ -96,7 +96,7 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     if caps.attached(HookClass::Process) < 2 {
         log::warn!("process tracepoints missing: exits are not seen, so no orphaned pins");
     }
-    let longterm = caps.foll.value("FOLL_LONGTERM").unwrap_or(0);
+    let longterm = caps.foll.longterm();
     let mut stacks = match session.kernel_stacks() {
         Ok(s) => Some(s),
         Err(e) => {

@@ -108,7 +108,7 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         folio_level: caps.attached(HookClass::Grab) > 0,
         page_size: page_size(),
     };
-    let longterm = caps.foll.value("FOLL_LONGTERM").unwrap_or(0);
+    let longterm = caps.foll.longterm();
     let engine = PinEngine::new(start_ns, longterm, rules);
     let intake = Intake::new(session, engine, stacks, source)?;
     let interval = Duration::from_millis(args.interval);

@@ -244,6 +244,12 @@ impl FollFlags {
         self.flags.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
+    /// FOLL_LONGTERM (0x10000 up to 6.4, 0x100 after); 0 if the table lacks it, and then no
+    /// pin counts as long-term.
+    pub fn longterm(&self) -> u32 {
+        self.value("FOLL_LONGTERM").unwrap_or(0)
+    }
+
     /// `WRITE|LONGTERM`; unknown bits in hex; `-` for none.
     pub fn describe(&self, mut bits: u32) -> String {
         if bits == 0 {

@@ -171,7 +171,7 @@ impl Metadata {
             foll_source: caps.foll.source.to_string(),
             foll_flags: caps.foll.flags.clone(),
             foll_pin: caps.foll_pin.value,
-            foll_longterm: caps.foll.value("FOLL_LONGTERM").unwrap_or(0),
+            foll_longterm: caps.foll.longterm(),
             hooks: caps
                 .hooks
                 .iter()
