@@ -143,13 +143,9 @@ exit $STATUS
     let log = logs.join(format!("{}-bench.log", kernel.release));
     fs::write(&log, &console.text).with_context(|| format!("cannot write {}", log.display()))?;
 
-    if console.find("uname: ") != Some(kernel.release.as_str()) {
-        bail!(
-            "the guest did not run {} (console: {})",
-            kernel.release,
-            log.display()
-        );
-    }
+    console
+        .ran(&kernel)
+        .with_context(|| format!("whole console: {}", log.display()))?;
     let line = console.find(VERDICT_PREFIX).unwrap_or("");
     if console.find(EXIT_PREFIX) != Some("0") || line.is_empty() {
         bail!(

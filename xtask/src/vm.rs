@@ -252,6 +252,19 @@ impl Console {
     pub fn tail(&self, n: usize) -> String {
         tail(&self.text, n)
     }
+
+    /// Fails unless the guest script says it ran on `kernel` (every guest script starts by
+    /// printing `uname: $(uname -r)`).
+    pub fn ran(&self, kernel: &Kernel) -> Result<()> {
+        match self.find("uname: ") {
+            Some(release) if release == kernel.release => Ok(()),
+            other => bail!(
+                "the guest did not run {} (its script said {other:?}); last console lines:\n{}",
+                kernel.release,
+                self.tail(15)
+            ),
+        }
+    }
 }
 
 /// The rest of the last line of `text` that starts with `prefix`.
@@ -651,9 +664,8 @@ fi
 
 /// "ok" when the guest says so and runs the kernel we meant to boot.
 fn vm_boot_verdict(console: &Console, kernel: &Kernel) -> String {
-    let uname = console.find("uname: ");
-    if uname != Some(kernel.release.as_str()) {
-        return format!("guest runs {uname:?}, expected {}", kernel.release);
+    if let Err(e) = console.ran(kernel) {
+        return format!("{e:#}");
     }
     if console.find("nr_foll_pin_acquired ").is_none() {
         return "no nr_foll_pin_acquired in /proc/vmstat".to_string();

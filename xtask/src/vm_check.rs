@@ -153,9 +153,8 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CheckRow {
     row.seconds = console.wall.as_secs_f64();
     let log = logs.join(format!("{}-check.log", kernel.release));
     let _ = fs::write(&log, &console.text);
-    if console.find("uname: ") != Some(kernel.release.as_str()) {
-        row.failures
-            .push(format!("the guest did not run {}", kernel.release));
+    if let Err(e) = console.ran(kernel) {
+        row.failures.push(format!("{e:#}"));
         return row;
     }
     for (i, expected) in SCENARIOS.iter().enumerate() {

@@ -191,12 +191,8 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
     row.seconds = console.wall.as_secs_f64();
     let log = logs.join(format!("{}-selftest.log", kernel.release));
     let _ = fs::write(&log, &console.text);
-    if console.find("uname: ") != Some(kernel.release.as_str()) {
-        row.failure = Some(format!(
-            "the guest did not run {}; last console lines:\n{}",
-            kernel.release,
-            console.tail(15)
-        ));
+    if let Err(e) = console.ran(kernel) {
+        row.failure = Some(format!("{e:#}"));
         return row;
     }
     match console.find(VERDICT_PREFIX).map(parse_verdict) {
