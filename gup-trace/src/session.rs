@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     events::TraceEvent,
     kernel::{self, Capabilities, KernelFacts},
+    output::CallStack,
     symbols::{KernelSymbols, StackFrame},
 };
 
@@ -264,6 +265,16 @@ impl Session {
         })
     }
 
+    /// The kernel stacks for commands that name them when they can and go on without them
+    /// when they cannot (check, top, record): a failure is logged once and becomes the reason
+    /// every lookup gives.
+    pub fn stack_names(&mut self) -> StackNames {
+        StackNames(self.kernel_stacks().map_err(|e| {
+            log::warn!("kernel stacks will not be named: {e:#}");
+            format!("kernel stacks unavailable: {e:#}")
+        }))
+    }
+
     pub fn counters(&self) -> Result<KernelCounters> {
         let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
         Ok(KernelCounters {
@@ -317,6 +328,18 @@ impl KernelStacks {
         let frames: Arc<[StackFrame]> = self.symbols.stack(&addresses).into();
         self.cache.insert(id, Arc::clone(&frames));
         Ok(frames)
+    }
+}
+
+/// Kernel stacks, or why there are none (see [`Session::stack_names`]).
+pub struct StackNames(std::result::Result<KernelStacks, String>);
+
+impl StackNames {
+    pub fn frames(&mut self, id: u32) -> CallStack {
+        match &mut self.0 {
+            Ok(stacks) => stacks.frames(id).map_err(|e| format!("{e:#}")),
+            Err(why) => Err(why.clone()),
+        }
     }
 }
 

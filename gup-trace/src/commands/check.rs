@@ -97,13 +97,7 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
         log::warn!("process tracepoints missing: exits are not seen, so no orphaned pins");
     }
     let longterm = caps.foll.longterm();
-    let mut stacks = match session.kernel_stacks() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!("kernel stacks will not be named: {e:#}");
-            None
-        }
-    };
+    let mut stacks = session.stack_names();
     let start_ns = monotonic_ns();
     let mut engine = PinEngine::new(start_ns, longterm, rules);
     let counters_start = session.counters()?;
@@ -165,12 +159,7 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     } else {
         0
     };
-    let mut lookup = |id: u32| -> CallStack {
-        match stacks.as_mut() {
-            Some(s) => s.frames(id).map_err(|e| format!("{e:#}")),
-            None => Err("kernel stacks unavailable".into()),
-        }
-    };
+    let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
     let seconds = now_ns.saturating_sub(start_ns) as f64 / 1e9;
     let state = &engine.state;
     let taken: u64 = state.processes.iter().map(|p| p.pins_taken).sum();

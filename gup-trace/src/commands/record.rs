@@ -13,11 +13,11 @@ use clap::Args;
 
 use super::{SessionArgs, how_long, require_root, stop_after};
 use crate::{
-    output::{self, CallStack},
+    output,
     recording::{
         Compression, CounterSnapshot, Filters, Metadata, RecordingWriter, WriteStats, stack_id_of,
     },
-    session::{KernelStacks, Session, monotonic_ns},
+    session::{Session, StackNames, monotonic_ns},
     vmstat::PinCounters,
 };
 
@@ -46,17 +46,13 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Writes one record, after its kernel stack the first time a stack id is seen.
 fn write_record(
     writer: &mut RecordingWriter<std::fs::File>,
-    stacks: &mut Result<KernelStacks, String>,
+    stacks: &mut StackNames,
     record: &[u8],
 ) -> Result<()> {
     if let Some(id) = stack_id_of(record)
         && !writer.has_stack(id)
     {
-        let stack: CallStack = match stacks {
-            Ok(s) => s.frames(id).map_err(|e| format!("{e:#}")),
-            Err(why) => Err(why.clone()),
-        };
-        writer.stack(id, &stack)?;
+        writer.stack(id, &stacks.frames(id))?;
     }
     writer.record(record)?;
     Ok(())
@@ -86,10 +82,7 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     config.all_releases = true;
     let mut session = Session::start(&config)?;
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
-    let mut stacks = session.kernel_stacks().map_err(|e| {
-        log::warn!("kernel stacks will not be named: {e:#}");
-        format!("not named when recorded: {e:#}")
-    });
+    let mut stacks = session.stack_names();
     let filters = Filters {
         pid: config.pid,
         comm: config.comm.clone(),

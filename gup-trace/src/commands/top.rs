@@ -69,13 +69,7 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
     config.all_releases = true;
     let mut session = Session::start(&config)?;
     let caps = session.capabilities.clone();
-    let stacks = match session.kernel_stacks() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!("kernel stacks will not be named: {e:#}");
-            None
-        }
-    };
+    let stacks = session.stack_names();
     let missing_hooks: Vec<String> = caps
         .hooks
         .iter()

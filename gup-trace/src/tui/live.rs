@@ -28,14 +28,14 @@ use crate::{
     engine::PinEngine,
     events::TraceEvent,
     output::CallStack,
-    session::{KernelCounters, KernelStacks, Session, monotonic_ns},
+    session::{KernelCounters, Session, StackNames, monotonic_ns},
 };
 
 /// Takes the session's events into the engine and builds the snapshots.
 pub struct Intake {
     session: Session,
     engine: PinEngine,
-    stacks: Option<KernelStacks>,
+    stacks: StackNames,
     source: SourceInfo,
     builder: SnapshotBuilder,
     history: History,
@@ -47,7 +47,7 @@ impl Intake {
     pub fn new(
         session: Session,
         engine: PinEngine,
-        stacks: Option<KernelStacks>,
+        stacks: StackNames,
         source: SourceInfo,
     ) -> Result<Intake> {
         let counters_start = session.counters()?;
@@ -75,12 +75,7 @@ impl Intake {
             .delta_since(&self.counters_start)
             .lost_events;
         let stacks = &mut self.stacks;
-        let mut lookup = |id: u32| -> CallStack {
-            match stacks.as_mut() {
-                Some(s) => s.frames(id).map_err(|e| format!("{e:#}")),
-                None => Err("kernel stacks unavailable (see --verbose)".into()),
-            }
-        };
+        let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
         Ok(self.builder.build(
             &self.engine,
             &self.source,
