@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use gup_trace_common::Hook;
 use serde::Serialize;
 
 use super::{
@@ -58,7 +59,8 @@ pub struct HeldPins {
     pub comm: String,
     pub exited_ns: Option<u64>,
     /// The GUP entry point (or grab function) that took them, and its kernel stack.
-    pub entry: &'static str,
+    #[serde(serialize_with = "super::pins::hook_name")]
+    pub entry: Hook,
     pub stack_id: Option<u32>,
     pub longterm: bool,
     pub pages: u64,
@@ -133,7 +135,7 @@ pub fn held_pin_findings(state: &PinState, rules: &FindingRules, now_ns: u64) ->
                 tgid: process.tgid,
                 comm: process.comm.to_string(),
                 exited_ns: process.exited_ns,
-                entry: site.entry.name(),
+                entry: site.entry,
                 stack_id: site.stack_id,
                 longterm: owner.longterm,
                 pages: 0,

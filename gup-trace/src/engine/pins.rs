@@ -95,7 +95,7 @@ impl CallSite {
     }
 }
 
-fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(hook.name())
 }
 

@@ -58,7 +58,7 @@ fn pins_held_after_exit_are_orphaned_once_the_grace_period_is_over() {
     };
     assert_eq!((held.tgid, held.comm.as_str()), (100, "proc100"));
     assert_eq!((held.pages, held.folios), (2, 2));
-    assert_eq!(held.entry, "pin_user_pages_fast");
+    assert_eq!(held.entry.name(), "pin_user_pages_fast");
     assert_eq!(held.stack_id, Some(7));
     assert!(held.longterm);
     assert_eq!(held.exited_ns, Some(1 * S));
@@ -308,7 +308,7 @@ fn pins_outside_a_gup_call_belong_to_the_grab_function() {
     let [Finding::OrphanedPins(held)] = found.as_slice() else {
         panic!("{found:?}");
     };
-    assert_eq!(held.entry, "folio_add_pin");
+    assert_eq!(held.entry.name(), "folio_add_pin");
     assert_eq!(e.state.folios[&F1].pre_existing, 1);
 }
 

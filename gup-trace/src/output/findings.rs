@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-use gup_trace_common::Hook;
 use serde::Serialize;
 
 use super::{CallStack, call_frames, stack_lines};
@@ -141,7 +140,7 @@ fn held_detail(
     let _ = writeln!(
         out,
         "      taken through {}{}, the oldest at {}",
-        h.entry,
+        h.entry.name(),
         if h.longterm { " (FOLL_LONGTERM)" } else { "" },
         at(h.oldest_ns, start_ns)
     );
@@ -168,22 +167,13 @@ fn held_detail(
             String::new()
         }
     );
-    let entry = hook_named(h.entry);
     match h.stack_id {
         Some(id) => {
             out.push_str("      kernel stack that took them:\n");
-            out.push_str(&stack_lines(&stacks(id), entry, stack_depth));
+            out.push_str(&stack_lines(&stacks(id), h.entry, stack_depth));
         }
         None => out.push_str("      kernel stack: none recorded\n"),
     }
-}
-
-fn hook_named(name: &str) -> Hook {
-    Hook::ALL
-        .iter()
-        .copied()
-        .find(|h| h.name() == name)
-        .unwrap_or(Hook::PinUserPages)
 }
 
 /// One finding as JSON, with the stack of held pins named.
@@ -207,7 +197,7 @@ impl<'a> FindingRecord<'a> {
         let stack = held.and_then(|h| {
             let frames = stacks(h.stack_id?).ok()?;
             Some(
-                call_frames(&frames, hook_named(h.entry))
+                call_frames(&frames, h.entry)
                     .iter()
                     .take(depth)
                     .map(ToString::to_string)
@@ -232,7 +222,7 @@ mod tests {
             tgid: 311,
             comm: "pinleak-user".into(),
             exited_ns: Some(3_500_000_000),
-            entry: "pin_user_pages_fast",
+            entry: gup_trace_common::Hook::PinUserPagesFast,
             stack_id: Some(4),
             longterm: true,
             pages: 64,

@@ -654,7 +654,7 @@ fn finding_row(
                 secs(now.saturating_sub(h.exited_ns.unwrap_or(now))),
                 if h.longterm { " (LONGTERM)" } else { "" }
             ),
-            format!("orphaned/{}/{}/{:?}", h.tgid, h.entry, h.stack_id),
+            format!("orphaned/{}/{}/{:?}", h.tgid, h.entry.name(), h.stack_id),
         ),
         Finding::LongHeldPin(h) => (
             Some(h.tgid),
@@ -665,7 +665,7 @@ fn finding_row(
                 pages(h.pages),
                 secs(now.saturating_sub(h.oldest_ns))
             ),
-            format!("long/{}/{}/{:?}", h.tgid, h.entry, h.stack_id),
+            format!("long/{}/{}/{:?}", h.tgid, h.entry.name(), h.stack_id),
         ),
         Finding::UnbalancedRelease(u) => (
             Some(u.tgid),
