@@ -1190,6 +1190,26 @@ enum VmCopy {
     Write,
 }
 
+/// One process_vm_readv (into `local`) or process_vm_writev (from it) of `local.len()` bytes
+/// at `remote` in process `pid`; the syscall's return value.
+fn process_vm_copy(way: VmCopy, pid: libc::pid_t, local: &mut [u8], remote: *mut u8) -> isize {
+    let liov = libc::iovec {
+        iov_base: local.as_mut_ptr().cast(),
+        iov_len: local.len(),
+    };
+    let riov = libc::iovec {
+        iov_base: remote.cast(),
+        iov_len: local.len(),
+    };
+    // SAFETY: liov describes `local`; riov is an address in `pid`, which the kernel checks.
+    unsafe {
+        match way {
+            VmCopy::Read => libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0),
+            VmCopy::Write => libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0),
+        }
+    }
+}
+
 /// process_vm_readv or process_vm_writev of a child's buffer. Only the child's pages are
 /// pinned: the local side is copied with copy_{to,from}_user. A read is checked here; a write
 /// is checked by the child itself, since reading it back through the kernel would pin the
@@ -1214,21 +1234,7 @@ fn vm_copy_step(way: VmCopy, pages: usize, page: usize) -> Result<StepReport> {
     };
     let mut child = Child::spawn(&remote, way == VmCopy::Write)?;
     let pid = child.pid;
-    let liov = libc::iovec {
-        iov_base: local.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let riov = libc::iovec {
-        iov_base: remote.ptr.cast(),
-        iov_len: len,
-    };
-    // SAFETY: liov describes `local`; riov is an address in the child, checked by the kernel.
-    let n = unsafe {
-        match way {
-            VmCopy::Read => libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0),
-            VmCopy::Write => libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0),
-        }
-    };
+    let n = process_vm_copy(way, pid, &mut local, remote.ptr);
     if n < 0 {
         let e = errno();
         let err = os_error(format!(
@@ -1447,18 +1453,9 @@ fn zero_page_step(pages: usize, page: usize) -> Result<StepReport> {
     let remote = AnonBuf::untouched(pages, page)?;
     let len = remote.len;
     let mut local = vec![0xa5u8; len];
-    let liov = libc::iovec {
-        iov_base: local.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let riov = libc::iovec {
-        iov_base: remote.ptr.cast(),
-        iov_len: len,
-    };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    // SAFETY: liov describes `local`; riov our own mapping, which the kernel checks anyway.
-    let n = unsafe { libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0) };
+    let n = process_vm_copy(VmCopy::Read, pid, &mut local, remote.ptr);
     if n < 0 {
         let e = errno();
         let err = os_error(format!("process_vm_readv(own pid {pid}, {len} bytes)"));
