@@ -24,7 +24,8 @@ use serde_json::{Value, json};
 
 use crate::{
     build, kernels,
-    vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX, vm_dir},
+    paths::{target_dir, vm_dir},
+    vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX},
 };
 
 /// Host targets: replay throughput on one core, memory per pinned folio, writer throughput,
@@ -97,7 +98,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
 /// `<workspace>/target/bench`.
 fn bench_dir() -> PathBuf {
-    build::workspace_root().join("target").join("bench")
+    target_dir().join("bench")
 }
 
 fn vm_section(opts: &Options) -> Result<()> {

@@ -17,7 +17,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     build, kernels, kmod,
-    vm::{self, Boot, VERDICT_PREFIX, vm_dir},
+    paths::{target_dir, vm_dir},
+    vm::{self, Boot, VERDICT_PREFIX},
 };
 
 /// The trace runs in the background and shows on the console as it happens; the workload runs
@@ -151,10 +152,7 @@ pub fn run_tui(kernel: Option<&str>, with_kmod: bool) -> Result<()> {
         timeout: Duration::from_secs(900),
         echo: true,
     })?;
-    let out = vm_dir()
-        .parent()
-        .expect("target/vm is in target")
-        .join("demo-tui");
+    let out = target_dir().join("demo-tui");
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     fs::write(out.join("console.log"), &console.text)?;
     let captures = captures(&console.text);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{describe, output, run};
-use crate::vm::vm_dir;
+use crate::paths::vm_dir;
 
 /// A kernel ready to boot.
 #[derive(Clone, Debug)]

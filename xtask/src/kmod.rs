@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{describe, output, run};
 use crate::kernels::{self, Kernel};
-use crate::vm::vm_dir;
+use crate::paths::vm_dir;
 
 /// The fixture's sources: the module, its Kbuild, the ioctl header and the user program.
 const MODULE_SOURCES: [&str; 3] = ["Kbuild", "pinleak.c", "pinleak.h"];

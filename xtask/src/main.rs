@@ -4,6 +4,7 @@ mod cmd;
 mod demo;
 mod kernels;
 mod kmod;
+mod paths;
 mod setup;
 mod test;
 mod vm;

@@ -19,22 +19,13 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{describe, output, run};
 use crate::kernels::{self, Kernel};
+use crate::paths::vm_dir;
 
 /// Prefix of the line a guest script prints with its verdict.
 pub const VERDICT_PREFIX: &str = "GUPTRACE-RESULT ";
 
 /// Prefix of the line /init prints with the guest script's exit status.
 pub const EXIT_PREFIX: &str = "GUPTRACE-EXIT ";
-
-/// `<workspace>/target/vm`: kernels, apt state, initramfs images and disks. Derived from the
-/// workspace, not from CARGO_TARGET_DIR, so every build of xtask shares one cache.
-pub fn vm_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .join("target")
-        .join("vm")
-}
 
 /// Writes a gzip'd newc cpio to `out` with busybox, the `files` (host path, absolute guest
 /// path; dynamically linked ELF files get their shared libraries and loader too), and an /init

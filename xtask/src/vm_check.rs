@@ -20,7 +20,8 @@ use serde_json::Value;
 use crate::{
     kernels::Kernel,
     kmod,
-    vm::{self, Boot, find_line, vm_dir},
+    paths::vm_dir,
+    vm::{self, Boot, find_line},
 };
 
 const SCRIPT: &str = r#"

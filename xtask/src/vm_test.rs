@@ -20,7 +20,8 @@ use crate::{
     build,
     cmd::{output, run as run_cmd},
     kernels::{self, Kernel},
-    vm::{self, Boot, VERDICT_PREFIX, vm_dir},
+    paths::vm_dir,
+    vm::{self, Boot, VERDICT_PREFIX},
     vm_check,
 };
 
