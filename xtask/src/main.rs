@@ -8,7 +8,9 @@ mod paths;
 mod setup;
 mod test;
 mod vm;
+mod vm_boot;
 mod vm_check;
+mod vm_run;
 mod vm_test;
 
 use anyhow::Result;
@@ -102,14 +104,14 @@ fn main() -> Result<()> {
     setup::ensure()?;
     match cli.command {
         Task::Setup => Ok(()),
-        Task::VmBoot { kernels, echo } => vm::vm_boot(&kernels, echo),
+        Task::VmBoot { kernels, echo } => vm_boot::vm_boot(&kernels, echo),
         Task::VmRun {
             kernel,
             timeout,
             with,
             kmod,
             command,
-        } => vm::vm_run(&kernel, timeout, &with, kmod, &command.join(" ")),
+        } => vm_run::vm_run(&kernel, timeout, &with, kmod, &command.join(" ")),
         Task::Kmod { kernels } => kmod::run_kmod(&kernels),
         Task::Demo { kernel, tui, kmod } => {
             if tui {
