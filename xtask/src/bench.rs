@@ -23,8 +23,9 @@ use clap::ValueEnum;
 use serde_json::{Value, json};
 
 use crate::{
-    build, kernels,
+    build,
     paths::{target_dir, vm_dir},
+    series::KernelSeries,
     vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX},
 };
 
@@ -55,10 +56,8 @@ pub enum Section {
 
 #[derive(clap::Args, Debug)]
 pub struct Options {
-    /// Kernel series the vm section boots (6.1, 6.12, 6.18, another major.minor, an exact
-    /// release, or "newest").
-    #[arg(long, value_name = "SERIES", default_value = "newest")]
-    pub kernel: String,
+    #[command(flatten)]
+    pub kernel: KernelSeries,
     /// Run only this section (default: all).
     #[arg(long, value_enum, value_name = "SECTION")]
     pub only: Option<Section>,
@@ -103,9 +102,7 @@ fn bench_dir() -> PathBuf {
 
 fn vm_section(opts: &Options) -> Result<()> {
     let binary = build::gup_trace_release()?;
-    let kernel = kernels::resolve(&[opts.kernel.as_str()])?
-        .pop()
-        .ok_or_else(|| anyhow!("no kernel resolved for --kernel {}", opts.kernel))?;
+    let kernel = opts.kernel.resolve()?;
     let script = format!(
         r#"
 echo "uname: $(uname -r)"

@@ -18,8 +18,32 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     build, kernels, kmod,
     paths::{target_dir, vm_dir},
+    series::KernelSeries,
     vm::{self, Boot, VERDICT_PREFIX},
 };
+
+/// `cargo xtask demo`'s flags.
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub kernel: KernelSeries,
+    /// Run the `top` dashboard (headless, its screens captured as text) over the workload
+    /// and a leak, instead of `trace`; the captures go to target/demo-tui/ and are checked.
+    #[arg(long)]
+    pub tui: bool,
+    /// With --tui: also load the pinleak test module and leak pins through it (kernels
+    /// it builds for: see `cargo xtask kmod`).
+    #[arg(long, requires = "tui")]
+    pub kmod: bool,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    if opts.tui {
+        run_tui(&opts.kernel.series, opts.kmod)
+    } else {
+        run_trace(&opts.kernel.series)
+    }
+}
 
 /// The trace runs in the background and shows on the console as it happens; the workload runs
 /// once it is ready; SIGTERM then ends the trace cleanly, with its summary.
@@ -52,10 +76,10 @@ echo "=== check exited with $CHECK ==="
 echo "GUPTRACE-RESULT trace-exit=$STATUS check-exit=$CHECK"
 "#;
 
-pub fn run(kernel: Option<&str>) -> Result<()> {
+/// `cargo xtask demo`: `trace --stacks` over the workload, then `check` over a leak.
+pub fn run_trace(series: &str) -> Result<()> {
     let binary = build::gup_trace_release()?;
-    let kernels = kernels::resolve(&[kernel.unwrap_or("newest")])?;
-    let kernel = &kernels[0];
+    let kernel = &kernels::resolve_one(series)?;
     let initramfs = vm_dir().join("demo.cpio.gz");
     vm::build_initramfs(
         &initramfs,
@@ -127,10 +151,10 @@ done
 echo "GUPTRACE-RESULT top-exit=$STATUS"
 "#;
 
-pub fn run_tui(kernel: Option<&str>, with_kmod: bool) -> Result<()> {
+/// `cargo xtask demo --tui`: the `top` dashboard captured over the workload and a leak.
+pub fn run_tui(series: &str, with_kmod: bool) -> Result<()> {
     let binary = build::gup_trace_release()?;
-    let kernels = kernels::resolve(&[kernel.unwrap_or("newest")])?;
-    let kernel = &kernels[0];
+    let kernel = &kernels::resolve_one(series)?;
     let mut files = vec![(binary, "/bin/gup-trace".to_string())];
     if with_kmod {
         files.extend(kmod::guest_files(kernel).context(

@@ -70,6 +70,11 @@ pub fn resolve(series: &[&str]) -> Result<Vec<Kernel>> {
         .collect()
 }
 
+/// The kernel of one series (as [`resolve`] takes it), downloaded unless cached.
+pub fn resolve_one(series: &str) -> Result<Kernel> {
+    Ok(resolve(&[series])?.remove(0))
+}
+
 /// Name of the Debian package with the headers (and, through its dependencies, the kbuild
 /// tools) to build an out-of-tree module for `kernel`. Fetch it with [`apt_command`].
 pub fn headers_package(kernel: &Kernel) -> String {

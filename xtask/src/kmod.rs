@@ -17,9 +17,17 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cmd::{describe, output, run};
+use crate::cmd::{describe, output, run as run_cmd};
 use crate::kernels::{self, Kernel};
 use crate::paths::vm_dir;
+use crate::series::KernelSeriesList;
+
+/// `cargo xtask kmod`'s flags.
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub kernels: KernelSeriesList,
+}
 
 /// The fixture's sources: the module, its Kbuild, the ioctl header and the user program.
 const MODULE_SOURCES: [&str; 3] = ["Kbuild", "pinleak.c", "pinleak.h"];
@@ -35,21 +43,15 @@ fn fixture_dir() -> PathBuf {
 
 /// `cargo xtask kmod`: builds the module for each kernel series, then prints one line per
 /// kernel (the .ko, or why it cannot be built here). Fails if any kernel failed.
-pub fn run_kmod(series: &[String]) -> Result<()> {
-    let series: Vec<&str> = if series.is_empty() {
-        kernels::DEFAULT_SERIES.to_vec()
-    } else {
-        series.iter().map(String::as_str).collect()
-    };
+pub fn run(opts: &Options) -> Result<()> {
+    let series = opts.kernels.series();
     let user = user_program()?;
     let mut rows = Vec::new();
     for s in &series {
-        let result = kernels::resolve(&[s])
-            .map(|mut k| k.remove(0))
-            .and_then(|kernel| {
-                let ko = module_for(&kernel)?;
-                Ok((kernel.release, ko))
-            });
+        let result = kernels::resolve_one(s).and_then(|kernel| {
+            let ko = module_for(&kernel)?;
+            Ok((kernel.release, ko))
+        });
         rows.push((s.to_string(), result));
     }
     println!("\npinleak-user: {}", user.display());
@@ -137,10 +139,12 @@ pub fn user_program() -> Result<PathBuf> {
     if built.is_some() && sources.iter().all(|s| mtime(s) <= built) {
         return Ok(binary);
     }
-    run(Command::new("gcc")
-        .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&binary)
-        .arg(&sources[0]))
+    run_cmd(
+        Command::new("gcc")
+            .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&binary)
+            .arg(&sources[0]),
+    )
     .context("cannot build pinleak-user (gcc and libc6-dev come with cargo xtask setup)")?;
     Ok(binary)
 }
@@ -221,15 +225,17 @@ fn fetch_headers(kernel: &Kernel, root: &Path) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     println!("kmod: downloading {}", wanted.join(" "));
-    run(kernels::apt_command("apt-get")?
-        .args(["download", "-qq"])
-        .args(&wanted)
-        .current_dir(&debs)
-        .stdout(Stdio::null()))
+    run_cmd(
+        kernels::apt_command("apt-get")?
+            .args(["download", "-qq"])
+            .args(&wanted)
+            .current_dir(&debs)
+            .stdout(Stdio::null()),
+    )
     .with_context(|| format!("cannot download the headers of {}", kernel.release))?;
     let mut unpacked = Vec::new();
     for deb in fs::read_dir(&debs)?.flatten().map(|e| e.path()) {
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+        run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
         unpacked.push(
             deb.file_name()
                 .unwrap_or_default()

@@ -1,5 +1,6 @@
-//! `cargo xtask vm-boot`: a check of the VM plumbing that vm-test and demo use, without the
-//! tracer in the way.
+//! `cargo xtask vm-boot`: boots each kernel with a script that only checks what the real tests
+//! rely on (BTF, the NVMe disk, the pin counters) and prints a table. A debugging aid for the
+//! VM plumbing that vm-test and demo use, without the tracer in the way.
 
 use std::time::Duration;
 
@@ -8,18 +9,22 @@ use anyhow::{Result, bail};
 use crate::{
     kernels::{self, Kernel},
     paths::vm_dir,
+    series::KernelSeriesList,
     vm::{self, Boot, Console, EXIT_PREFIX, VERDICT_PREFIX},
 };
 
-/// `cargo xtask vm-boot`: boots each kernel with a script that only checks what the real tests
-/// rely on (BTF, the NVMe disk, the pin counters) and prints a table. A debugging aid for the
-/// VM plumbing, without the tracer in the way.
-pub fn vm_boot(series: &[String], echo: bool) -> Result<()> {
-    let series: Vec<&str> = if series.is_empty() {
-        kernels::DEFAULT_SERIES.to_vec()
-    } else {
-        series.iter().map(String::as_str).collect()
-    };
+/// `cargo xtask vm-boot`'s flags.
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub kernels: KernelSeriesList,
+    /// Show each guest's console as it boots.
+    #[arg(long)]
+    pub echo: bool,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let series = opts.kernels.series();
     let kernels = kernels::resolve(&series)?;
     let initramfs = vm_dir().join("vm-boot.cpio.gz");
     vm::build_initramfs(&initramfs, &[], VM_BOOT_SCRIPT)?;
@@ -42,7 +47,7 @@ pub fn vm_boot(series: &[String], echo: bool) -> Result<()> {
             disk_mb: 64,
             memory_mb: 1024,
             timeout: Duration::from_secs(120),
-            echo,
+            echo: opts.echo,
         });
         let (seconds, verdict) = match result {
             Ok(console) => (

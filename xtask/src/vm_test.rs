@@ -21,6 +21,7 @@ use crate::{
     cmd::{output, run as run_cmd},
     kernels::{self, Kernel},
     paths::vm_dir,
+    series::KernelSeriesList,
     vm::{self, Boot, VERDICT_PREFIX},
     vm_check,
 };
@@ -51,6 +52,13 @@ const REQUIRED_STEPS: [&str; 3] = [
     "legacy_direct_io_read",
 ];
 
+/// `cargo xtask vm-test`'s flags (`cargo xtask test` takes them too).
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub kernels: KernelSeriesList,
+}
+
 /// One row of the result table.
 struct Row {
     release: String,
@@ -70,9 +78,9 @@ struct Row {
     failure: Option<String>,
 }
 
-pub fn run(series: &[String]) -> Result<()> {
-    let whole_matrix = series.is_empty();
-    let series = default_series(series);
+pub fn run(opts: &Options) -> Result<()> {
+    let whole_matrix = opts.kernels.is_default();
+    let series = opts.kernels.series();
     let binary = build::gup_trace_release()?;
     let kernels = kernels::resolve(&series)?;
     let initramfs = vm_dir().join("selftest.cpio.gz");
@@ -150,14 +158,6 @@ fn print_check_table(rows: &[vm_check::CheckRow]) {
                 "FAIL"
             }
         );
-    }
-}
-
-pub fn default_series(series: &[String]) -> Vec<&str> {
-    if series.is_empty() {
-        kernels::DEFAULT_SERIES.to_vec()
-    } else {
-        series.iter().map(String::as_str).collect()
     }
 }
 
