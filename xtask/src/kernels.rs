@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cmd::{describe, output, run};
+use crate::cmd::{capture, describe, output, run};
 use crate::paths::vm_dir;
 
 /// A kernel ready to boot.
@@ -604,9 +604,7 @@ fn fsys_tar(deb: &Path, args: &[&str], stdout: Stdio) -> Result<String> {
     tar.args(args)
         .stdin(dpkg_child.stdout.take().expect("stdout is piped"))
         .stdout(stdout);
-    let tar_out = tar
-        .output()
-        .with_context(|| format!("failed to start {}", describe(&tar)))?;
+    let tar_out = capture(&mut tar)?;
     let dpkg_status = dpkg_child.wait()?;
     if !dpkg_status.success() {
         bail!("{} failed: {dpkg_status}", describe(&dpkg));

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cmd::{describe, output, run as run_cmd};
+use crate::cmd::{capture, describe, output, run as run_cmd};
 use crate::kernels::{self, Kernel};
 use crate::paths::vm_dir;
 use crate::series::KernelSeriesList;
@@ -100,9 +100,7 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
         .arg("modules")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = make
-        .output()
-        .with_context(|| format!("failed to start {}", describe(&make)))?;
+    let out = capture(&mut make)?;
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -418,9 +416,7 @@ fn elf_files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn unresolved_needs(program: &Path) -> Result<Vec<String>> {
     let mut ldd = Command::new("ldd");
     ldd.arg(program);
-    let out = ldd
-        .output()
-        .with_context(|| format!("failed to start {}", describe(&ldd)))?;
+    let out = capture(&mut ldd)?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -161,7 +161,7 @@ fn print_check_table(rows: &[vm_check::CheckRow]) {
     }
 }
 
-fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) -> Row {
+fn boot_and_judge(kernel: &Kernel, initramfs: &Path, logs: &Path) -> Row {
     let mut row = Row {
         release: kernel.release.clone(),
         hooks: "-".into(),
@@ -176,7 +176,7 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
     };
     let console = match vm::boot(&Boot {
         kernel: kernel.vmlinuz.clone(),
-        initramfs: initramfs.clone(),
+        initramfs: initramfs.to_path_buf(),
         disk_mb: 64,
         memory_mb: 1024,
         // Loading ~60 programs with bounded loops takes 1-2 minutes of verifier time under TCG.

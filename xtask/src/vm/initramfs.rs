@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::create_dir;
-use crate::cmd::{describe, output, run};
+use crate::cmd::{capture, describe, output, run};
 
 /// Writes a gzip'd newc cpio to `out` with busybox, the `files` (host path, absolute guest
 /// path; dynamically linked ELF files get their shared libraries and loader too), and an /init
@@ -129,9 +129,7 @@ fn is_elf(path: &Path) -> Result<bool> {
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     let mut cmd = Command::new("ldd");
     cmd.arg(binary);
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start {}", describe(&cmd)))?;
+    let out = capture(&mut cmd)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // A static binary: glibc's ldd exits 1 with "not a dynamic executable", static-pie ones
