@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::ValueEnum;
+use gup_trace_common::bench::BenchRounds;
 use serde_json::{Value, json};
 
 use crate::{
@@ -61,17 +62,9 @@ pub struct Options {
     /// Run only this section (default: all).
     #[arg(long, value_enum, value_name = "SECTION")]
     pub only: Option<Section>,
-    /// Untraced and traced rounds of each workload (alternating).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rounds: u32,
-    /// Length of one untraced round of one workload, in ms.
-    #[arg(long, default_value_t = 1000, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(10..))]
-    pub round_ms: u64,
-    /// Pages per process_vm_readv call in the pin/unpin loop.
-    #[arg(long, default_value_t = 1, value_name = "PAGES",
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub pin_pages: u64,
+    // The vm section passes these on to `gup-trace bench` in the guest.
+    #[command(flatten)]
+    pub rounds: BenchRounds,
     /// Events in the host section's synthetic recording.
     #[arg(long, default_value_t = 4_000_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1000..))]
@@ -106,25 +99,25 @@ fn vm_section(opts: &Options) -> Result<()> {
     let script = format!(
         r#"
 echo "uname: $(uname -r)"
-OUT=$(gup-trace bench --device /dev/nvme0n1 --rounds {} --round-ms {} --pin-pages {})
+OUT=$(gup-trace bench --device /dev/nvme0n1 {})
 STATUS=$?
 echo "GUPTRACE-RESULT $OUT"
 exit $STATUS
 "#,
-        opts.rounds, opts.round_ms, opts.pin_pages
+        opts.rounds.to_flags()
     );
     let initramfs = vm_dir().join("bench.cpio.gz");
     vm::build_initramfs(&initramfs, &[(binary, "/bin/gup-trace".into())], &script)?;
 
     // Three workloads, each calibrated to round_ms per round, untraced and traced; sessions
     // starting, calibration and boot on top. TCG on a busy machine can be several times slower.
-    let measuring = Duration::from_millis(opts.round_ms) * 3 * 2 * opts.rounds;
+    let measuring = Duration::from_millis(opts.rounds.round_ms) * 3 * 2 * opts.rounds.count;
     let timeout = Duration::from_secs(180) + measuring * 4;
     println!(
         "bench vm: booting {} under QEMU (TCG, 2 CPUs); {} rounds of 3 workloads, untraced and \
          traced, about {} s of measuring (timeout {} s)",
         kernel.release,
-        opts.rounds,
+        opts.rounds.count,
         measuring.as_secs(),
         timeout.as_secs()
     );
@@ -169,7 +162,7 @@ exit $STATUS
         hooks(&result),
         result["cpus"],
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        opts.rounds
+        opts.rounds.count
     );
     print!("{}", table(&rows));
     let verdict = o_direct_verdict(&rows);
