@@ -13,7 +13,6 @@
 //!   becomes a table here and `target/bench/host.json`.
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -25,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::{
     build,
+    files::{create_dir, write},
     paths::{target_dir, vm_dir},
     series::KernelSeries,
     vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX},
@@ -130,9 +130,9 @@ exit $STATUS
         echo: false,
     })?;
     let logs = vm_dir().join("logs");
-    fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    create_dir(&logs)?;
     let log = logs.join(format!("{}-bench.log", kernel.release));
-    fs::write(&log, &console.text).with_context(|| format!("cannot write {}", log.display()))?;
+    write(&log, &console.text)?;
 
     console
         .ran(&kernel)
@@ -197,7 +197,7 @@ exit $STATUS
 
 fn host_section(opts: &Options) -> Result<()> {
     let dir = bench_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(&dir)?;
     println!(
         "bench host: cargo bench -p gup-trace --bench host (a release build: minutes the first \
          time); {} events replayed, {} folios held",
@@ -370,7 +370,7 @@ fn host_table(rows: &[HostRow]) -> String {
 
 fn save(name: &str, value: &Value) -> Result<PathBuf> {
     let dir = bench_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(&dir)?;
     let path = dir.join(name);
     write_json(&path, value)?;
     Ok(path)
@@ -378,7 +378,7 @@ fn save(name: &str, value: &Value) -> Result<PathBuf> {
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+    write(path, text + "\n")
 }
 
 fn hooks(result: &Value) -> String {

@@ -16,7 +16,9 @@ use std::{collections::BTreeMap, fs, time::Duration};
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    build, kernels, kmod,
+    build,
+    files::create_dir,
+    kernels, kmod,
     paths::{target_dir, vm_dir},
     series::KernelSeries,
     vm::{self, Boot, Console, VERDICT_PREFIX},
@@ -194,7 +196,7 @@ pub fn run_tui(series: &str, with_kmod: bool) -> Result<()> {
         },
     )?;
     let out = target_dir().join("demo-tui");
-    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    create_dir(&out)?;
     fs::write(out.join("console.log"), &console.text)?;
     let captures = captures(&console.text);
     for (name, text) in &captures {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{capture, describe, output, run};
+use crate::files::{create_dir, write};
 use crate::paths::vm_dir;
 
 /// A kernel ready to boot.
@@ -131,8 +132,7 @@ impl Apt {
             "log",
             "debs",
         ] {
-            fs::create_dir_all(self.path(dir))
-                .with_context(|| format!("cannot create {}", self.path(dir).display()))?;
+            create_dir(&self.path(dir))?;
         }
         let status = self.path("state/status");
         if !status.exists() {
@@ -147,7 +147,7 @@ impl Apt {
             // Different sources: the lists we have do not describe them.
             let _ = fs::remove_file(self.path("lists-updated"));
         }
-        write(&self.path("apt.conf"), &self.apt_conf())
+        write(&self.path("apt.conf"), self.apt_conf())
     }
 
     fn apt_conf(&self) -> String {
@@ -515,7 +515,7 @@ fn fetch(apt: &Apt, catalog: &Catalog, release: &str) -> Result<Kernel> {
     // never looks like a cached kernel.
     let partial = kernels_dir().join(format!(".{release}.partial"));
     let _ = fs::remove_dir_all(&partial);
-    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    create_dir(&partial)?;
 
     let deb = apt.download(image)?;
     let members = deb_members(&deb)?;
@@ -536,7 +536,7 @@ fn fetch(apt: &Apt, catalog: &Catalog, release: &str) -> Result<Kernel> {
     fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
     write(
         &partial.join("package"),
-        &format!("{} {}\n", image.name, image.version),
+        format!("{} {}\n", image.name, image.version),
     )?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&partial, &dir)
@@ -619,10 +619,6 @@ fn fsys_tar(deb: &Path, args: &[&str], stdout: Stdio) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&tar_out.stdout).into_owned())
-}
-
-fn write(path: &Path, contents: &str) -> Result<()> {
-    fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Debian version ordering (epoch, upstream, revision; `~` sorts before everything), as dpkg

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{capture, describe, output, run as run_cmd};
+use crate::files::{create_dir, write};
 use crate::kernels::{self, Kernel};
 use crate::paths::vm_dir;
 use crate::series::KernelSeriesList;
@@ -84,7 +85,7 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
     let headers = headers(kernel)?;
     let compiler = check_buildable(&headers, kernel)?;
     let build = vm_dir().join("kmod").join(&kernel.release);
-    fs::create_dir_all(&build).with_context(|| format!("cannot create {}", build.display()))?;
+    create_dir(&build)?;
     for name in MODULE_SOURCES {
         copy_if_changed(&fixture_dir().join(name), &build.join(name))?;
     }
@@ -130,7 +131,7 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
 /// sources are newer.
 pub fn user_program() -> Result<PathBuf> {
     let dir = vm_dir().join("kmod");
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(&dir)?;
     let binary = dir.join("pinleak-user");
     let sources: Vec<PathBuf> = USER_SOURCES.iter().map(|s| fixture_dir().join(s)).collect();
     let built = mtime(&binary);
@@ -155,7 +156,7 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
     let new = fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
     if fs::read(to).ok().as_deref() != Some(new.as_slice()) {
-        fs::write(to, new).with_context(|| format!("cannot write {}", to.display()))?;
+        write(to, new)?;
     }
     Ok(())
 }
@@ -220,7 +221,7 @@ fn fetch_headers(kernel: &Kernel, root: &Path) -> Result<()> {
     let debs = parent.join(format!(".{}.debs", kernel.release));
     for dir in [&partial, &debs] {
         let _ = fs::remove_dir_all(dir);
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_dir(dir)?;
     }
     println!("kmod: downloading {}", wanted.join(" "));
     run_cmd(
@@ -248,8 +249,7 @@ fn fetch_headers(kernel: &Kernel, root: &Path) -> Result<()> {
     let root_str = root
         .to_str()
         .ok_or_else(|| anyhow!("{} is not UTF-8", root.display()))?;
-    fs::write(&makefile, relocate_makefile(&text, root_str))
-        .with_context(|| format!("cannot write {}", makefile.display()))?;
+    write(&makefile, relocate_makefile(&text, root_str))?;
     fs::write(partial.join("packages"), unpacked.join("\n") + "\n")?;
     let _ = fs::remove_dir_all(&debs);
     let _ = fs::remove_dir_all(root);

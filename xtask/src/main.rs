@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod files;
 mod kernels;
 mod kmod;
 mod paths;

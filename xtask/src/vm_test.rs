@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::{
     build,
     cmd::{output, run as run_cmd},
+    files::create_dir,
     kernels::{self, Kernel},
     paths::vm_dir,
     series::KernelSeriesList,
@@ -355,10 +356,10 @@ fn fat_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
         .to_string();
     let scratch = vm_dir().join("apt").join("modules-download");
     let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    create_dir(&scratch)?;
     let partial = dir.with_file_name(".modules.partial");
     let _ = fs::remove_dir_all(&partial);
-    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    create_dir(&partial)?;
     let mut missing = FAT_MODULES.to_vec();
     for package in [image, format!("linux-modules-{}", kernel.release)] {
         let deb = download(&package, &kernel.package_version, &scratch)?;

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use super::create_dir;
 use crate::cmd::{capture, describe, output, run};
+use crate::files::{create_dir, write};
 
 /// Writes a gzip'd newc cpio to `out` with busybox, the `files` (host path, absolute guest
 /// path; dynamically linked ELF files get their shared libraries and loader too), and an /init
@@ -187,7 +187,7 @@ fn pack_cpio(root: &Path, out: &Path) -> Result<()> {
 
 fn write_executable(path: &Path, contents: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    write(path, contents)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {} executable", path.display()))
 }

@@ -14,14 +14,6 @@ mod console;
 mod initramfs;
 mod qemu;
 
-use std::{fs, path::Path};
-
-use anyhow::{Context as _, Result};
-
 pub use console::{Console, EXIT_PREFIX, VERDICT_PREFIX, find_line};
 pub use initramfs::build_initramfs;
 pub use qemu::{Boot, boot};
-
-fn create_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
-}

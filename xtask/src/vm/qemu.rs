@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow};
 
 use super::console::{Console, ConsoleFilter, tail};
-use super::create_dir;
 use crate::cmd::describe;
+use crate::files::create_dir;
 use crate::paths::vm_dir;
 
 /// One QEMU run.
