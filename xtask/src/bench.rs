@@ -41,9 +41,6 @@ const DASHBOARD_MS_TARGET: f64 = 100.0;
 const O_DIRECT_TARGET_PCT: f64 = 5.0;
 /// The workload that target applies to (as `gup-trace bench` names it).
 const O_DIRECT_WORKLOAD: &str = "o_direct_read";
-/// Guest memory and scratch disk (the reads walk through its first 16 MiB).
-const MEMORY_MB: u64 = 1024;
-const DISK_MB: u64 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Section {
@@ -121,14 +118,7 @@ exit $STATUS
         measuring.as_secs(),
         timeout.as_secs()
     );
-    let console = vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs,
-        disk_mb: DISK_MB,
-        memory_mb: MEMORY_MB,
-        timeout,
-        echo: false,
-    })?;
+    let console = vm::boot(&Boot::new(&kernel, initramfs, timeout))?;
     let logs = vm_dir().join("logs");
     create_dir(&logs)?;
     let log = logs.join(format!("{}-bench.log", kernel.release));
@@ -183,7 +173,7 @@ exit $STATUS
         "kernel": kernel.release,
         "kernel_package": kernel.package_version,
         "accel": "tcg",
-        "guest_memory_mb": MEMORY_MB,
+        "guest_memory_mb": vm::MEMORY_MB,
         "host_cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         "o_direct_target_pct": O_DIRECT_TARGET_PCT,

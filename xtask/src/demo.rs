@@ -78,12 +78,8 @@ fn boot(series: &str, guest: &Guest) -> Result<Console> {
         guest.name, kernel.release
     );
     vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs,
-        disk_mb: 64,
-        memory_mb: 1024,
-        timeout: guest.timeout,
         echo: true,
+        ..Boot::new(&kernel, initramfs, guest.timeout)
     })
 }
 

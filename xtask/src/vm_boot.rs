@@ -42,12 +42,8 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         );
         let result = vm::boot(&Boot {
-            kernel: kernel.vmlinuz.clone(),
-            initramfs: initramfs.clone(),
-            disk_mb: 64,
-            memory_mb: 1024,
-            timeout: Duration::from_secs(120),
             echo: opts.echo,
+            ..Boot::new(kernel, initramfs.clone(), Duration::from_secs(120))
         });
         let (seconds, verdict) = match result {
             Ok(console) => (

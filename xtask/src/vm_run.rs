@@ -51,12 +51,8 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     vm::build_initramfs(&initramfs, &files, &script)?;
     let console = vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs,
-        disk_mb: 64,
-        memory_mb: 1024,
-        timeout: Duration::from_secs(opts.timeout),
         echo: true,
+        ..Boot::new(&kernel, initramfs, Duration::from_secs(opts.timeout))
     })?;
     match console.find(VERDICT_PREFIX) {
         Some("exit=0") => Ok(()),

@@ -175,15 +175,9 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &Path, logs: &Path) -> Row {
         seconds: 0.0,
         failure: None,
     };
-    let console = match vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs: initramfs.to_path_buf(),
-        disk_mb: 64,
-        memory_mb: 1024,
-        // Loading ~60 programs with bounded loops takes 1-2 minutes of verifier time under TCG.
-        timeout: Duration::from_secs(420),
-        echo: false,
-    }) {
+    // Loading ~60 programs with bounded loops takes 1-2 minutes of verifier time under TCG.
+    let timeout = Duration::from_secs(420);
+    let console = match vm::boot(&Boot::new(kernel, initramfs.to_path_buf(), timeout)) {
         Ok(c) => c,
         Err(e) => {
             row.failure = Some(format!("{e:#}"));

@@ -16,7 +16,14 @@ use anyhow::{Context as _, Result, anyhow};
 use super::console::{Console, ConsoleFilter, tail};
 use crate::cmd::describe;
 use crate::files::create_dir;
+use crate::kernels::Kernel;
 use crate::paths::vm_dir;
+
+/// Guest memory.
+pub const MEMORY_MB: u64 = 1024;
+/// The scratch NVMe disk's size: room for the workloads' O_DIRECT reads (the bench walks
+/// through its first 16 MiB) and vm-test's FAT file system.
+pub const DISK_MB: u64 = 64;
 
 /// One QEMU run.
 pub struct Boot {
@@ -29,6 +36,21 @@ pub struct Boot {
     pub timeout: Duration,
     /// Copy the console to our stdout as it arrives.
     pub echo: bool,
+}
+
+impl Boot {
+    /// `kernel` with `initramfs`, the guest every task boots: [`MEMORY_MB`], a scratch disk of
+    /// [`DISK_MB`], the console not echoed.
+    pub fn new(kernel: &Kernel, initramfs: PathBuf, timeout: Duration) -> Boot {
+        Boot {
+            kernel: kernel.vmlinuz.clone(),
+            initramfs,
+            disk_mb: DISK_MB,
+            memory_mb: MEMORY_MB,
+            timeout,
+            echo: false,
+        }
+    }
 }
 
 /// Boots the kernel under TCG and returns the console once the guest powers off (or the
