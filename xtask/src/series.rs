@@ -9,7 +9,7 @@ use crate::kernels::{self, Kernel};
 /// `--kernel SERIES` for a task that boots one kernel.
 #[derive(clap::Args, Debug)]
 pub struct KernelSeries {
-    /// Kernel series to boot: 6.1, 6.12, 6.18, another major.minor, an exact release, or
+    /// Kernel series: 6.1, 6.12, 6.18, another major.minor, an exact release, or
     /// "newest".
     #[arg(long = "kernel", value_name = "SERIES", default_value = "newest")]
     pub series: String,
@@ -25,7 +25,7 @@ impl KernelSeries {
 /// `--kernel SERIES`, repeatable, for a task that goes through several kernels.
 #[derive(clap::Args, Debug)]
 pub struct KernelSeriesList {
-    /// Kernel series to boot: 6.1, 6.12, 6.18, another major.minor, an exact release, or
+    /// Kernel series: 6.1, 6.12, 6.18, another major.minor, an exact release, or
     /// "newest". Repeatable; default: 6.1 6.12 6.18 newest.
     #[arg(long = "kernel", value_name = "SERIES")]
     series: Vec<String>,
