@@ -2,6 +2,12 @@
 //! `no_std`: the kernel side writes these bytes into the ring buffer, userspace reads them back.
 #![no_std]
 
+// The bench's flags are clap's, for userspace only: clap's derive needs `::std`.
+#[cfg(feature = "cli")]
+extern crate std;
+#[cfg(feature = "cli")]
+pub mod bench;
+
 pub const COMM_LEN: usize = 16;
 
 /// What a hook observes. Every hook belongs to exactly one class.

@@ -13,18 +13,21 @@
 //!   becomes a table here and `target/bench/host.json`.
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::ValueEnum;
+use gup_trace_common::bench::BenchRounds;
 use serde_json::{Value, json};
 
 use crate::{
-    build, kernels,
-    vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX, vm_dir},
+    build,
+    files::{create_dir, write},
+    paths::{target_dir, vm_dir},
+    series::KernelSeries,
+    vm::{self, Boot, EXIT_PREFIX, VERDICT_PREFIX},
 };
 
 /// Host targets: replay throughput on one core, memory per pinned folio, writer throughput,
@@ -38,9 +41,6 @@ const DASHBOARD_MS_TARGET: f64 = 100.0;
 const O_DIRECT_TARGET_PCT: f64 = 5.0;
 /// The workload that target applies to (as `gup-trace bench` names it).
 const O_DIRECT_WORKLOAD: &str = "o_direct_read";
-/// Guest memory and scratch disk (the reads walk through its first 16 MiB).
-const MEMORY_MB: u64 = 1024;
-const DISK_MB: u64 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Section {
@@ -54,24 +54,14 @@ pub enum Section {
 
 #[derive(clap::Args, Debug)]
 pub struct Options {
-    /// Kernel series the vm section boots (6.1, 6.12, 6.18, another major.minor, an exact
-    /// release, or "newest").
-    #[arg(long, value_name = "SERIES", default_value = "newest")]
-    pub kernel: String,
+    #[command(flatten)]
+    pub kernel: KernelSeries,
     /// Run only this section (default: all).
     #[arg(long, value_enum, value_name = "SECTION")]
     pub only: Option<Section>,
-    /// Untraced and traced rounds of each workload (alternating).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rounds: u32,
-    /// Length of one untraced round of one workload, in ms.
-    #[arg(long, default_value_t = 1000, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(10..))]
-    pub round_ms: u64,
-    /// Pages per process_vm_readv call in the pin/unpin loop.
-    #[arg(long, default_value_t = 1, value_name = "PAGES",
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub pin_pages: u64,
+    // The vm section passes these on to `gup-trace bench` in the guest.
+    #[command(flatten)]
+    pub rounds: BenchRounds,
     /// Events in the host section's synthetic recording.
     #[arg(long, default_value_t = 4_000_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1000..))]
@@ -97,51 +87,42 @@ pub fn run(opts: &Options) -> Result<()> {
 
 /// `<workspace>/target/bench`.
 fn bench_dir() -> PathBuf {
-    build::workspace_root().join("target").join("bench")
+    target_dir().join("bench")
 }
 
 fn vm_section(opts: &Options) -> Result<()> {
     let binary = build::gup_trace_release()?;
-    let kernel = kernels::resolve(&[opts.kernel.as_str()])?
-        .pop()
-        .ok_or_else(|| anyhow!("no kernel resolved for --kernel {}", opts.kernel))?;
+    let kernel = opts.kernel.resolve()?;
     let script = format!(
         r#"
 echo "uname: $(uname -r)"
-OUT=$(gup-trace bench --device /dev/nvme0n1 --rounds {} --round-ms {} --pin-pages {})
+OUT=$(gup-trace bench --device /dev/nvme0n1 {})
 STATUS=$?
 echo "GUPTRACE-RESULT $OUT"
 exit $STATUS
 "#,
-        opts.rounds, opts.round_ms, opts.pin_pages
+        opts.rounds.to_flags()
     );
     let initramfs = vm_dir().join("bench.cpio.gz");
     vm::build_initramfs(&initramfs, &[(binary, "/bin/gup-trace".into())], &script)?;
 
     // Three workloads, each calibrated to round_ms per round, untraced and traced; sessions
     // starting, calibration and boot on top. TCG on a busy machine can be several times slower.
-    let measuring = Duration::from_millis(opts.round_ms) * 3 * 2 * opts.rounds;
+    let measuring = Duration::from_millis(opts.rounds.round_ms) * 3 * 2 * opts.rounds.count;
     let timeout = Duration::from_secs(180) + measuring * 4;
     println!(
         "bench vm: booting {} under QEMU (TCG, 2 CPUs); {} rounds of 3 workloads, untraced and \
          traced, about {} s of measuring (timeout {} s)",
         kernel.release,
-        opts.rounds,
+        opts.rounds.count,
         measuring.as_secs(),
         timeout.as_secs()
     );
-    let console = vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs,
-        disk_mb: DISK_MB,
-        memory_mb: MEMORY_MB,
-        timeout,
-        echo: false,
-    })?;
+    let console = vm::boot(&Boot::new(&kernel, initramfs, timeout))?;
     let logs = vm_dir().join("logs");
-    fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    create_dir(&logs)?;
     let log = logs.join(format!("{}-bench.log", kernel.release));
-    fs::write(&log, &console.text).with_context(|| format!("cannot write {}", log.display()))?;
+    write(&log, &console.text)?;
 
     console
         .ran(&kernel)
@@ -171,7 +152,7 @@ exit $STATUS
         hooks(&result),
         result["cpus"],
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        opts.rounds
+        opts.rounds.count
     );
     print!("{}", table(&rows));
     let verdict = o_direct_verdict(&rows);
@@ -192,7 +173,7 @@ exit $STATUS
         "kernel": kernel.release,
         "kernel_package": kernel.package_version,
         "accel": "tcg",
-        "guest_memory_mb": MEMORY_MB,
+        "guest_memory_mb": vm::MEMORY_MB,
         "host_cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         "o_direct_target_pct": O_DIRECT_TARGET_PCT,
@@ -206,7 +187,7 @@ exit $STATUS
 
 fn host_section(opts: &Options) -> Result<()> {
     let dir = bench_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(&dir)?;
     println!(
         "bench host: cargo bench -p gup-trace --bench host (a release build: minutes the first \
          time); {} events replayed, {} folios held",
@@ -379,7 +360,7 @@ fn host_table(rows: &[HostRow]) -> String {
 
 fn save(name: &str, value: &Value) -> Result<PathBuf> {
     let dir = bench_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(&dir)?;
     let path = dir.join(name);
     write_json(&path, value)?;
     Ok(path)
@@ -387,7 +368,7 @@ fn save(name: &str, value: &Value) -> Result<PathBuf> {
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+    write(path, text + "\n")
 }
 
 fn hooks(result: &Value) -> String {

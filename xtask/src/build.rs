@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::Result;
 
-use crate::{cmd::run, setup::USER_TOOLCHAIN};
+use crate::{cmd::run, paths::workspace_root, setup::USER_TOOLCHAIN};
 
 /// `cargo build --release -p gup-trace` with the pinned toolchain; returns the binary's path.
 /// Its build script builds the eBPF object with the pinned nightly.
@@ -20,11 +20,4 @@ pub fn cargo() -> Command {
     cmd.arg(format!("+{USER_TOOLCHAIN}"))
         .current_dir(workspace_root());
     cmd
-}
-
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
 }

@@ -27,6 +27,14 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     String::from_utf8(stdout).with_context(|| format!("{} printed non-UTF-8", describe(cmd)))
 }
 
+/// Runs `cmd` and returns its status and what it printed (stdout and stderr piped unless the
+/// caller set them), whatever the status: for callers that read a failure's output. Fails only
+/// when `cmd` cannot be started.
+pub fn capture(cmd: &mut Command) -> Result<Output> {
+    cmd.output()
+        .with_context(|| format!("failed to start {}", describe(cmd)))
+}
+
 /// Whether `cmd` can be started and exits 0, with all output discarded.
 pub fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())

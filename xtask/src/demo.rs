@@ -16,9 +16,72 @@ use std::{collections::BTreeMap, fs, time::Duration};
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    build, kernels, kmod,
-    vm::{self, Boot, VERDICT_PREFIX, vm_dir},
+    build,
+    files::create_dir,
+    kernels, kmod,
+    paths::{target_dir, vm_dir},
+    series::KernelSeries,
+    vm::{self, Boot, Console, VERDICT_PREFIX},
 };
+
+/// `cargo xtask demo`'s flags.
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub kernel: KernelSeries,
+    /// Run the `top` dashboard (headless, its screens captured as text) over the workload
+    /// and a leak, instead of `trace`; the captures go to target/demo-tui/ and are checked.
+    #[arg(long)]
+    pub tui: bool,
+    /// With --tui: also load the pinleak test module and leak pins through it (kernels
+    /// it builds for: see `cargo xtask kmod`).
+    #[arg(long, requires = "tui")]
+    pub kmod: bool,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    if opts.tui {
+        run_tui(&opts.kernel.series, opts.kmod)
+    } else {
+        run_trace(&opts.kernel.series)
+    }
+}
+
+/// What tells the guests of the two demos apart.
+struct Guest<'a> {
+    /// How the demo names itself in what it prints: "demo" or "demo --tui".
+    name: &'static str,
+    /// The initramfs's file name under target/vm.
+    image: &'static str,
+    script: &'a str,
+    /// Also put the pinleak module and its driver in the guest.
+    kmod: bool,
+    timeout: Duration,
+}
+
+/// Boots the kernel of `series` with gup-trace (and, if asked, the pinleak module) and the
+/// demo's script in its initramfs, the guest console streamed to this terminal: what both
+/// demos share.
+fn boot(series: &str, guest: &Guest) -> Result<Console> {
+    let binary = build::gup_trace_release()?;
+    let kernel = kernels::resolve_one(series)?;
+    let mut files = vec![(binary, "/bin/gup-trace".to_string())];
+    if guest.kmod {
+        files.extend(kmod::guest_files(&kernel).context(
+            "--kmod: the pinleak module does not build for this kernel (`cargo xtask kmod`)",
+        )?);
+    }
+    let initramfs = vm_dir().join(guest.image);
+    vm::build_initramfs(&initramfs, &files, guest.script)?;
+    println!(
+        "{}: booting {} under QEMU (TCG); the guest console follows",
+        guest.name, kernel.release
+    );
+    vm::boot(&Boot {
+        echo: true,
+        ..Boot::new(&kernel, initramfs, guest.timeout)
+    })
+}
 
 /// The trace runs in the background and shows on the console as it happens; the workload runs
 /// once it is ready; SIGTERM then ends the trace cleanly, with its summary.
@@ -51,28 +114,18 @@ echo "=== check exited with $CHECK ==="
 echo "GUPTRACE-RESULT trace-exit=$STATUS check-exit=$CHECK"
 "#;
 
-pub fn run(kernel: Option<&str>) -> Result<()> {
-    let binary = build::gup_trace_release()?;
-    let kernels = kernels::resolve(&[kernel.unwrap_or("newest")])?;
-    let kernel = &kernels[0];
-    let initramfs = vm_dir().join("demo.cpio.gz");
-    vm::build_initramfs(
-        &initramfs,
-        &[(binary, "/bin/gup-trace".into())],
-        DEMO_SCRIPT,
+/// `cargo xtask demo`: `trace --stacks` over the workload, then `check` over a leak.
+pub fn run_trace(series: &str) -> Result<()> {
+    let console = boot(
+        series,
+        &Guest {
+            name: "demo",
+            image: "demo.cpio.gz",
+            script: DEMO_SCRIPT,
+            kmod: false,
+            timeout: Duration::from_secs(600),
+        },
     )?;
-    println!(
-        "demo: booting {} under QEMU (TCG); the guest console follows",
-        kernel.release
-    );
-    let console = vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs,
-        disk_mb: 64,
-        memory_mb: 1024,
-        timeout: Duration::from_secs(600),
-        echo: true,
-    })?;
     match console.find(VERDICT_PREFIX) {
         Some("trace-exit=0 check-exit=1") => {
             println!("demo: done in {:.1} s", console.wall.as_secs_f64());
@@ -126,36 +179,20 @@ done
 echo "GUPTRACE-RESULT top-exit=$STATUS"
 "#;
 
-pub fn run_tui(kernel: Option<&str>, with_kmod: bool) -> Result<()> {
-    let binary = build::gup_trace_release()?;
-    let kernels = kernels::resolve(&[kernel.unwrap_or("newest")])?;
-    let kernel = &kernels[0];
-    let mut files = vec![(binary, "/bin/gup-trace".to_string())];
-    if with_kmod {
-        files.extend(kmod::guest_files(kernel).context(
-            "--kmod: the pinleak module does not build for this kernel (`cargo xtask kmod`)",
-        )?);
-    }
-    let initramfs = vm_dir().join("demo-tui.cpio.gz");
-    let script = format!("KMOD={}\n{TUI_SCRIPT}", u8::from(with_kmod));
-    vm::build_initramfs(&initramfs, &files, &script)?;
-    println!(
-        "demo --tui: booting {} under QEMU (TCG); the guest console follows",
-        kernel.release
-    );
-    let console = vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs,
-        disk_mb: 64,
-        memory_mb: 1024,
-        timeout: Duration::from_secs(900),
-        echo: true,
-    })?;
-    let out = vm_dir()
-        .parent()
-        .expect("target/vm is in target")
-        .join("demo-tui");
-    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+/// `cargo xtask demo --tui`: the `top` dashboard captured over the workload and a leak.
+pub fn run_tui(series: &str, with_kmod: bool) -> Result<()> {
+    let console = boot(
+        series,
+        &Guest {
+            name: "demo --tui",
+            image: "demo-tui.cpio.gz",
+            script: &format!("KMOD={}\n{TUI_SCRIPT}", u8::from(with_kmod)),
+            kmod: with_kmod,
+            timeout: Duration::from_secs(900),
+        },
+    )?;
+    let out = target_dir().join("demo-tui");
+    create_dir(&out)?;
     fs::write(out.join("console.log"), &console.text)?;
     let captures = captures(&console.text);
     for (name, text) in &captures {

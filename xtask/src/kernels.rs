@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cmd::{describe, output, run};
-use crate::vm::vm_dir;
+use crate::cmd::{capture, describe, output, run};
+use crate::files::{create_dir, write};
+use crate::paths::vm_dir;
 
 /// A kernel ready to boot.
 #[derive(Clone, Debug)]
@@ -68,6 +69,11 @@ pub fn resolve(series: &[&str]) -> Result<Vec<Kernel>> {
             fetch(&apt, &catalog, release)
         })
         .collect()
+}
+
+/// The kernel of one series (as [`resolve`] takes it), downloaded unless cached.
+pub fn resolve_one(series: &str) -> Result<Kernel> {
+    Ok(resolve(&[series])?.remove(0))
 }
 
 /// Name of the Debian package with the headers (and, through its dependencies, the kbuild
@@ -126,8 +132,7 @@ impl Apt {
             "log",
             "debs",
         ] {
-            fs::create_dir_all(self.path(dir))
-                .with_context(|| format!("cannot create {}", self.path(dir).display()))?;
+            create_dir(&self.path(dir))?;
         }
         let status = self.path("state/status");
         if !status.exists() {
@@ -142,7 +147,7 @@ impl Apt {
             // Different sources: the lists we have do not describe them.
             let _ = fs::remove_file(self.path("lists-updated"));
         }
-        write(&self.path("apt.conf"), &self.apt_conf())
+        write(&self.path("apt.conf"), self.apt_conf())
     }
 
     fn apt_conf(&self) -> String {
@@ -510,7 +515,7 @@ fn fetch(apt: &Apt, catalog: &Catalog, release: &str) -> Result<Kernel> {
     // never looks like a cached kernel.
     let partial = kernels_dir().join(format!(".{release}.partial"));
     let _ = fs::remove_dir_all(&partial);
-    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    create_dir(&partial)?;
 
     let deb = apt.download(image)?;
     let members = deb_members(&deb)?;
@@ -531,7 +536,7 @@ fn fetch(apt: &Apt, catalog: &Catalog, release: &str) -> Result<Kernel> {
     fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
     write(
         &partial.join("package"),
-        &format!("{} {}\n", image.name, image.version),
+        format!("{} {}\n", image.name, image.version),
     )?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&partial, &dir)
@@ -599,9 +604,7 @@ fn fsys_tar(deb: &Path, args: &[&str], stdout: Stdio) -> Result<String> {
     tar.args(args)
         .stdin(dpkg_child.stdout.take().expect("stdout is piped"))
         .stdout(stdout);
-    let tar_out = tar
-        .output()
-        .with_context(|| format!("failed to start {}", describe(&tar)))?;
+    let tar_out = capture(&mut tar)?;
     let dpkg_status = dpkg_child.wait()?;
     if !dpkg_status.success() {
         bail!("{} failed: {dpkg_status}", describe(&dpkg));
@@ -616,10 +619,6 @@ fn fsys_tar(deb: &Path, args: &[&str], stdout: Stdio) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&tar_out.stdout).into_owned())
-}
-
-fn write(path: &Path, contents: &str) -> Result<()> {
-    fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Debian version ordering (epoch, upstream, revision; `~` sorts before everything), as dpkg

@@ -17,9 +17,18 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cmd::{describe, output, run};
+use crate::cmd::{capture, describe, output, run as run_cmd};
+use crate::files::{create_dir, write};
 use crate::kernels::{self, Kernel};
-use crate::vm::vm_dir;
+use crate::paths::vm_dir;
+use crate::series::KernelSeriesList;
+
+/// `cargo xtask kmod`'s flags.
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub kernels: KernelSeriesList,
+}
 
 /// The fixture's sources: the module, its Kbuild, the ioctl header and the user program.
 const MODULE_SOURCES: [&str; 3] = ["Kbuild", "pinleak.c", "pinleak.h"];
@@ -35,21 +44,15 @@ fn fixture_dir() -> PathBuf {
 
 /// `cargo xtask kmod`: builds the module for each kernel series, then prints one line per
 /// kernel (the .ko, or why it cannot be built here). Fails if any kernel failed.
-pub fn run_kmod(series: &[String]) -> Result<()> {
-    let series: Vec<&str> = if series.is_empty() {
-        kernels::DEFAULT_SERIES.to_vec()
-    } else {
-        series.iter().map(String::as_str).collect()
-    };
+pub fn run(opts: &Options) -> Result<()> {
+    let series = opts.kernels.series();
     let user = user_program()?;
     let mut rows = Vec::new();
     for s in &series {
-        let result = kernels::resolve(&[s])
-            .map(|mut k| k.remove(0))
-            .and_then(|kernel| {
-                let ko = module_for(&kernel)?;
-                Ok((kernel.release, ko))
-            });
+        let result = kernels::resolve_one(s).and_then(|kernel| {
+            let ko = module_for(&kernel)?;
+            Ok((kernel.release, ko))
+        });
         rows.push((s.to_string(), result));
     }
     println!("\npinleak-user: {}", user.display());
@@ -82,7 +85,7 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
     let headers = headers(kernel)?;
     let compiler = check_buildable(&headers, kernel)?;
     let build = vm_dir().join("kmod").join(&kernel.release);
-    fs::create_dir_all(&build).with_context(|| format!("cannot create {}", build.display()))?;
+    create_dir(&build)?;
     for name in MODULE_SOURCES {
         copy_if_changed(&fixture_dir().join(name), &build.join(name))?;
     }
@@ -98,9 +101,7 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
         .arg("modules")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = make
-        .output()
-        .with_context(|| format!("failed to start {}", describe(&make)))?;
+    let out = capture(&mut make)?;
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -130,17 +131,19 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
 /// sources are newer.
 pub fn user_program() -> Result<PathBuf> {
     let dir = vm_dir().join("kmod");
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(&dir)?;
     let binary = dir.join("pinleak-user");
     let sources: Vec<PathBuf> = USER_SOURCES.iter().map(|s| fixture_dir().join(s)).collect();
     let built = mtime(&binary);
     if built.is_some() && sources.iter().all(|s| mtime(s) <= built) {
         return Ok(binary);
     }
-    run(Command::new("gcc")
-        .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&binary)
-        .arg(&sources[0]))
+    run_cmd(
+        Command::new("gcc")
+            .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&binary)
+            .arg(&sources[0]),
+    )
     .context("cannot build pinleak-user (gcc and libc6-dev come with cargo xtask setup)")?;
     Ok(binary)
 }
@@ -153,7 +156,7 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
     let new = fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
     if fs::read(to).ok().as_deref() != Some(new.as_slice()) {
-        fs::write(to, new).with_context(|| format!("cannot write {}", to.display()))?;
+        write(to, new)?;
     }
     Ok(())
 }
@@ -218,18 +221,20 @@ fn fetch_headers(kernel: &Kernel, root: &Path) -> Result<()> {
     let debs = parent.join(format!(".{}.debs", kernel.release));
     for dir in [&partial, &debs] {
         let _ = fs::remove_dir_all(dir);
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_dir(dir)?;
     }
     println!("kmod: downloading {}", wanted.join(" "));
-    run(kernels::apt_command("apt-get")?
-        .args(["download", "-qq"])
-        .args(&wanted)
-        .current_dir(&debs)
-        .stdout(Stdio::null()))
+    run_cmd(
+        kernels::apt_command("apt-get")?
+            .args(["download", "-qq"])
+            .args(&wanted)
+            .current_dir(&debs)
+            .stdout(Stdio::null()),
+    )
     .with_context(|| format!("cannot download the headers of {}", kernel.release))?;
     let mut unpacked = Vec::new();
     for deb in fs::read_dir(&debs)?.flatten().map(|e| e.path()) {
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+        run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
         unpacked.push(
             deb.file_name()
                 .unwrap_or_default()
@@ -244,8 +249,7 @@ fn fetch_headers(kernel: &Kernel, root: &Path) -> Result<()> {
     let root_str = root
         .to_str()
         .ok_or_else(|| anyhow!("{} is not UTF-8", root.display()))?;
-    fs::write(&makefile, relocate_makefile(&text, root_str))
-        .with_context(|| format!("cannot write {}", makefile.display()))?;
+    write(&makefile, relocate_makefile(&text, root_str))?;
     fs::write(partial.join("packages"), unpacked.join("\n") + "\n")?;
     let _ = fs::remove_dir_all(&debs);
     let _ = fs::remove_dir_all(root);
@@ -412,9 +416,7 @@ fn elf_files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn unresolved_needs(program: &Path) -> Result<Vec<String>> {
     let mut ldd = Command::new("ldd");
     ldd.arg(program);
-    let out = ldd
-        .output()
-        .with_context(|| format!("failed to start {}", describe(&ldd)))?;
+    let out = capture(&mut ldd)?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

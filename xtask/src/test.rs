@@ -6,21 +6,24 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::{build, cmd::run, demo, vm_test};
+use crate::{build, cmd::run as run_cmd, demo, vm_test};
 
-pub fn run_all(series: &[String]) -> Result<()> {
+/// `cargo xtask test`'s flags: those of the VM matrix it runs.
+pub type Options = vm_test::Options;
+
+pub fn run(opts: &Options) -> Result<()> {
     let start = Instant::now();
     println!("xtask test: unit and host tests");
     // The default members: everything but the eBPF crate, which only builds for BPF (the
     // gup-trace build script builds it).
-    run(build::cargo().args(["test", "--quiet"]))?;
+    run_cmd(build::cargo().args(["test", "--quiet"]))?;
     println!("xtask test: VM matrix");
-    vm_test::run(series)?;
-    if series.is_empty() {
+    vm_test::run(opts)?;
+    if opts.kernels.is_default() {
         // The dashboard's proof: `top` captured headless in a guest over the workload and two
         // leaks (the module's on 6.1), the findings panel lit.
         println!("xtask test: the top dashboard in a guest");
-        demo::run_tui(Some("6.1"), true)?;
+        demo::run_tui("6.1", true)?;
     }
     println!(
         "xtask test: all passed in {:.0} s",

@@ -20,7 +20,8 @@ use serde_json::Value;
 use crate::{
     kernels::Kernel,
     kmod,
-    vm::{self, Boot, find_line, vm_dir},
+    paths::vm_dir,
+    vm::{self, Boot, find_line},
 };
 
 const SCRIPT: &str = r#"
@@ -135,15 +136,8 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CheckRow {
         row.failures.push(format!("{e:#}"));
         return row;
     }
-    let console = match vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs,
-        disk_mb: 64,
-        memory_mb: 1024,
-        // Seven sessions load the programs, a minute each on 6.1 under TCG.
-        timeout: Duration::from_secs(1500),
-        echo: false,
-    }) {
+    // Seven sessions load the programs, a minute each on 6.1 under TCG.
+    let console = match vm::boot(&Boot::new(kernel, initramfs, Duration::from_secs(1500))) {
         Ok(c) => c,
         Err(e) => {
             row.failures.push(format!("{e:#}"));

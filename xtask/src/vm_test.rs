@@ -19,8 +19,11 @@ use serde_json::Value;
 use crate::{
     build,
     cmd::{output, run as run_cmd},
+    files::create_dir,
     kernels::{self, Kernel},
-    vm::{self, Boot, VERDICT_PREFIX, vm_dir},
+    paths::vm_dir,
+    series::KernelSeriesList,
+    vm::{self, Boot, VERDICT_PREFIX},
     vm_check,
 };
 
@@ -50,6 +53,13 @@ const REQUIRED_STEPS: [&str; 3] = [
     "legacy_direct_io_read",
 ];
 
+/// `cargo xtask vm-test`'s flags (`cargo xtask test` takes them too).
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub kernels: KernelSeriesList,
+}
+
 /// One row of the result table.
 struct Row {
     release: String,
@@ -69,9 +79,9 @@ struct Row {
     failure: Option<String>,
 }
 
-pub fn run(series: &[String]) -> Result<()> {
-    let whole_matrix = series.is_empty();
-    let series = default_series(series);
+pub fn run(opts: &Options) -> Result<()> {
+    let whole_matrix = opts.kernels.is_default();
+    let series = opts.kernels.series();
     let binary = build::gup_trace_release()?;
     let kernels = kernels::resolve(&series)?;
     let initramfs = vm_dir().join("selftest.cpio.gz");
@@ -152,15 +162,7 @@ fn print_check_table(rows: &[vm_check::CheckRow]) {
     }
 }
 
-pub fn default_series(series: &[String]) -> Vec<&str> {
-    if series.is_empty() {
-        kernels::DEFAULT_SERIES.to_vec()
-    } else {
-        series.iter().map(String::as_str).collect()
-    }
-}
-
-fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) -> Row {
+fn boot_and_judge(kernel: &Kernel, initramfs: &Path, logs: &Path) -> Row {
     let mut row = Row {
         release: kernel.release.clone(),
         hooks: "-".into(),
@@ -173,15 +175,9 @@ fn boot_and_judge(kernel: &Kernel, initramfs: &PathBuf, logs: &std::path::Path) 
         seconds: 0.0,
         failure: None,
     };
-    let console = match vm::boot(&Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initramfs: initramfs.clone(),
-        disk_mb: 64,
-        memory_mb: 1024,
-        // Loading ~60 programs with bounded loops takes 1-2 minutes of verifier time under TCG.
-        timeout: Duration::from_secs(420),
-        echo: false,
-    }) {
+    // Loading ~60 programs with bounded loops takes 1-2 minutes of verifier time under TCG.
+    let timeout = Duration::from_secs(420);
+    let console = match vm::boot(&Boot::new(kernel, initramfs.to_path_buf(), timeout)) {
         Ok(c) => c,
         Err(e) => {
             row.failure = Some(format!("{e:#}"));
@@ -354,10 +350,10 @@ fn fat_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
         .to_string();
     let scratch = vm_dir().join("apt").join("modules-download");
     let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    create_dir(&scratch)?;
     let partial = dir.with_file_name(".modules.partial");
     let _ = fs::remove_dir_all(&partial);
-    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    create_dir(&partial)?;
     let mut missing = FAT_MODULES.to_vec();
     for package in [image, format!("linux-modules-{}", kernel.release)] {
         let deb = download(&package, &kernel.package_version, &scratch)?;

@@ -31,7 +31,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
-use gup_trace_common::HookClass;
+use gup_trace_common::{HookClass, bench::BenchRounds};
 use serde::Serialize;
 
 use super::require_root;
@@ -59,17 +59,8 @@ pub struct BenchArgs {
     /// /dev/vda or /dev/sda, else a temporary file).
     #[arg(long, value_name = "PATH")]
     pub device: Option<PathBuf>,
-    /// Untraced and traced rounds of each workload (as many of each, alternating).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rounds: u32,
-    /// How long one round of one workload should last, untraced; sets the operation counts.
-    #[arg(long, default_value_t = 1000, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(10..))]
-    pub round_ms: u64,
-    /// Pages per process_vm_readv call in the pin/unpin loop.
-    #[arg(long, default_value_t = 1, value_name = "PAGES",
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub pin_pages: u64,
+    #[command(flatten)]
+    pub rounds: BenchRounds,
 }
 
 /// Median and range of one quantity over the rounds.
@@ -271,9 +262,9 @@ fn start_session() -> Result<Session> {
 pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     require_root("bench")?;
     let page = workload::page_size()?;
-    let target = Duration::from_millis(args.round_ms);
+    let target = Duration::from_millis(args.rounds.round_ms);
     let mut workloads: Vec<Box<dyn Workload>> = vec![
-        Box::new(PinUnpin::new(args.pin_pages as usize, page)?),
+        Box::new(PinUnpin::new(args.rounds.pin_pages as usize, page)?),
         Box::new(DirectRead::new(args.device.as_deref(), page)?),
         Box::new(UringReadFixed::new(args.device.as_deref(), page)?),
     ];
@@ -288,7 +279,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
 
     let mut rounds: Vec<Vec<Round>> = workloads.iter().map(|_| Vec::new()).collect();
     let mut session: Option<Session> = None;
-    for round in 1..=args.rounds {
+    for round in 1..=args.rounds.count {
         // Traced first in odd rounds, untraced first in even ones: drift over the run (a busy
         // host) then weighs on both sides alike. Traced first in round 1, so that a kernel
         // gup-trace cannot hook is refused right after calibration.
@@ -312,7 +303,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                 };
                 eprintln!(
                     "bench: round {round}/{}: {what} in {:.1} s",
-                    args.rounds,
+                    args.rounds.count,
                     started.elapsed().as_secs_f64()
                 );
             }
@@ -330,7 +321,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                 };
                 eprintln!(
                     "bench: round {round}/{} {:<20} {:>8}: {:.3} s{}",
-                    args.rounds,
+                    args.rounds.count,
                     w.name(),
                     if traced_mode { "traced" } else { "untraced" },
                     r.seconds,
@@ -368,8 +359,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     let report = BenchReport {
         kernel,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        rounds: args.rounds,
-        round_ms: args.round_ms,
+        rounds: args.rounds.count,
+        round_ms: args.rounds.round_ms,
         hooks,
         workloads: results,
     };

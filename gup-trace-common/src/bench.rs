@@ -1,0 +1,33 @@
+//! The measuring flags of the bench, declared once for both binaries: `gup-trace bench` takes
+//! them and `cargo xtask bench` takes them too, to pass on to it in the guest. Only with the
+//! `cli` feature: the eBPF crate builds this crate without features, and without clap.
+
+use std::{format, string::String};
+
+/// How many rounds the bench runs, how long each lasts, how many pages a pin call takes.
+#[derive(clap::Args, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchRounds {
+    /// Untraced and traced rounds of each workload (as many of each, alternating).
+    #[arg(long = "rounds", value_name = "ROUNDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// How long one round of one workload should last, untraced, in ms; sets the operation
+    /// counts.
+    #[arg(long, default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub round_ms: u64,
+    /// Pages per process_vm_readv call in the pin/unpin loop.
+    #[arg(long, default_value_t = 1, value_name = "PAGES",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pin_pages: u64,
+}
+
+impl BenchRounds {
+    /// The same flags on a command line, as `gup-trace bench` takes them.
+    pub fn to_flags(&self) -> String {
+        format!(
+            "--rounds {} --round-ms {} --pin-pages {}",
+            self.count, self.round_ms, self.pin_pages
+        )
+    }
+}
