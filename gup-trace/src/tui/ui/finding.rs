@@ -2,26 +2,26 @@
 
 use ratatui::text::Line;
 
-use super::super::{
-    snapshot::{DashboardSnapshot, FindingRow},
-    theme::Theme,
+use super::{
+    super::{
+        snapshot::{DashboardSnapshot, FindingRow},
+        theme::Theme,
+    },
+    detail::Page,
+    widgets::finding_style,
 };
 
-pub(super) fn finding_lines(
-    f: &FindingRow,
-    snap: &DashboardSnapshot,
-    theme: &Theme,
-) -> Vec<Line<'static>> {
+pub(super) fn page(f: &FindingRow, snap: &DashboardSnapshot, theme: &Theme) -> Page {
+    Page {
+        title: f.kind.to_string(),
+        lines: lines(f, snap, theme),
+    }
+}
+
+fn lines(f: &FindingRow, snap: &DashboardSnapshot, theme: &Theme) -> Vec<Line<'static>> {
     let current = snap.findings.iter().any(|g| g.key == f.key);
     let mut lines = vec![
-        Line::styled(
-            f.headline.clone(),
-            if f.problem {
-                theme.alert()
-            } else {
-                theme.warn()
-            },
-        ),
+        Line::styled(f.headline.clone(), finding_style(f.problem, theme)),
         Line::raw(""),
     ];
     if !current {

@@ -2,8 +2,9 @@
 
 use super::super::{
     app::App,
-    snapshot::{DashboardSnapshot, ProcessRow},
+    snapshot::{DashboardSnapshot, ProcessRow, share},
 };
+use crate::output::duration;
 
 /// 1234 -> 1234, 12345 -> 12.3k, 1234567 -> 1.2M.
 pub(super) fn count(n: u64) -> String {
@@ -54,18 +55,34 @@ pub(super) fn age(ns: u64) -> String {
     }
 }
 
-pub(super) fn pct(share: Option<f64>) -> String {
-    share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0))
+/// How long before the snapshot `t_ns` was, as an [`age`].
+pub(super) fn ago(snap: &DashboardSnapshot, t_ns: u64) -> String {
+    age(snap.now_ns.saturating_sub(t_ns))
+}
+
+/// The share of pages grabbed on GUP's fast path, as a percentage (`-` before any).
+pub(super) fn fast_pct(fast_refs: u64, slow_refs: u64) -> String {
+    share(fast_refs, slow_refs).map_or("-".into(), |s| format!("{:.0}%", s * 100.0))
+}
+
+/// `wait p50 4.1us p99 8.2us`: a lock time's median and 99th percentile.
+pub(super) fn percentiles(what: &str, p50_ns: u64, p99_ns: u64) -> String {
+    format!("{what} p50 {} p99 {}", duration(p50_ns), duration(p99_ns))
+}
+
+/// What a pin is: FOLL_LONGTERM or short-term.
+pub(super) fn pin_kind(longterm: bool) -> &'static str {
+    if longterm { "LONGTERM" } else { "short" }
 }
 
 pub(super) fn oldest(snap: &DashboardSnapshot, since: Option<u64>) -> String {
-    since.map_or("-".into(), |t| age(snap.now_ns.saturating_sub(t)))
+    since.map_or("-".into(), |t| ago(snap, t))
 }
 
 pub(super) fn process_state(p: &ProcessRow, snap: &DashboardSnapshot) -> String {
     match p.exited_ns {
         None => "running".into(),
-        Some(t) => format!("exited {} ago", age(snap.now_ns.saturating_sub(t))),
+        Some(t) => format!("exited {} ago", ago(snap, t)),
     }
 }
 

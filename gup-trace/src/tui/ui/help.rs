@@ -15,7 +15,7 @@ use super::{
     widgets::block,
 };
 
-pub(super) fn help(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut keys: Vec<(&str, &str)> = vec![
         (
             "Tab/S-Tab",

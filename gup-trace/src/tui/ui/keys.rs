@@ -12,7 +12,7 @@ use super::super::{
     theme::Theme,
 };
 
-pub(super) fn key_line(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if let Some(text) = &app.editing {
         let line = Line::from(vec![
             Span::styled(

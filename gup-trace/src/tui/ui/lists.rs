@@ -11,18 +11,18 @@ use ratatui::{
 use super::{
     super::{
         app::{App, Panel},
-        snapshot::{DashboardSnapshot, share},
+        snapshot::DashboardSnapshot,
         theme::Theme,
     },
-    format::{count, matching, oldest, pct, process_state, rate},
-    widgets::{block, header_row, num},
+    format::{count, fast_pct, matching, oldest, process_state, rate},
+    widgets::{block, border, finding_style, header_row, num, process_state_style},
 };
 use crate::output::duration;
 
 /// Terminals at least this wide get the extra columns.
 pub(super) const WIDE: u16 = 110;
 
-pub(super) fn process_table(
+pub(super) fn processes(
     frame: &mut Frame,
     area: Rect,
     app: &App,
@@ -63,7 +63,7 @@ pub(super) fn process_table(
             num(count(p.taken)),
             num(rate(p.rate)),
             num(oldest(snap, p.oldest_ns)),
-            num(pct(share(p.fast_refs, p.slow_refs))),
+            num(fast_pct(p.fast_refs, p.slow_refs)),
         ];
         if wide {
             cells.extend([
@@ -74,9 +74,7 @@ pub(super) fn process_table(
                 num(count(p.lock.drops)),
             ]);
         }
-        let state = process_state(p, snap);
-        let orphan = p.exited_ns.is_some() && p.outstanding > 0;
-        cells.push(Cell::from(state).style(if orphan { theme.alert() } else { Style::new() }));
+        cells.push(Cell::from(process_state(p, snap)).style(process_state_style(p, theme)));
         Row::new(cells)
     });
     let focused = app.focus == Panel::Processes;
@@ -99,20 +97,11 @@ pub(super) fn process_table(
     );
     let table = Table::new(table_rows, widths)
         .header(header_row(&header, theme))
-        .block(block(title, focused, theme))
-        .row_highlight_style(if focused {
-            theme.selected()
-        } else {
-            Style::new()
-        });
-    let mut state = TableState::default().with_selected(Some(app.selection(Panel::Processes)));
-    if rows.is_empty() {
-        state.select(None);
-    }
-    frame.render_stateful_widget(table, area, &mut state);
+        .block(block(title, focused, theme));
+    render_with_selection(frame, area, table, app, Panel::Processes, rows.len(), theme);
 }
 
-pub(super) fn site_table(
+pub(super) fn sites(
     frame: &mut Frame,
     area: Rect,
     app: &App,
@@ -155,20 +144,11 @@ pub(super) fn site_table(
             ),
             focused,
             theme,
-        ))
-        .row_highlight_style(if focused {
-            theme.selected()
-        } else {
-            Style::new()
-        });
-    let mut state = TableState::default().with_selected(Some(app.selection(Panel::Sites)));
-    if rows.is_empty() {
-        state.select(None);
-    }
-    frame.render_stateful_widget(table, area, &mut state);
+        ));
+    render_with_selection(frame, area, table, app, Panel::Sites, rows.len(), theme);
 }
 
-pub(super) fn findings_panel(
+pub(super) fn findings(
     frame: &mut Frame,
     area: Rect,
     app: &App,
@@ -198,10 +178,8 @@ pub(super) fn findings_panel(
         .title(Span::styled(title, style))
         .border_style(if problems > 0 {
             theme.alert()
-        } else if focused {
-            theme.focused_border()
         } else {
-            theme.border()
+            border(focused, theme)
         });
     if rows.is_empty() {
         let text = if snap.findings.is_empty() {
@@ -215,20 +193,29 @@ pub(super) fn findings_panel(
         );
         return;
     }
-    let table_rows = rows.iter().map(|f| {
-        Row::new([Cell::from(f.headline.clone())]).style(if f.problem {
-            theme.alert()
-        } else {
-            theme.warn()
-        })
+    let table_rows = rows
+        .iter()
+        .map(|f| Row::new([Cell::from(f.headline.clone())]).style(finding_style(f.problem, theme)));
+    let table = Table::new(table_rows, [Constraint::Fill(1)]).block(block);
+    render_with_selection(frame, area, table, app, Panel::Findings, rows.len(), theme);
+}
+
+/// Draws `panel`'s list with its selected row, marked while the list has the focus; an empty
+/// list has no selection.
+fn render_with_selection(
+    frame: &mut Frame,
+    area: Rect,
+    table: Table,
+    app: &App,
+    panel: Panel,
+    rows: usize,
+    theme: &Theme,
+) {
+    let table = table.row_highlight_style(if app.focus == panel {
+        theme.selected()
+    } else {
+        Style::new()
     });
-    let table = Table::new(table_rows, [Constraint::Fill(1)])
-        .block(block)
-        .row_highlight_style(if focused {
-            theme.selected()
-        } else {
-            Style::new()
-        });
-    let mut state = TableState::default().with_selected(Some(app.selection(Panel::Findings)));
+    let mut state = TableState::default().with_selected((rows > 0).then(|| app.selection(panel)));
     frame.render_stateful_widget(table, area, &mut state);
 }

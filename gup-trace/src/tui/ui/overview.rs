@@ -12,19 +12,19 @@ use ratatui::{
 use super::{
     super::{
         app::{App, Panel},
-        snapshot::{AGE_LABELS, DashboardSnapshot, share},
+        snapshot::{AGE_LABELS, DashboardSnapshot},
         theme::Theme,
     },
-    format::{age, bytes, count, pct, rate},
-    lists::{findings_panel, process_table, site_table},
+    format::{age, bytes, count, fast_pct, percentiles, rate},
+    lists,
     widgets::block,
 };
 use crate::output::duration;
 
 /// Terminals at least this tall show the process and call-site lists together.
-pub(super) const TALL: u16 = 36;
+const TALL: u16 = 36;
 
-pub(super) fn overview(
+pub(super) fn draw(
     frame: &mut Frame,
     area: Rect,
     app: &App,
@@ -42,7 +42,7 @@ pub(super) fn overview(
     } else {
         4
     };
-    let [summary, spark, lists, middle, findings] = Layout::vertical([
+    let [summary, spark, lists_area, middle, findings] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(spark_rows),
         Constraint::Fill(1),
@@ -54,22 +54,22 @@ pub(super) fn overview(
     sparkline(frame, spark, snap, theme);
     if tall {
         let [top, bottom] =
-            Layout::vertical([Constraint::Fill(3), Constraint::Fill(2)]).areas(lists);
-        process_table(frame, top, app, snap, theme);
-        site_table(frame, bottom, app, snap, theme);
+            Layout::vertical([Constraint::Fill(3), Constraint::Fill(2)]).areas(lists_area);
+        lists::processes(frame, top, app, snap, theme);
+        lists::sites(frame, bottom, app, snap, theme);
     } else if app.table == Panel::Sites {
-        site_table(frame, lists, app, snap, theme);
+        lists::sites(frame, lists_area, app, snap, theme);
     } else {
-        process_table(frame, lists, app, snap, theme);
+        lists::processes(frame, lists_area, app, snap, theme);
     }
     let [ages, lock] =
         Layout::horizontal([Constraint::Length(50), Constraint::Fill(1)]).areas(middle);
     ages_panel(frame, ages, snap, theme);
     lock_panel(frame, lock, snap, theme);
-    findings_panel(frame, findings, app, snap, theme);
+    lists::findings(frame, findings, app, snap, theme);
 }
 
-pub(super) fn summary_line(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
+fn summary_line(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
     let line = Line::from(vec![
         Span::styled("pinned ", theme.header()),
         Span::styled(
@@ -90,7 +90,7 @@ pub(super) fn summary_line(frame: &mut Frame, area: Rect, snap: &DashboardSnapsh
     frame.render_widget(Paragraph::new(line), area);
 }
 
-pub(super) fn sparkline(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
+fn sparkline(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
     let [label, spark] =
         Layout::horizontal([Constraint::Length(11), Constraint::Fill(1)]).areas(area);
     let shown = (spark.width as usize).min(snap.history.len());
@@ -116,7 +116,7 @@ pub(super) fn sparkline(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot,
     );
 }
 
-pub(super) fn ages_panel(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
+fn ages_panel(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
     let mut head = format!("{:<6}", "");
     for label in AGE_LABELS {
         head.push_str(&format!("{label:>6}"));
@@ -139,29 +139,19 @@ pub(super) fn ages_panel(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot
     );
 }
 
-pub(super) fn lock_panel(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
+fn lock_panel(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
     let l = &snap.lock;
+    let fast = fast_pct(snap.fast_refs, snap.slow_refs);
     let lines = if l.calls == 0 && l.drops == 0 {
         vec![
             Line::styled("no GUP call took it yet", theme.dim()),
             Line::raw(""),
-            Line::raw(format!(
-                "fast path: {}",
-                pct(share(snap.fast_refs, snap.slow_refs))
-            )),
+            Line::raw(format!("fast path: {fast}")),
         ]
     } else {
         vec![
-            Line::raw(format!(
-                "wait p50 {} p99 {}",
-                duration(l.wait_p50),
-                duration(l.wait_p99)
-            )),
-            Line::raw(format!(
-                "hold p50 {} p99 {}",
-                duration(l.hold_p50),
-                duration(l.hold_p99)
-            )),
+            Line::raw(percentiles("wait", l.wait_p50, l.wait_p99)),
+            Line::raw(percentiles("hold", l.hold_p50, l.hold_p99)),
             Line::from(vec![
                 Span::styled(
                     format!("drops {} ({})", count(l.drops), duration(l.dropped_ns)),
@@ -171,10 +161,7 @@ pub(super) fn lock_panel(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot
                         Style::new()
                     },
                 ),
-                Span::raw(format!(
-                    "  fast {}",
-                    pct(share(snap.fast_refs, snap.slow_refs))
-                )),
+                Span::raw(format!("  fast {fast}")),
             ]),
         ]
     };

@@ -1,84 +1,80 @@
 //! The process screen: its pins, calls and mmap_lock figures, the pins it holds by call site,
 //! its oldest pinned folios and the stacks it pinned through.
 
-use ratatui::{
-    style::Style,
-    text::{Line, Span},
-};
+use ratatui::text::{Line, Span};
 
 use super::{
     super::{
-        snapshot::{DashboardSnapshot, LockRow, ProcessRow, share},
+        snapshot::{DashboardSnapshot, LockRow, ProcessRow},
         theme::Theme,
     },
-    detail::stack,
-    format::{age, pct, process_state, rate},
+    detail::{Page, fields, push_stack},
+    format::{ago, fast_pct, percentiles, pin_kind, process_state, rate},
+    widgets::process_state_style,
 };
-use crate::output::duration;
+use crate::{engine::pins::ProcessId, output::duration};
 
-pub(super) fn lock_line(l: &LockRow) -> String {
+pub(super) fn page(id: ProcessId, snap: &DashboardSnapshot, theme: &Theme) -> Page {
+    match snap.process(id) {
+        Some(p) => Page {
+            title: format!("process {} ({})", p.pid, p.comm),
+            lines: lines(p, snap, theme),
+        },
+        None => Page::gone(
+            "process",
+            "this process is not in the snapshot any more",
+            theme,
+        ),
+    }
+}
+
+fn lock_line(l: &LockRow) -> String {
     format!(
-        "{} calls, wait p50 {} p99 {}, hold p50 {} p99 {}, {} drops ({})",
+        "{} calls, {}, {}, {} drops ({})",
         l.calls,
-        duration(l.wait_p50),
-        duration(l.wait_p99),
-        duration(l.hold_p50),
-        duration(l.hold_p99),
+        percentiles("wait", l.wait_p50, l.wait_p99),
+        percentiles("hold", l.hold_p50, l.hold_p99),
         l.drops,
         duration(l.dropped_ns)
     )
 }
 
-pub(super) fn process_lines(
-    p: &ProcessRow,
-    snap: &DashboardSnapshot,
-    theme: &Theme,
-) -> Vec<Line<'static>> {
+fn lines(p: &ProcessRow, snap: &DashboardSnapshot, theme: &Theme) -> Vec<Line<'static>> {
     let h = theme.header();
-    let mut lines = vec![
-        Line::from(vec![
-            Span::styled("pid ", h),
-            Span::raw(format!("{}  ", p.pid)),
-            Span::styled("comm ", h),
-            Span::raw(format!("{}  ", p.comm)),
-            Span::styled("parent ", h),
-            Span::raw(format!(
-                "{}  ",
-                p.parent.map_or("-".into(), |pp| pp.to_string())
-            )),
-            Span::styled(
-                process_state(p, snap),
-                if p.exited_ns.is_some() && p.outstanding > 0 {
-                    theme.alert()
-                } else {
-                    Style::new()
-                },
+    let mut who = fields(
+        [
+            ("pid ", format!("{}  ", p.pid)),
+            ("comm ", format!("{}  ", p.comm)),
+            (
+                "parent ",
+                format!("{}  ", p.parent.map_or("-".into(), |pp| pp.to_string())),
             ),
-        ]),
-        Line::from(vec![
-            Span::styled("pins ", h),
-            Span::raw(format!(
-                "taken {}, released {}, outstanding {} in {} folios; unpinned by it {}",
-                p.taken, p.released, p.outstanding, p.folio_count, p.releases_made
-            )),
-        ]),
-        Line::from(vec![
-            Span::styled("calls ", h),
-            Span::raw(format!(
-                "{} pin ({} failed), {} get; fast path {} ({} fast, {} slow pages); {}/s",
-                p.pin_calls,
-                p.failed_pin_calls,
-                p.get_calls,
-                pct(share(p.fast_refs, p.slow_refs)),
-                p.fast_refs,
-                p.slow_refs,
-                rate(p.rate)
-            )),
-        ]),
-        Line::from(vec![
-            Span::styled("mmap_lock ", h),
-            Span::raw(lock_line(&p.lock)),
-        ]),
+        ],
+        theme,
+    );
+    who.push_span(Span::styled(
+        process_state(p, snap),
+        process_state_style(p, theme),
+    ));
+    let pins = format!(
+        "taken {}, released {}, outstanding {} in {} folios; unpinned by it {}",
+        p.taken, p.released, p.outstanding, p.folio_count, p.releases_made
+    );
+    let calls = format!(
+        "{} pin ({} failed), {} get; fast path {} ({} fast, {} slow pages); {}/s",
+        p.pin_calls,
+        p.failed_pin_calls,
+        p.get_calls,
+        fast_pct(p.fast_refs, p.slow_refs),
+        p.fast_refs,
+        p.slow_refs,
+        rate(p.rate)
+    );
+    let mut lines = vec![
+        who,
+        fields([("pins ", pins)], theme),
+        fields([("calls ", calls)], theme),
+        fields([("mmap_lock ", lock_line(&p.lock))], theme),
         Line::raw(""),
     ];
     if !p.holdings.is_empty() {
@@ -89,7 +85,7 @@ pub(super) fn process_lines(
                 "  {:<22} {:>7} pages {:<9} {}",
                 s.map_or("?", |s| s.entry),
                 pages,
-                if *longterm { "LONGTERM" } else { "short" },
+                pin_kind(*longterm),
                 s.map_or(String::new(), |s| s.caller.clone())
             )));
         }
@@ -120,8 +116,8 @@ pub(super) fn process_lines(
                 f.pfn,
                 f.order,
                 f.refs,
-                age(snap.now_ns.saturating_sub(f.since_ns)),
-                if f.longterm { "LONGTERM" } else { "short" },
+                ago(snap, f.since_ns),
+                pin_kind(f.longterm),
             )));
         }
     }
@@ -136,7 +132,7 @@ pub(super) fn process_lines(
                 "  {}: {} taken, {} released, {} outstanding (all processes)",
                 s.entry, s.taken, s.released, s.outstanding
             )));
-            stack(&mut lines, s, theme);
+            push_stack(&mut lines, s, theme);
         }
     }
     lines

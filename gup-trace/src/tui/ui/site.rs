@@ -1,40 +1,51 @@
 //! The call-site screen: its pins, the processes holding them, its kernel stack.
 
-use ratatui::text::{Line, Span};
+use std::cmp::Reverse;
+
+use ratatui::text::Line;
 
 use super::{
     super::{
         snapshot::{DashboardSnapshot, ProcessRow, SiteRow},
         theme::Theme,
     },
-    detail::stack,
-    format::{oldest, process_state, rate},
+    detail::{Page, fields, push_stack},
+    format::{oldest, pin_kind, process_state, rate},
 };
+use crate::engine::pins::SiteId;
 
-pub(super) fn site_lines(
-    s: &SiteRow,
-    snap: &DashboardSnapshot,
-    theme: &Theme,
-) -> Vec<Line<'static>> {
+pub(super) fn page(id: SiteId, snap: &DashboardSnapshot, theme: &Theme) -> Page {
+    match snap.site(id) {
+        Some(s) => Page {
+            title: format!("call site {}", s.entry),
+            lines: lines(s, snap, theme),
+        },
+        None => Page::gone("call site", "no such call site", theme),
+    }
+}
+
+fn lines(s: &SiteRow, snap: &DashboardSnapshot, theme: &Theme) -> Vec<Line<'static>> {
     let h = theme.header();
+    let pins = format!(
+        "taken {}, released {}, outstanding {}; {}/s; oldest held {}",
+        s.taken,
+        s.released,
+        s.outstanding,
+        rate(s.rate),
+        oldest(snap, s.oldest_ns)
+    );
     let mut lines = vec![
-        Line::from(vec![
-            Span::styled("entry ", h),
-            Span::raw(format!("{}  ", s.entry)),
-            Span::styled("stack id ", h),
-            Span::raw(s.stack_id.map_or("-".into(), |id| id.to_string())),
-        ]),
-        Line::from(vec![
-            Span::styled("pins ", h),
-            Span::raw(format!(
-                "taken {}, released {}, outstanding {}; {}/s; oldest held {}",
-                s.taken,
-                s.released,
-                s.outstanding,
-                rate(s.rate),
-                oldest(snap, s.oldest_ns)
-            )),
-        ]),
+        fields(
+            [
+                ("entry ", format!("{}  ", s.entry)),
+                (
+                    "stack id ",
+                    s.stack_id.map_or("-".into(), |id| id.to_string()),
+                ),
+            ],
+            theme,
+        ),
+        fields([("pins ", pins)], theme),
         Line::raw(""),
         Line::styled("holders:", h),
     ];
@@ -48,7 +59,7 @@ pub(super) fn site_lines(
                 .map(move |(_, lt, pages)| (p, *lt, *pages))
         })
         .collect();
-    holders.sort_by(|a, b| b.2.cmp(&a.2));
+    holders.sort_by_key(|holder| Reverse(holder.2));
     if holders.is_empty() {
         lines.push(Line::styled(
             "  none: every pin taken here was released",
@@ -61,12 +72,12 @@ pub(super) fn site_lines(
             p.pid,
             p.comm,
             pages,
-            if longterm { "LONGTERM" } else { "short" },
+            pin_kind(longterm),
             process_state(p, snap)
         )));
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled("kernel stack (top first):", h));
-    stack(&mut lines, s, theme);
+    push_stack(&mut lines, s, theme);
     lines
 }

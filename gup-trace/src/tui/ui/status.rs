@@ -11,7 +11,7 @@ use ratatui::{
 use super::super::{snapshot::DashboardSnapshot, theme::Theme};
 
 /// Lost events and missing hooks: always on screen, whatever the screen.
-pub(super) fn status_line(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
+pub(super) fn draw(frame: &mut Frame, area: Rect, snap: &DashboardSnapshot, theme: &Theme) {
     let h = &snap.health;
     let src = &snap.source;
     let mut spans = Vec::new();

@@ -16,7 +16,7 @@ use super::{
     format::{age, short_name},
 };
 
-pub(super) fn title_bar(
+pub(super) fn draw(
     frame: &mut Frame,
     area: Rect,
     app: &App,
