@@ -15,6 +15,7 @@ mod folio;
 mod maps;
 mod mmap_lock;
 mod process;
+mod state;
 
 #[cfg(not(test))]
 #[panic_handler]

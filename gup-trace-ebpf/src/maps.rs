@@ -13,10 +13,7 @@ use gup_trace_common::{
     LockStats, NO_CALL, counter, setting,
 };
 
-use crate::{
-    calls::ThreadCalls,
-    folio::{PendingGrab, ReleaseBatch},
-};
+use crate::state::{PendingGrab, ReleaseBatch, ThreadCalls};
 
 /// Default 4 MiB; userspace resizes it (`--ring-buffer-kib`) before load.
 #[map]
