@@ -10,14 +10,9 @@ use btf_rs::{Btf, Type};
 use gup_trace_common::{FolioLayout, Hook, grab_rule};
 
 /// Why the per-folio hooks cannot run on this kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct LayoutError(pub String);
-
-impl std::fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 fn missing(what: &str) -> LayoutError {
     LayoutError(format!("kernel BTF lacks {what}"))
