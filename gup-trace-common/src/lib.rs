@@ -337,8 +337,11 @@ pub struct Event {
 
 /// The layout of `struct page` / `struct folio` on the running kernel, read from its BTF by
 /// userspace and handed to the programs as one global: nothing about it is compiled in.
+///
+/// No `Default`: an all-zero layout has page size 0, which the programs multiply by. Build one
+/// from BTF, or [`FolioLayout::unread`] with the real page size.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FolioLayout {
     /// Address of the kernel variable `vmemmap_base` (0: use `vmemmap_start`).
     pub vmemmap_base_addr: u64,
@@ -346,6 +349,7 @@ pub struct FolioLayout {
     pub vmemmap_start: u64,
     /// Address of the kernel variable holding the zero page's pfn (0: unknown).
     pub zero_pfn_addr: u64,
+    /// `PAGE_SIZE`: where GUP dropped mmap_lock is located with it (never 0).
     pub page_size: u32,
     /// `sizeof(struct page)`: the stride of the struct page array.
     pub page_struct_size: u32,
@@ -364,6 +368,30 @@ pub struct FolioLayout {
     pub grab_rules: u32,
     /// 1 when userspace could read the layout: without it no folio is read at all.
     pub valid: u32,
+}
+
+impl FolioLayout {
+    /// The layout when it could not be read: `valid` 0, so the programs read no folio and every
+    /// offset stays 0. The page size does not come from BTF, so it is always the real one: the
+    /// programs locate where GUP dropped mmap_lock with it, folio hooks or not. The one
+    /// definition for both sides: the programs start with it, userspace sends it as its fallback.
+    pub const fn unread(page_size: u32) -> FolioLayout {
+        FolioLayout {
+            vmemmap_base_addr: 0,
+            vmemmap_start: 0,
+            zero_pfn_addr: 0,
+            page_size,
+            page_struct_size: 0,
+            flags_offset: 0,
+            compound_head_offset: 0,
+            refcount_offset: 0,
+            pincount_offset: 0,
+            order_offset: 0,
+            head_bit: 0,
+            grab_rules: 0,
+            valid: 0,
+        }
+    }
 }
 
 /// Indices into the per-CPU `COUNTERS` array.

@@ -11,87 +11,15 @@
 //! are added to the call's pin total: the kernel's `nr_foll_pin_acquired` counts those grabs too.
 
 use aya_ebpf::{EbpfContext, programs::tracing::StackIdContext};
-use gup_trace_common::{CallPath, EventKind, Hook, HookClass, LockStats, NO_CALL, counter};
+use gup_trace_common::{EventKind, Hook, HookClass, NO_CALL, counter};
 
 use crate::{
-    folio::{Released, release_enter, release_exit},
+    folio::{self, Released, release_enter, release_exit},
     maps::{
         FOLIO_LAYOUT, Record, THREADS, bump, current_task, emit, now_ns, releasing_task, stack_id,
         thread_key,
     },
-};
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ThreadCalls {
-    /// Nesting depth of GUP entry points (pin_user_pages*, get_user_pages*).
-    gup_depth: u32,
-    unpin_depth: u32,
-    unpin_start_ns: u64,
-    /// Pages the outermost unpin call releases (from its arguments at entry).
-    unpin_pages: u64,
-    /// The outermost unpin call's hook, or NO_CALL when it releases no pins.
-    unpin_hook: u32,
-    _pad: u32,
-    gup: GupCall,
-}
-
-/// The outermost GUP call in progress on a thread.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GupCall {
-    start_ns: u64,
-    /// Pages released while the call was in progress.
-    released_in_pin: u64,
-    /// The call's arguments, saved at entry for the event at its return.
-    start: u64,
-    requested: u64,
-    flags: u32,
-    stack_id: i32,
-    hook: u32,
-    /// Nesting depth of `__get_user_pages` (the slow walk) inside the call.
-    slow_depth: u32,
-    path: CallPath,
-    /// The slow walk in progress: its start address and the pages it grabbed so far, which
-    /// locate the page it was faulting in when it dropped mmap_lock.
-    walk_start: u64,
-    walk_refs: u64,
-    lock: LockStats,
-    /// mmap_lock correlation: when the wait began, when the lock was taken, when it was
-    /// dropped (0: not in that state) and at which address.
-    lock_wait_since: u64,
-    lock_held_since: u64,
-    lock_dropped_at: u64,
-    lock_drop_addr: u64,
-}
-
-const NO_GUP_CALL: GupCall = GupCall {
-    start_ns: 0,
-    released_in_pin: 0,
-    start: 0,
-    requested: 0,
-    flags: 0,
-    stack_id: -1,
-    hook: NO_CALL,
-    slow_depth: 0,
-    path: CallPath::ZERO,
-    walk_start: 0,
-    walk_refs: 0,
-    lock: LockStats::ZERO,
-    lock_wait_since: 0,
-    lock_held_since: 0,
-    lock_dropped_at: 0,
-    lock_drop_addr: 0,
-};
-
-const IDLE: ThreadCalls = ThreadCalls {
-    gup_depth: 0,
-    unpin_depth: 0,
-    unpin_start_ns: 0,
-    unpin_pages: 0,
-    unpin_hook: NO_CALL,
-    _pad: 0,
-    gup: NO_GUP_CALL,
+    state::{GupCall, ThreadCalls},
 };
 
 /// A GUP call's arguments as the entry program reads them.
@@ -108,7 +36,7 @@ fn state_for_entry(key: u32) -> Option<&'static mut ThreadCalls> {
     if let Some(state) = THREADS.get_ptr_mut(&key) {
         return Some(unsafe { &mut *state });
     }
-    if THREADS.insert(&key, &IDLE, 0).is_err() {
+    if THREADS.insert(&key, &ThreadCalls::IDLE, 0).is_err() {
         bump(counter::TASK_MAP_FULL, 1);
         return None;
     }
@@ -190,7 +118,7 @@ pub fn gup_enter<C: StackIdContext>(ctx: &C, hook: Hook, args: GupArgs) {
             flags: args.flags,
             stack_id: stack_id(ctx),
             hook: hook as u32,
-            ..NO_GUP_CALL
+            ..GupCall::NONE
         };
     }
     state.gup_depth += 1;
@@ -263,10 +191,22 @@ pub fn slow_walk_exit() {
     }
 }
 
+/// Return of a grab: its folio event, counted on the GUP call in progress.
+#[inline(always)]
+pub fn grab_exit<C: EbpfContext>(ctx: &C, hook: Hook, ret: u64) {
+    let Some(task) = current_task() else { return };
+    let key = thread_key(task.1);
+    let Some(mut record) = folio::finish_grab(key, hook, ret) else {
+        return;
+    };
+    note_grab(key, &mut record);
+    emit(ctx, task, record);
+}
+
 /// A grab's folio event learns which GUP call it belongs to; the call counts the grab on the
 /// path it happened on.
 #[inline(always)]
-pub fn note_grab(key: u32, record: &mut Record) {
+fn note_grab(key: u32, record: &mut Record) {
     let Some(state) = state_in_gup(key) else {
         return;
     };

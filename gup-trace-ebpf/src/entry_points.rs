@@ -204,7 +204,8 @@ fn grab_args<C: EntryArgs>(ctx: &C, at: GrabArgs) -> (u64, u32, u32) {
 }
 
 /// Grab functions: leaves that take references on one folio. The return value says whether
-/// they did; how depends on the kernel (see `grab_rule`), so it is passed on raw.
+/// they did; how depends on the kernel (see `grab_rule`), so it is passed on raw. The return
+/// goes through `calls`, which counts the grab on the GUP call in progress.
 macro_rules! grab_functions {
     ($($symbol:ident => $hook:ident, $at:expr;)*) => { $(
         #[fentry]
@@ -215,7 +216,7 @@ macro_rules! grab_functions {
         }
         #[fexit]
         pub fn ${concat(fexit_, $symbol)}(ctx: FExitContext) -> u32 {
-            folio::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>().unwrap_or(0));
+            calls::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>().unwrap_or(0));
             0
         }
         #[kprobe]
@@ -226,7 +227,7 @@ macro_rules! grab_functions {
         }
         #[kretprobe]
         pub fn ${concat(kretprobe_, $symbol)}(ctx: RetProbeContext) -> u32 {
-            folio::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>());
+            calls::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>());
             0
         }
     )* };

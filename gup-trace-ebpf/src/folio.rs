@@ -7,6 +7,9 @@
 //! `pages[]`/`folios[]` argument is walked at entry (bounded) and each folio's counts are read
 //! again at its return. Why not `gup_put_folio` alone: from 6.18 it is inlined into
 //! `unpin_user_folio`, so it misses the releases O_DIRECT and io_uring make.
+//!
+//! Below `calls`: a grab's event is handed back to it (`finish_grab`) to be counted on the GUP
+//! call in progress, and `calls` starts and ends the release batches.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_probe_read_kernel};
 use gup_trace_common::{
@@ -14,9 +17,12 @@ use gup_trace_common::{
     counter, folio_bit, grab_rule,
 };
 
-use crate::maps::{
-    EMPTY_BATCH, EVENTS, FOLIO_LAYOUT, FOLL_PIN, GRABS, RELEASES, Record, bump, current_task, emit,
-    event, thread_key, wakeup_flag,
+use crate::{
+    maps::{
+        EMPTY_BATCH, EVENTS, FOLIO_LAYOUT, FOLL_PIN, GRABS, RELEASES, Record, bump, current_task,
+        emit, event, thread_key, wakeup_flag,
+    },
+    state::{FolioCounts, PendingGrab, ReleaseBatch},
 };
 
 /// A read of kernel memory. Failures are not counted here: a branch per read inside the bounded
@@ -43,17 +49,6 @@ pub fn folio_of(page: u64, layout: &FolioLayout) -> u64 {
         }
         _ => page,
     }
-}
-
-/// A folio's counts at one instant, and what kind of folio it is.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct FolioCounts {
-    pub refcount: i32,
-    pub pincount: i32,
-    /// `folio_bit::LARGE` / `ZERO_PAGE`.
-    pub bits: u32,
-    pub order: u32,
 }
 
 /// All ones for a large folio (`PG_head` set), else zero: used as a mask rather than a branch,
@@ -126,16 +121,6 @@ fn transition(
     }
 }
 
-/// A grab between its entry and its return.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingGrab {
-    folio: u64,
-    refs: u32,
-    flags: u32,
-    before: FolioCounts,
-}
-
 /// Entry of a grab: `page` may be a page or a folio (the `try_grab_folio` of 6.10+ takes a
 /// folio, the older one a page).
 #[inline(always)]
@@ -169,14 +154,13 @@ fn grab_succeeded(hook: Hook, ret: u64, layout: &FolioLayout) -> bool {
     }
 }
 
-/// Return of a grab: one folio event, and the grab counted on the GUP call in progress.
+/// Ends the grab in progress on thread `key`: its folio event, or None when its entry was not
+/// seen.
 #[inline(always)]
-pub fn grab_exit<C: EbpfContext>(ctx: &C, hook: Hook, ret: u64) {
-    let Some(task) = current_task() else { return };
-    let key = thread_key(task.1);
+pub fn finish_grab(key: u32, hook: Hook, ret: u64) -> Option<Record> {
     let Some(pending) = (unsafe { GRABS.get(&key) }).copied() else {
         bump(counter::UNMATCHED_EXITS, 1);
-        return;
+        return None;
     };
     let _ = GRABS.remove(&key);
     let layout = FOLIO_LAYOUT.load();
@@ -194,8 +178,7 @@ pub fn grab_exit<C: EbpfContext>(ctx: &C, hook: Hook, ret: u64) {
         record.pages = pending.refs as u64;
     }
     record.folio = transition(pending.folio, pending.refs, bits, &pending.before, &layout);
-    crate::calls::note_grab(key, &mut record);
-    emit(ctx, task, record);
+    Some(record)
 }
 
 /// What an outermost release call gives back, from its arguments at entry.
@@ -214,21 +197,6 @@ pub enum Released {
 /// Slot indices are masked with this: the verifier then knows every index is in bounds.
 const SLOT_MASK: u32 = RELEASE_FOLIOS_MAX - 1;
 const _: () = assert!(RELEASE_FOLIOS_MAX.is_power_of_two());
-
-/// One release call in progress: the folios it drops, in call order, consecutive entries of
-/// one folio merged (the kernel merges them too, into one `gup_put_folio`), with their counts
-/// at entry; at return the counts after, and the call's own event in front of them. The whole
-/// thing then goes out as one ring-buffer record: `Event` followed by `len` transitions.
-#[repr(C)]
-pub struct ReleaseBatch {
-    len: u32,
-    /// Array entries (or pages) walked; fewer than the call releases when the walk stopped.
-    walked: u32,
-    truncated: u32,
-    _pad: u32,
-    record: Event,
-    folios: [FolioTransition; RELEASE_FOLIOS_MAX as usize],
-}
 
 impl ReleaseBatch {
     /// Adds `refs` of `folio`; false when the batch is full.

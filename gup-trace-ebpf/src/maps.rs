@@ -13,10 +13,7 @@ use gup_trace_common::{
     LockStats, NO_CALL, counter, setting,
 };
 
-use crate::{
-    calls::ThreadCalls,
-    folio::{PendingGrab, ReleaseBatch},
-};
+use crate::state::{PendingGrab, ReleaseBatch, ThreadCalls};
 
 /// Default 4 MiB; userspace resizes it (`--ring-buffer-kib`) before load.
 #[map]
@@ -56,22 +53,11 @@ static FIRED: Array<u32> = Array::with_max_entries(HOOK_COUNT as u32, 0);
 
 #[unsafe(no_mangle)]
 pub static FOLL_PIN: Global<u32> = Global::new(0);
+/// Userspace always replaces it before load: with the layout it read from BTF, or with an
+/// unread one carrying the running kernel's page size. Until then: unread, with x86-64's.
 #[unsafe(no_mangle)]
-pub static FOLIO_LAYOUT: Global<FolioLayout> = Global::new(FolioLayout {
-    vmemmap_base_addr: 0,
-    vmemmap_start: 0,
-    zero_pfn_addr: 0,
-    page_size: 4096,
-    page_struct_size: 64,
-    flags_offset: 0,
-    compound_head_offset: 8,
-    refcount_offset: 52,
-    pincount_offset: 0,
-    order_offset: 0,
-    head_bit: 0,
-    grab_rules: 0,
-    valid: 0,
-});
+pub static FOLIO_LAYOUT: Global<FolioLayout> = Global::new(FolioLayout::unread(X86_64_PAGE_SIZE));
+const X86_64_PAGE_SIZE: u32 = 4096;
 /// Wake the reader only once this much data waits in the ring buffer (0: on every event).
 /// A wakeup per event costs more than the event itself; the reader also drains on a timer, so
 /// nothing waits longer than its poll interval.

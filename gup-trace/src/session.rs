@@ -124,7 +124,10 @@ impl Session {
             .override_global(global::FOLL_PIN, &facts.foll_pin.value, true)
             .override_global(
                 global::FOLIO_LAYOUT,
-                &facts.folio_layout.clone().unwrap_or_default(),
+                &facts
+                    .folio_layout
+                    .clone()
+                    .unwrap_or_else(|_| kernel::unread_layout()),
                 true,
             )
             .override_global(global::WAKEUP_BYTES, &wakeup_bytes(ring_bytes), true)

@@ -10,14 +10,9 @@ use btf_rs::{Btf, Type};
 use gup_trace_common::{FolioLayout, Hook, grab_rule};
 
 /// Why the per-folio hooks cannot run on this kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct LayoutError(pub String);
-
-impl std::fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 fn missing(what: &str) -> LayoutError {
     LayoutError(format!("kernel BTF lacks {what}"))
@@ -166,7 +161,7 @@ pub fn read(btf: &Btf, vars: KernelVariables) -> Result<FolioLayout, LayoutError
         vmemmap_base_addr: vars.vmemmap_base.unwrap_or(0),
         vmemmap_start: X86_64_VMEMMAP_START,
         zero_pfn_addr: vars.zero_pfn.unwrap_or(0),
-        page_size: page_size(),
+        page_size: page_size() as u32,
         page_struct_size,
         flags_offset,
         compound_head_offset,
@@ -179,10 +174,18 @@ pub fn read(btf: &Btf, vars: KernelVariables) -> Result<FolioLayout, LayoutError
     })
 }
 
-fn page_size() -> u32 {
+/// The layout the programs get when it could not be read: they then read no folio, but still
+/// need the page size, which does not come from BTF.
+pub fn unread_layout() -> FolioLayout {
+    FolioLayout::unread(page_size() as u32)
+}
+
+/// This system's page size in bytes. `sysconf` cannot fail for it on Linux (the kernel hands
+/// it to every process in the aux vector); should it ever, x86-64's.
+pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as u32,
+        n if n > 0 => n as usize,
         _ => 4096,
     }
 }
@@ -190,6 +193,16 @@ fn page_size() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without a layout the programs still locate mmap_lock drops by the page size: the
+    /// fallback must carry the real one, never 0.
+    #[test]
+    fn the_unread_layout_carries_the_page_size() {
+        let layout = unread_layout();
+        assert_eq!(layout.page_size as usize, page_size());
+        assert_ne!(layout.page_size, 0);
+        assert_eq!(layout.valid, 0, "an unread layout reads no folio");
+    }
 
     /// This machine's kernel BTF: the host kernel cannot run the hooks, but its layout can be
     /// read, and the values every x86-64 kernel since 6.1 shares must come out.

@@ -15,7 +15,7 @@ use aya::{
     programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
 use gup_trace_common::{FolioLayout, Hook, HookClass};
-pub use layout::LayoutError;
+pub use layout::{LayoutError, page_size, unread_layout};
 use serde::Serialize;
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
