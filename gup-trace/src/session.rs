@@ -16,8 +16,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     events::TraceEvent,
     kernel::{self, Capabilities, KernelFacts},
-    output::CallStack,
-    symbols::{KernelSymbols, StackFrame},
+    symbols::{CallStack, KernelSymbols, StackFrame},
 };
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gup-trace"));

@@ -1,6 +1,7 @@
 //! Kernel symbolization: /proc/kallsyms read into one sorted table, and kernel addresses (the
 //! frames of a stack the kernel's unwinder recorded) named as `function+0xoffset`, with
-//! ` [module]` after symbols that belong to a module. The one reader and line parser of kallsyms: `kernel` looks up hookable
+//! ` [module]` after symbols that belong to a module; a [`CallStack`] is such a stack, or why
+//! there is none. The one reader and line parser of kallsyms: `kernel` looks up hookable
 //! functions with them too. Depends on nothing else in the crate.
 //!
 //! aya's `util::kernel_symbols()` is not enough here: it keeps address -> name only, so it loses
@@ -8,7 +9,7 @@
 //! a data symbol that happens to precede it), and it folds the all-zero addresses a
 //! kptr_restrict kernel shows into one entry instead of saying why nothing resolves.
 
-use std::{collections::HashMap, fmt, fs, io};
+use std::{collections::HashMap, fmt, fs, io, sync::Arc};
 
 pub const KALLSYMS: &str = "/proc/kallsyms";
 const PROC_MODULES: &str = "/proc/modules";
@@ -114,6 +115,10 @@ pub struct StackFrame {
     /// None when no function in the symbol table covers the address.
     pub symbol: Option<FrameSymbol>,
 }
+
+/// A GUP call's kernel stack as `--stacks` shows it and recordings keep it: the frames, or why
+/// there are none.
+pub type CallStack = Result<Arc<[StackFrame]>, String>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSymbol {

@@ -17,8 +17,9 @@ use serde::Serialize;
 use super::{FindingArgs, SessionArgs, require_root, stop_requested};
 use crate::{
     engine::{Finding, PinEngine},
-    output::{self, CallStack, FindingRecord},
+    output::{self, FindingRecord},
     session::{KernelCounters, Session, monotonic_ns},
+    symbols::CallStack,
 };
 
 #[derive(Args, Debug)]

@@ -13,8 +13,9 @@ use gup_trace_common::EventKind;
 use super::{SessionArgs, how_long, require_root, stop_after};
 use crate::{
     events::TraceEvent,
-    output::{self, CallStack, EventRecord},
+    output::{self, EventRecord},
     session::Session,
+    symbols::CallStack,
     window::Window,
 };
 

@@ -7,7 +7,7 @@ mod junit;
 pub use findings::{FindingRecord, StackLookup, finding_text, findings_text};
 pub use junit::junit_xml;
 
-use std::{fmt::Write as _, sync::Arc};
+use std::fmt::Write as _;
 
 use gup_trace_common::{EventKind, FolioTransition, Hook, HookClass, folio_bit};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::{
     events::{Comm, TraceEvent},
     kernel::{Capabilities, FollFlags, HookStatus},
-    symbols::StackFrame,
+    symbols::{CallStack, StackFrame},
     window::Summary,
     workload::{StepOutcome, StepReport},
 };
@@ -138,9 +138,6 @@ fn call_detail(e: &TraceEvent) -> String {
     }
     out
 }
-
-/// A GUP call's kernel stack as `--stacks` shows it: the frames, or why there are none.
-pub type CallStack = Result<Arc<[StackFrame]>, String>;
 
 /// The module kallsyms gives BPF programs and trampolines.
 const BPF_MODULE: &str = "bpf";
@@ -562,6 +559,8 @@ pub fn summary(s: &Summary, top: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use gup_trace_common::Hook;
 
     use super::*;

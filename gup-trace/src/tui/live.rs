@@ -27,8 +27,8 @@ use crate::{
     commands::stop_requested,
     engine::PinEngine,
     events::TraceEvent,
-    output::CallStack,
     session::{KernelCounters, Session, StackNames, monotonic_ns},
+    symbols::CallStack,
 };
 
 /// Takes the session's events into the engine and builds the snapshots.
