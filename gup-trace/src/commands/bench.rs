@@ -31,12 +31,11 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
-use gup_trace_common::HookClass;
 use serde::Serialize;
 
 use super::require_root;
 use crate::{
-    kernel::AttachKind,
+    kernel::{AttachKind, PinVisibility},
     session::{Session, SessionConfig},
     vmstat::PinCounters,
     window::Window,
@@ -257,7 +256,7 @@ async fn calibrate(mut w: Box<dyn Workload>, target: Duration) -> Result<(Box<dy
 fn start_session() -> Result<Session> {
     let session = Session::start(&SessionConfig::default())?;
     let caps = &session.capabilities;
-    if caps.attached(HookClass::Pin) == 0 || caps.attached(HookClass::Unpin) == 0 {
+    if caps.pin_visibility() == PinVisibility::Blind {
         bail!(
             "this kernel ({}) lets gup-trace hook no pin or no unpin function (`gup-trace probe` \
              says why), so there is no tracing cost to measure: run the bench on a kernel that \

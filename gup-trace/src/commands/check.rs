@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::{FindingArgs, SessionArgs, require_root, stop_requested};
 use crate::{
     engine::{Finding, PinEngine},
+    kernel::PinVisibility,
     output::{self, FindingRecord},
     session::{KernelCounters, Session, monotonic_ns},
     symbols::CallStack,
@@ -84,7 +85,7 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     let mut session = Session::start(&config)?;
     let caps = &session.capabilities;
     // Ownership comes from the per-folio grab events: without them nothing can be attributed.
-    let blind = caps.attached(HookClass::Grab) == 0 || caps.attached(HookClass::Pin) == 0;
+    let blind = caps.pin_visibility() < PinVisibility::Folios;
     if verbose || blind {
         eprint!("{}", output::capabilities(caps, verbose));
     }

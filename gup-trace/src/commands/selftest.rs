@@ -7,13 +7,13 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
-use gup_trace_common::{EventKind, Hook, HookClass, folio_bit};
+use gup_trace_common::{EventKind, Hook, folio_bit};
 use serde::Serialize;
 
 use super::{require_root, workload::WorkloadArgs};
 use crate::{
     events::TraceEvent,
-    kernel::{AttachKind, Capabilities, HookStatus},
+    kernel::{AttachKind, Capabilities, HookStatus, PinVisibility},
     output,
     session::{Session, SessionConfig},
     window::{Summary, Window},
@@ -267,7 +267,8 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
     if !args.json {
         eprint!("{}", output::capabilities(&caps, verbose));
     }
-    if caps.attached(HookClass::Pin) == 0 || caps.attached(HookClass::Unpin) == 0 {
+    let visibility = caps.pin_visibility();
+    if visibility == PinVisibility::Blind {
         let reason = "this kernel lets gup-trace hook no pin or no unpin function (see the report above): the selftest cannot compare anything";
         if args.json {
             let summary = Window::open(&session)?.close(&mut session, |_| {})?;
@@ -318,7 +319,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
             },
         })
         .collect();
-    let per_folio = caps.attached(HookClass::Grab) > 0;
+    let per_folio = visibility == PinVisibility::Folios;
     let zero_page_pages = ran(&report, workload::STEP_ZERO_PAGE).unwrap_or(0);
     let mut reasons: Vec<String> = failure(&summary, per_folio, zero_page_pages)
         .into_iter()
@@ -344,7 +345,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
             None => {
                 println!(
                     "selftest PASSED: gup-trace's pin and release totals equal /proc/vmstat{}",
-                    if caps.attached(HookClass::Grab) > 0 {
+                    if per_folio {
                         ", folio by folio, and every pin obeys the GUP_PIN_COUNTING_BIAS rule"
                     } else {
                         ""

@@ -9,7 +9,7 @@ use gup_trace_common::HookClass;
 use super::{FindingArgs, SessionArgs, require_root};
 use crate::{
     engine::PinEngine,
-    kernel::HookStatus,
+    kernel::{HookStatus, PinVisibility},
     session::{Session, monotonic_ns},
     tui::{
         live::{self, Capture, Intake},
@@ -76,7 +76,7 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         .filter(|h| matches!(h.status, HookStatus::Failed { .. }))
         .map(|h| h.hook.name().to_string())
         .collect();
-    let blind = caps.attached(HookClass::Pin) == 0 && caps.attached(HookClass::Grab) == 0;
+    let blind = caps.pin_visibility() == PinVisibility::Blind;
     let mut filters = Vec::new();
     if let Some(pid) = args.session.pid {
         filters.push(format!("pid {pid}"));

@@ -354,12 +354,36 @@ impl Capabilities {
             .count()
     }
 
+    /// How much of pinning the attached hooks let gup-trace see: what every command judges
+    /// by.
+    pub fn pin_visibility(&self) -> PinVisibility {
+        if self.attached(HookClass::Pin) == 0 || self.attached(HookClass::Unpin) == 0 {
+            PinVisibility::Blind
+        } else if self.attached(HookClass::Grab) == 0 {
+            PinVisibility::Calls
+        } else {
+            PinVisibility::Folios
+        }
+    }
+
     pub fn count_by_kind(&self, kind: AttachKind) -> usize {
         self.hooks
             .iter()
             .filter(|r| matches!(r.status, HookStatus::Attached { kind: k } if k == kind))
             .count()
     }
+}
+
+/// How much of pinning a kernel's attached hooks show, least first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PinVisibility {
+    /// No pin call or no release is seen: nothing to judge pins by.
+    Blind,
+    /// Pin and release calls, but not the folios they pin (no grab hook, e.g. the folio layout
+    /// could not be read): totals to compare with /proc/vmstat, no owner for any pin.
+    Calls,
+    /// Every folio grabbed and released too: who holds which pin.
+    Folios,
 }
 
 fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
