@@ -3,16 +3,15 @@
 //! made an event, what the pipeline takes in can be held against the kernel side's own count of
 //! releases and lost events. Needs root, as every tracing command does.
 
+mod host_support;
+
 use gup_trace::{
     pipeline::{LivePipeline, Records, VmstatUse},
     session::{MmapLockMode, Session, SessionConfig, StackNames},
     window,
 };
 use gup_trace_common::EventKind;
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
+use host_support::is_root;
 
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
