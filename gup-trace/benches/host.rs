@@ -270,7 +270,7 @@ fn dashboard(engine: &mut PinEngine) -> (f64, f64) {
         page_size: 4096,
         ..SourceInfo::default()
     };
-    let mut lookup = |id: u32| -> gup_trace::output::CallStack { Err(format!("no stack {id}")) };
+    let mut lookup = |id: u32| -> gup_trace::symbols::CallStack { Err(format!("no stack {id}")) };
     let start = Instant::now();
     let snap = SnapshotBuilder::new().build(
         engine,

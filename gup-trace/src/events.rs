@@ -34,30 +34,18 @@ pub struct TraceEvent {
 }
 
 /// Why a ring-buffer record could not be decoded (a build mismatch between the two sides).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    #[error(
+        "ring buffer record of {0} bytes, expected {head} plus a multiple of {folio}",
+        head = size_of::<Event>(),
+        folio = size_of::<FolioTransition>()
+    )]
     Size(usize),
+    #[error("ring buffer record with unknown hook id {0}")]
     UnknownHook(u32),
+    #[error("ring buffer record with unknown event kind {0}")]
     UnknownKind(u32),
-}
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::Size(n) => write!(
-                f,
-                "ring buffer record of {n} bytes, expected {} plus a multiple of {}",
-                size_of::<Event>(),
-                size_of::<FolioTransition>()
-            ),
-            DecodeError::UnknownHook(id) => {
-                write!(f, "ring buffer record with unknown hook id {id}")
-            }
-            DecodeError::UnknownKind(id) => {
-                write!(f, "ring buffer record with unknown event kind {id}")
-            }
-        }
-    }
 }
 
 impl TraceEvent {
@@ -67,7 +55,7 @@ impl TraceEvent {
     pub fn decode_record(bytes: &[u8], out: &mut Vec<TraceEvent>) -> Result<(), DecodeError> {
         let head = size_of::<Event>();
         let item = size_of::<FolioTransition>();
-        if bytes.len() < head || (bytes.len() - head) % item != 0 {
+        if bytes.len() < head || !(bytes.len() - head).is_multiple_of(item) {
             return Err(DecodeError::Size(bytes.len()));
         }
         let call = TraceEvent::decode(&bytes[..head])?;

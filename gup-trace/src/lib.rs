@@ -13,6 +13,7 @@ pub mod events;
 pub mod hex;
 pub mod kernel;
 pub mod output;
+pub mod pipeline;
 pub mod recording;
 pub mod report;
 pub mod ring_handoff;

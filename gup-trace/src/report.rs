@@ -15,9 +15,10 @@ use serde::Serialize;
 use crate::{
     engine::{FindingRules, PinEngine, REORDER_HOLD_NS},
     events::TraceEvent,
-    output::{self, CallStack, FindingRecord, call_frames},
+    output::{self, FindingRecord, call_frames},
     recording::{CounterSnapshot, EndTotals, Item, Metadata, ReadStatus, RecordingReader},
     session::KernelCounters,
+    symbols::CallStack,
     vmstat::PinCounters,
 };
 

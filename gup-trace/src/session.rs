@@ -14,10 +14,8 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    events::TraceEvent,
     kernel::{self, Capabilities, KernelFacts},
-    output::CallStack,
-    symbols::{KernelSymbols, StackFrame},
+    symbols::{CallStack, KernelSymbols, StackFrame},
 };
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gup-trace"));
@@ -196,23 +194,13 @@ impl Session {
         Ok(())
     }
 
-    /// Waits until the kernel side wakes us (a batch of events is waiting) or `timeout`
-    /// passes, and appends what the ring buffer holds to `out`. The kernel side wakes the
-    /// reader only per batch (`wakeup_bytes`), so the timeout is what bounds how long a lone
-    /// event waits.
-    pub async fn next_events(
-        &mut self,
-        out: &mut Vec<TraceEvent>,
-        timeout: Duration,
-    ) -> Result<()> {
-        self.next_records(timeout, |record| decode_into(record, out))
-            .await
-    }
-
-    /// Like [`Session::next_events`], but hands each raw ring-buffer record to `each`, exactly
+    /// Waits until the kernel side wakes us (a batch of records is waiting) or `timeout`
+    /// passes, and hands each raw ring-buffer record the ring buffer holds to `each`, exactly
     /// the bytes the kernel side wrote (one [`gup_trace_common::Event`], followed by the
-    /// folios of a release call), undecoded. An error from `each` stops the draining and is
-    /// returned; the records after it stay in the ring buffer.
+    /// folios of a release call), undecoded. The kernel side wakes the reader only per batch
+    /// (`wakeup_bytes`), so the timeout is what bounds how long a lone event waits. An error
+    /// from `each` stops the draining and is returned; the records after it stay in the ring
+    /// buffer.
     pub async fn next_records(
         &mut self,
         timeout: Duration,
@@ -244,11 +232,6 @@ impl Session {
             .with_context(|| format!("cannot follow process {tgid}"))
     }
 
-    /// Appends every event already in the ring buffer to `out`, without waiting.
-    pub fn drain(&mut self, out: &mut Vec<TraceEvent>) -> Result<()> {
-        drain_records(self.events.get_mut(), |record| decode_into(record, out))
-    }
-
     /// Hands every raw record already in the ring buffer to `each`, without waiting.
     pub fn drain_records(&mut self, each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         drain_records(self.events.get_mut(), each)
@@ -272,10 +255,13 @@ impl Session {
     /// when they cannot (check, top, record): a failure is logged once and becomes the reason
     /// every lookup gives.
     pub fn stack_names(&mut self) -> StackNames {
-        StackNames(self.kernel_stacks().map_err(|e| {
-            log::warn!("kernel stacks will not be named: {e:#}");
-            format!("kernel stacks unavailable: {e:#}")
-        }))
+        match self.kernel_stacks() {
+            Ok(stacks) => StackNames::Named(Box::new(stacks)),
+            Err(e) => {
+                log::warn!("kernel stacks will not be named: {e:#}");
+                StackNames::Unavailable(e)
+            }
+        }
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {
@@ -335,13 +321,20 @@ impl KernelStacks {
 }
 
 /// Kernel stacks, or why there are none (see [`Session::stack_names`]).
-pub struct StackNames(std::result::Result<KernelStacks, String>);
+pub enum StackNames {
+    Named(Box<KernelStacks>),
+    /// Reading them failed: every lookup says why.
+    Unavailable(anyhow::Error),
+    /// The command does not show stacks, so they were never read.
+    NotRead,
+}
 
 impl StackNames {
     pub fn frames(&mut self, id: u32) -> CallStack {
-        match &mut self.0 {
-            Ok(stacks) => stacks.frames(id).map_err(|e| format!("{e:#}")),
-            Err(why) => Err(why.clone()),
+        match self {
+            StackNames::Named(stacks) => stacks.frames(id).map_err(|e| format!("{e:#}")),
+            StackNames::Unavailable(e) => Err(format!("kernel stacks unavailable: {e:#}")),
+            StackNames::NotRead => Err("kernel stacks were not read".into()),
         }
     }
 }
@@ -354,11 +347,6 @@ fn drain_records(
         each(&item)?;
     }
     Ok(())
-}
-
-fn decode_into(record: &[u8], out: &mut Vec<TraceEvent>) -> Result<()> {
-    TraceEvent::decode_record(record, out)
-        .map_err(|e| anyhow::anyhow!("{e}: gup-trace and its eBPF object disagree (rebuild)"))
 }
 
 /// The kernel compares the whole 16-byte comm; names longer than the kernel keeps never match,

@@ -1,13 +1,15 @@
 //! Kernel symbolization: /proc/kallsyms read into one sorted table, and kernel addresses (the
 //! frames of a stack the kernel's unwinder recorded) named as `function+0xoffset`, with
-//! ` [module]` after symbols that belong to a module.
+//! ` [module]` after symbols that belong to a module; a [`CallStack`] is such a stack, or why
+//! there is none. The one reader and line parser of kallsyms: `kernel` looks up hookable
+//! functions with them too. Depends on nothing else in the crate.
 //!
 //! aya's `util::kernel_symbols()` is not enough here: it keeps address -> name only, so it loses
 //! the module column and the symbol type (a stack address must resolve to a function, never to
 //! a data symbol that happens to precede it), and it folds the all-zero addresses a
 //! kptr_restrict kernel shows into one entry instead of saying why nothing resolves.
 
-use std::{collections::HashMap, fmt, fs, io};
+use std::{collections::HashMap, fmt, fs, io, sync::Arc};
 
 pub const KALLSYMS: &str = "/proc/kallsyms";
 const PROC_MODULES: &str = "/proc/modules";
@@ -19,44 +21,75 @@ const PROC_MODULES: &str = "/proc/modules";
 const MAX_FUNCTION_SPAN: u64 = 1 << 20;
 
 /// Why the kernel's symbol table could not be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SymbolsError {
+    #[error(
+        "cannot read {path}: {0} (the kernel needs CONFIG_KALLSYMS to name stack frames)",
+        path = KALLSYMS
+    )]
     Read(io::Error),
     /// Every address reads 0: kptr_restrict hides them from this reader.
+    #[error(
+        "kallsyms addresses are hidden (kptr_restrict): run as root (with \
+         kernel.kptr_restrict=2 even root sees zeros: `sysctl kernel.kptr_restrict=1`)"
+    )]
     Hidden,
-    Malformed {
-        line: usize,
-        text: String,
-    },
+    #[error("{path} line {line} is not `ADDRESS TYPE NAME [MODULE]`: {text:?}", path = KALLSYMS)]
+    Malformed { line: usize, text: String },
+    #[error(
+        "{path} lists no function symbols, so no stack frame can be named: \
+         check that the file is the kernel's (is /proc mounted?)",
+        path = KALLSYMS
+    )]
     NoFunctions,
 }
 
-impl fmt::Display for SymbolsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SymbolsError::Read(e) => write!(
-                f,
-                "cannot read {KALLSYMS}: {e} (the kernel needs CONFIG_KALLSYMS to name stack frames)"
-            ),
-            SymbolsError::Hidden => write!(
-                f,
-                "kallsyms addresses are hidden (kptr_restrict): run as root (with \
-                 kernel.kptr_restrict=2 even root sees zeros: `sysctl kernel.kptr_restrict=1`)"
-            ),
-            SymbolsError::Malformed { line, text } => write!(
-                f,
-                "{KALLSYMS} line {line} is not `ADDRESS TYPE NAME [MODULE]`: {text:?}"
-            ),
-            SymbolsError::NoFunctions => write!(
-                f,
-                "{KALLSYMS} lists no function symbols, so no stack frame can be named: \
-                 check that the file is the kernel's (is /proc mounted?)"
-            ),
-        }
-    }
+/// Reads /proc/kallsyms whole: the one reader of the kernel's symbol table, for the stack
+/// names here and for the hookable functions and variables `kernel` looks for.
+pub fn read_kallsyms() -> io::Result<String> {
+    fs::read_to_string(KALLSYMS)
 }
 
-impl std::error::Error for SymbolsError {}
+/// One line of /proc/kallsyms: `ADDRESS TYPE NAME`, with `\t[MODULE]` after module symbols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KallsymsLine<'a> {
+    /// 0 for every symbol when kptr_restrict hides addresses from this reader.
+    pub address: u64,
+    /// The symbol type letter: `t`/`T` text, `W` weak, `d`/`D` data, ...
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub module: Option<&'a str>,
+}
+
+impl<'a> KallsymsLine<'a> {
+    /// The line's fields, or None when it is not `ADDRESS TYPE NAME [[MODULE]]`.
+    pub fn parse(line: &'a str) -> Option<KallsymsLine<'a>> {
+        let mut fields = line.split_ascii_whitespace();
+        let (address, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
+        let module = match fields.next() {
+            None => None,
+            Some(m) => Some(
+                m.strip_prefix('[')
+                    .and_then(|m| m.strip_suffix(']'))
+                    .filter(|m| !m.is_empty())?,
+            ),
+        };
+        if fields.next().is_some() || kind.len() != 1 {
+            return None;
+        }
+        Some(KallsymsLine {
+            address: u64::from_str_radix(address, 16).ok()?,
+            kind,
+            name,
+            module,
+        })
+    }
+
+    /// Text symbols (local or global): what can be hooked, and what a stack frame is in.
+    pub fn is_text(&self) -> bool {
+        matches!(self.kind, "t" | "T")
+    }
+}
 
 /// The kernel's symbols, sorted by address.
 pub struct KernelSymbols {
@@ -82,6 +115,10 @@ pub struct StackFrame {
     /// None when no function in the symbol table covers the address.
     pub symbol: Option<FrameSymbol>,
 }
+
+/// A GUP call's kernel stack as `--stacks` shows it and recordings keep it: the frames, or why
+/// there are none.
+pub type CallStack = Result<Arc<[StackFrame]>, String>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSymbol {
@@ -119,7 +156,7 @@ impl fmt::Display for StackFrame {
 impl KernelSymbols {
     /// Reads /proc/kallsyms (and the module list, to notice modules loaded later).
     pub fn load() -> Result<KernelSymbols, SymbolsError> {
-        let text = fs::read_to_string(KALLSYMS).map_err(SymbolsError::Read)?;
+        let text = read_kallsyms().map_err(SymbolsError::Read)?;
         let mut symbols = KernelSymbols::parse(&text)?;
         symbols.module_list = read_module_list();
         Ok(symbols)
@@ -137,42 +174,26 @@ impl KernelSymbols {
             if line.trim().is_empty() {
                 continue;
             }
-            let malformed = || SymbolsError::Malformed {
-                line: index + 1,
-                text: line.to_string(),
+            let Some(parsed) = KallsymsLine::parse(line) else {
+                return Err(SymbolsError::Malformed {
+                    line: index + 1,
+                    text: line.to_string(),
+                });
             };
-            let mut fields = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(malformed());
-            };
-            let module = fields.next();
-            if fields.next().is_some() || kind.len() != 1 {
-                return Err(malformed());
-            }
-            let addr = u64::from_str_radix(addr, 16).map_err(|_| malformed())?;
-            let module = match module {
-                None => None,
-                Some(m) => {
-                    let m = m
-                        .strip_prefix('[')
-                        .and_then(|m| m.strip_suffix(']'))
-                        .filter(|m| !m.is_empty())
-                        .ok_or_else(malformed)?;
-                    Some(*module_ids.entry(m).or_insert_with(|| {
-                        modules.push(m.into());
-                        (modules.len() - 1) as u32
-                    }))
-                }
-            };
+            let addr = parsed.address;
+            let module = parsed.module.map(|m| {
+                *module_ids.entry(m).or_insert_with(|| {
+                    modules.push(m.into());
+                    (modules.len() - 1) as u32
+                })
+            });
             any_address |= addr != 0;
-            // t/T: text (local/global); W: a weak definition, which in kallsyms is a function.
-            let function = matches!(kind, "t" | "T" | "W");
+            // W: a weak definition, which in kallsyms is a function too.
+            let function = parsed.is_text() || parsed.kind == "W";
             entries.push(Entry {
                 addr,
                 name: if function {
-                    name.into()
+                    parsed.name.into()
                 } else {
                     Box::default()
                 },

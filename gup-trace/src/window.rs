@@ -1,20 +1,50 @@
 //! A measurement window: gup-trace's own totals and the kernel's vmstat counters over the same
-//! stretch of time, so the two can be compared.
+//! stretch of time, so the two can be compared (`trace`, `selftest`, `bench`). The window is a
+//! [`LivePipeline`] whose engine is a [`PinLedger`].
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
     engine::{FolioTotals, PinLedger, PinTotals, ProcessPins},
     events::TraceEvent,
-    session::{KernelCounters, Session, monotonic_ns},
+    pipeline::{Events, LivePipeline, VmstatUse},
+    session::{KernelCounters, Session, StackNames},
     vmstat::PinCounters,
 };
 
-pub struct Window {
-    pub ledger: PinLedger,
-    vmstat_start: PinCounters,
-    counters_start: KernelCounters,
+/// A live pipeline counting into a window's ledger.
+pub type Window = LivePipeline<Events<PinLedger>>;
+
+/// Opens a window now: whatever starts after this is inside it.
+pub fn open(session: Session, stacks: StackNames) -> Result<Window> {
+    LivePipeline::open(session, stacks, VmstatUse::Required, |start_ns| {
+        Events::new(PinLedger::new(start_ns))
+    })
+}
+
+/// Closes `window` now, takes in the events still in the ring buffer (each inside the window
+/// passed to `consume` first), and returns the comparison, and the session for another window.
+pub fn close(
+    window: Window,
+    consume: impl FnMut(&TraceEvent, &mut StackNames) -> Result<()>,
+) -> Result<(Summary, Session)> {
+    let finished = window.finish(consume)?;
+    let closing = finished.closing;
+    let ledger = finished.sink.engine;
+    let mut processes: Vec<_> = ledger.processes.into_iter().collect();
+    processes.sort_by(|a, b| b.1.pinned.cmp(&a.1.pinned).then(a.0.cmp(&b.0)));
+    let summary = Summary {
+        seconds: closing.seconds(),
+        totals: ledger.totals,
+        folios: ledger.folios,
+        vmstat: closing
+            .vmstat()
+            .context("the window has no /proc/vmstat readings")?,
+        kernel: closing.kernel,
+        processes,
+    };
+    Ok((summary, finished.session))
 }
 
 /// What a window measured.
@@ -49,54 +79,5 @@ impl Summary {
 
     pub fn folio_releases_match(&self) -> bool {
         self.folios.released == self.vmstat.released
-    }
-}
-
-impl Window {
-    pub fn open(session: &Session) -> Result<Window> {
-        let counters_start = session.counters()?;
-        let vmstat_start = PinCounters::read()?;
-        Ok(Window {
-            ledger: PinLedger::new(monotonic_ns()),
-            vmstat_start,
-            counters_start,
-        })
-    }
-
-    pub fn apply(&mut self, events: &[TraceEvent]) {
-        for e in events {
-            self.ledger.apply(e);
-        }
-    }
-
-    /// Closes the window now, takes in the events still in the ring buffer (each passed to
-    /// `on_event` first), and returns the comparison.
-    pub fn close(
-        mut self,
-        session: &mut Session,
-        mut on_event: impl FnMut(&TraceEvent),
-    ) -> Result<Summary> {
-        let end_ns = monotonic_ns();
-        let vmstat = PinCounters::read()?.delta_since(&self.vmstat_start);
-        self.ledger.close(end_ns);
-        let mut rest = Vec::new();
-        session.drain(&mut rest)?;
-        for e in &rest {
-            if self.ledger.in_window(e.ts_ns) {
-                on_event(e);
-            }
-        }
-        self.apply(&rest);
-        let l = self.ledger;
-        let mut processes: Vec<_> = l.processes.into_iter().collect();
-        processes.sort_by(|a, b| b.1.pinned.cmp(&a.1.pinned).then(a.0.cmp(&b.0)));
-        Ok(Summary {
-            seconds: end_ns.saturating_sub(l.start_ns) as f64 / 1e9,
-            totals: l.totals,
-            folios: l.folios,
-            vmstat,
-            kernel: session.counters()?.delta_since(&self.counters_start),
-            processes,
-        })
     }
 }

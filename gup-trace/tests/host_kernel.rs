@@ -3,26 +3,11 @@
 //! such a kernel sees: an exact capability report, a working mmap_lock tracepoint, exit 0.
 //! They need root, as the tool does.
 
-use std::process::{Command, Output};
+mod host_support;
 
-fn gup_trace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gup-trace"))
-        .args(args)
-        .output()
-        .expect("run gup-trace")
-}
+use std::process::Command;
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use host_support::{gup_trace, is_root, short_lived_children, start_gup_trace, text};
 
 #[test]
 fn trace_loads_the_tracepoint_and_reports_every_hook_on_this_kernel() {
@@ -168,43 +153,30 @@ fn trace_json_with_stacks_is_one_object_per_line_then_the_summary() {
 
 #[test]
 fn trace_sees_a_child_process_created_and_ended() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
+    use std::io::Read;
     assert!(is_root(), "trace loads eBPF programs");
-    let mut trace = Command::new(env!("CARGO_BIN_EXE_gup-trace"))
-        .args(["trace", "--duration", "4", "--json", "--processes"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run gup-trace");
-    // Start the children only once the programs are attached (loading is slow on a busy
-    // machine): gup-trace says "tracing for ..." then.
-    let mut stderr = BufReader::new(trace.stderr.take().unwrap());
-    let mut report = String::new();
-    while !report.contains("tracing for") {
-        assert!(stderr.read_line(&mut report).unwrap() > 0, "{report}");
-    }
+    // Start the children only once the programs are attached: gup-trace says "tracing for ..."
+    // then.
+    let mut trace = start_gup_trace(
+        &["trace", "--duration", "4", "--json", "--processes"],
+        "tracing for",
+    );
     // A thread is no process: it must not show up as a fork.
     let thread_tid = std::thread::spawn(|| unsafe { libc::gettid() } as u32)
         .join()
         .unwrap();
-    let pids: Vec<u32> = (0..3)
-        .map(|_| {
-            let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
-            child.wait().unwrap();
-            child.id()
-        })
-        .collect();
+    let pids = short_lived_children(3);
     let mut stdout = String::new();
     trace
+        .child
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut stdout)
         .unwrap();
-    stderr.read_to_string(&mut report).unwrap();
-    let status = trace.wait().unwrap();
-    let all = format!("{stdout}{report}");
+    trace.stderr.read_to_string(&mut trace.said).unwrap();
+    let status = trace.child.wait().unwrap();
+    let all = format!("{stdout}{}", trace.said);
     assert_eq!(status.code(), Some(0), "{all}");
     let events: Vec<serde_json::Value> = stdout
         .lines()

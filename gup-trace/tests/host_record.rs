@@ -2,21 +2,11 @@
 //! fire here even where no GUP function can be hooked, so the children this test starts while
 //! recording must come back out of the report. Needs root, as `record` does.
 
-use std::{
-    io::{BufRead, BufReader, Read},
-    process::{Command, Stdio},
-};
+mod host_support;
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
+use std::io::Read as _;
 
-fn gup_trace(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gup-trace"))
-        .args(args)
-        .output()
-        .expect("run gup-trace")
-}
+use host_support::{gup_trace, is_root, short_lived_children, start_gup_trace};
 
 #[test]
 fn record_then_report_shows_the_children_started_while_recording() {
@@ -28,27 +18,12 @@ fn record_then_report_shows_the_children_started_while_recording() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("host.gtr");
     let path = file.to_str().unwrap();
-    let mut record = Command::new(env!("CARGO_BIN_EXE_gup-trace"))
-        .args(["record", "-o", path, "--duration", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run gup-trace record");
     // Start the children once the programs are attached: record says "recording to" then.
-    let mut stderr = BufReader::new(record.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("recording to") {
-        assert!(stderr.read_line(&mut said).unwrap() > 0, "{said}");
-    }
-    let pids: Vec<u32> = (0..3)
-        .map(|_| {
-            let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
-            child.wait().unwrap();
-            child.id()
-        })
-        .collect();
-    stderr.read_to_string(&mut said).unwrap();
-    let status = record.wait().unwrap();
+    let mut record = start_gup_trace(&["record", "-o", path, "--duration", "3"], "recording to");
+    let pids = short_lived_children(3);
+    record.stderr.read_to_string(&mut record.said).unwrap();
+    let said = record.said;
+    let status = record.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{said}");
     // The final line, always; no progress lines when stderr is not a terminal.
     let last = said

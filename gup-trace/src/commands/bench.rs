@@ -31,15 +31,16 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
-use gup_trace_common::{HookClass, bench::BenchRounds};
+use gup_trace_common::bench::BenchRounds;
 use serde::Serialize;
 
 use super::require_root;
 use crate::{
-    kernel::AttachKind,
-    session::{Session, SessionConfig},
+    events::TraceEvent,
+    kernel::{AttachKind, PinVisibility},
+    session::{Session, SessionConfig, StackNames},
     vmstat::PinCounters,
-    window::Window,
+    window,
     workload::{self, AnonBuf, Child, DirectTarget},
 };
 
@@ -197,28 +198,21 @@ async fn untraced(w: Box<dyn Workload>, ops: u64) -> Result<(Box<dyn Workload>, 
 }
 
 /// Runs `w` while this task streams, decodes and counts the session's events, as `selftest`
-/// does.
+/// does; the session comes back for the next round.
 async fn traced(
-    session: &mut Session,
+    session: Session,
     w: Box<dyn Workload>,
     ops: u64,
-) -> Result<(Box<dyn Workload>, Measured, Seen)> {
-    let mut window = Window::open(session)?;
-    let mut job = spawn_run(w, ops);
-    let mut batch = Vec::new();
+) -> Result<(Session, Box<dyn Workload>, Measured, Seen)> {
+    let mut window = window::open(session, StackNames::NotRead)?;
+    window.poll_every(Duration::from_millis(100));
     let mut events = 0u64;
-    let (w, measured) = loop {
-        tokio::select! {
-            done = &mut job => break done?,
-            r = session.next_events(&mut batch, Duration::from_millis(100)) => {
-                r?;
-                events += batch.iter().filter(|e| window.ledger.in_window(e.ts_ns)).count() as u64;
-                window.apply(&batch);
-                batch.clear();
-            }
-        }
+    let mut count = |_: &TraceEvent, _: &mut StackNames| -> Result<()> {
+        events += 1;
+        Ok(())
     };
-    let summary = window.close(session, |_| events += 1)?;
+    let (w, measured) = window.run_until(spawn_run(w, ops), &mut count).await??;
+    let (summary, session) = window::close(window, count)?;
     let measured = measured.with_context(|| format!("bench workload {} (traced)", w.name()))?;
     let seen = Seen {
         events,
@@ -226,7 +220,7 @@ async fn traced(
         pinned: summary.totals.pinned,
         released: summary.totals.released,
     };
-    Ok((w, measured, seen))
+    Ok((session, w, measured, seen))
 }
 
 /// An operation count for which one run of `w` lasts about `target`.
@@ -248,7 +242,7 @@ async fn calibrate(mut w: Box<dyn Workload>, target: Duration) -> Result<(Box<dy
 fn start_session() -> Result<Session> {
     let session = Session::start(&SessionConfig::default())?;
     let caps = &session.capabilities;
-    if caps.attached(HookClass::Pin) == 0 || caps.attached(HookClass::Unpin) == 0 {
+    if caps.pin_visibility() == PinVisibility::Blind {
         bail!(
             "this kernel ({}) lets gup-trace hook no pin or no unpin function (`gup-trace probe` \
              says why), so there is no tracing cost to measure: run the bench on a kernel that \
@@ -307,15 +301,16 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                     started.elapsed().as_secs_f64()
                 );
             }
-            let mut tracing = session.as_mut().filter(|_| traced_mode);
             for (i, w) in std::mem::take(&mut workloads).into_iter().enumerate() {
-                let (w, r) = match tracing.as_deref_mut() {
+                let tracing = if traced_mode { session.take() } else { None };
+                let (w, r) = match tracing {
                     None => {
                         let (w, m) = untraced(w, ops[i]).await?;
                         (w, round_of(&m, None))
                     }
                     Some(s) => {
-                        let (w, m, seen) = traced(s, w, ops[i]).await?;
+                        let (s, w, m, seen) = traced(s, w, ops[i]).await?;
+                        session = Some(s);
                         (w, round_of(&m, Some(&seen)))
                     }
                 };
@@ -334,7 +329,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                 workloads.push(w);
             }
             // Every program detached before the next untraced round; they stay loaded.
-            if let Some(s) = tracing {
+            if let Some(s) = session.as_mut().filter(|_| traced_mode) {
                 s.detach();
             }
         }

@@ -14,11 +14,14 @@ use clap::Args;
 use gup_trace_common::HookClass;
 use serde::Serialize;
 
-use super::{FindingArgs, SessionArgs, require_root, stop_requested};
+use super::{FindingArgs, SessionArgs, require_root};
 use crate::{
     engine::{Finding, PinEngine},
-    output::{self, CallStack, FindingRecord},
+    kernel::PinVisibility,
+    output::{self, FindingRecord},
+    pipeline::{Events, Finished, LivePipeline, VmstatUse, no_consumer, stop_requested},
     session::{KernelCounters, Session, monotonic_ns},
+    symbols::CallStack,
 };
 
 #[derive(Args, Debug)]
@@ -83,7 +86,7 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     let mut session = Session::start(&config)?;
     let caps = &session.capabilities;
     // Ownership comes from the per-folio grab events: without them nothing can be attributed.
-    let blind = caps.attached(HookClass::Grab) == 0 || caps.attached(HookClass::Pin) == 0;
+    let blind = caps.pin_visibility() < PinVisibility::Folios;
     if verbose || blind {
         eprint!("{}", output::capabilities(caps, verbose));
     }
@@ -97,57 +100,61 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
         log::warn!("process tracepoints missing: exits are not seen, so no orphaned pins");
     }
     let longterm = caps.foll.longterm();
-    let mut stacks = session.stack_names();
-    let start_ns = monotonic_ns();
-    let mut engine = PinEngine::new(start_ns, longterm, rules);
-    let counters_start = session.counters()?;
+    let stacks = session.stack_names();
+    let mut pipeline = LivePipeline::open(session, stacks, VmstatUse::Skip, |start_ns| {
+        Events::new(PinEngine::new(start_ns, longterm, rules))
+    })?;
+    let start_ns = pipeline.start().ts_ns;
 
-    let mut child = spawn_followed(&args.command, &mut session)?;
+    let mut child = spawn_followed(&args.command, pipeline.session_mut())?;
     let command_line = args.command.join(" ");
-    let mut batch = Vec::new();
-    let mut interrupted = false;
-    let status = loop {
+    let exited = async {
         tokio::select! {
-            status = child.wait() => break Some(status.context("waiting for the command failed")?),
+            status = child.wait() => Some(status),
             _ = stop_requested() => {
-                interrupted = true;
                 // Ctrl-C reached the command too (same terminal); a SIGTERM sent to gup-trace
                 // alone is passed on, so that the command does not outlive its check.
                 if let Some(pid) = child.id() {
                     // SAFETY: kill has no memory-safety preconditions.
                     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
                 }
-                break None;
-            }
-            r = session.next_events(&mut batch, Duration::from_millis(250)) => {
-                r?;
-                batch.drain(..).for_each(|e| engine.push(e));
+                None
             }
         }
     };
+    let status = pipeline
+        .run_until(exited, no_consumer)
+        .await?
+        .transpose()
+        .context("waiting for the command failed")?;
+    let interrupted = status.is_none();
     // The command is done; its pins may still be released by others (io_uring teardown,
     // descendants): watch for the grace period before judging.
     if !interrupted {
         let until = tokio::time::Instant::now()
             + Duration::from_nanos(rules.grace_ns)
             + Duration::from_millis(300);
-        loop {
+        let grace = async {
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                _ = stop_requested() => break,
-                r = session.next_events(&mut batch, Duration::from_millis(100)) => {
-                    r?;
-                    batch.drain(..).for_each(|e| engine.push(e));
-                }
+                _ = tokio::time::sleep_until(until) => {}
+                _ = stop_requested() => {}
             }
-        }
+        };
+        pipeline.poll_every(Duration::from_millis(100));
+        pipeline.run_until(grace, no_consumer).await?;
     }
-    session.drain(&mut batch)?;
-    batch.drain(..).for_each(|e| engine.push(e));
+    let Finished {
+        closing,
+        sink,
+        mut stacks,
+        ..
+    } = pipeline.finish(no_consumer)?;
+    let mut engine = sink.engine;
     engine.flush();
+    // Judged now, once every event is in: after the last drain, not when it began.
     let now_ns = monotonic_ns();
-    let kernel_counters = session.counters()?.delta_since(&counters_start);
-    let lost = kernel_counters.lost_events;
+    let kernel_counters = closing.kernel;
+    let lost = closing.lost_events();
 
     // /proc/vmstat counts every process on the machine, not just this tree: no drift check.
     let findings = engine.findings(now_ns, None, true);

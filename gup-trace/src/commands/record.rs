@@ -11,14 +11,14 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::{SessionArgs, how_long, require_root, stop_after};
+use super::{SessionArgs, require_root};
 use crate::{
     output,
+    pipeline::{LivePipeline, Reading, Records, VmstatUse, how_long, stop_after},
     recording::{
         Compression, CounterSnapshot, Filters, Metadata, RecordingWriter, WriteStats, stack_id_of,
     },
-    session::{Session, StackNames, monotonic_ns},
-    vmstat::PinCounters,
+    session::{Session, StackNames},
 };
 
 #[derive(Args, Debug)]
@@ -58,6 +58,16 @@ fn write_record(
     Ok(())
 }
 
+/// The kernel's counters as the recording keeps them.
+fn snapshot(reading: &Reading, end: bool) -> CounterSnapshot {
+    CounterSnapshot {
+        ts_ns: reading.ts_ns,
+        end,
+        kernel: reading.kernel,
+        vmstat: reading.vmstat,
+    }
+}
+
 fn size(bytes: u64) -> String {
     if bytes < 1 << 20 {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
@@ -82,7 +92,7 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     config.all_releases = true;
     let mut session = Session::start(&config)?;
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
-    let mut stacks = session.stack_names();
+    let stacks = session.stack_names();
     let filters = Filters {
         pid: config.pid,
         comm: config.comm.clone(),
@@ -91,14 +101,13 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
         all_releases: config.all_releases,
         ring_buffer_kib: config.ring_buffer_kib,
     };
-    // The same order as a trace window: counters, then the clock.
-    let counters_start = session.counters()?;
-    let vmstat_start = PinCounters::read()
-        .map_err(|e| log::warn!("no /proc/vmstat pin counters in the recording: {e:#}"))
-        .ok();
-    let start_ns = monotonic_ns();
+    let vmstat = VmstatUse::IfPresent {
+        warning: "no /proc/vmstat pin counters in the recording",
+    };
+    let mut pipeline = LivePipeline::open(session, stacks, vmstat, |_| Records)?;
+    let start = *pipeline.start();
     let started = Instant::now();
-    let meta = Metadata::new(&session.capabilities, filters, start_ns);
+    let meta = Metadata::new(&pipeline.session().capabilities, filters, start.ts_ns);
     let compression = if args.no_compress {
         Compression::None
     } else {
@@ -108,12 +117,7 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     let mut writer = RecordingWriter::create(&args.output, &meta, compression)?;
     let write_failed = || format!("writing the recording {path} failed");
     writer
-        .counters(&CounterSnapshot {
-            ts_ns: start_ns,
-            end: false,
-            kernel: counters_start,
-            vmstat: vmstat_start,
-        })
+        .counters(&snapshot(&start, false))
         .with_context(write_failed)?;
     eprintln!(
         "recording to {path} {}... (Ctrl-C ends)",
@@ -122,43 +126,43 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     let stop = stop_after(args.duration);
     tokio::pin!(stop);
     let live = std::io::stderr().is_terminal();
-    let mut shown = Instant::now();
+    // Once a second: what was recorded reaches the file, and the progress line is redrawn.
     loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            r = session.next_records(Duration::from_millis(250), |record| {
-                write_record(&mut writer, &mut stacks, record).with_context(write_failed)
-            }) => {
-                r?;
-                writer.flush_if_due(FLUSH_EVERY).with_context(write_failed)?;
-                if live && shown.elapsed() >= FLUSH_EVERY {
-                    shown = Instant::now();
-                    let lost = session.counters()?.delta_since(&counters_start).lost_events;
-                    eprint!(
-                        "\r{}\x1b[K",
-                        progress(&writer.stats, lost, started.elapsed().as_secs_f64())
-                    );
-                }
+        let due = async {
+            tokio::select! {
+                _ = &mut stop => true,
+                _ = tokio::time::sleep(FLUSH_EVERY) => false,
             }
+        };
+        let stopped = pipeline
+            .run_until(due, |record, stacks| {
+                write_record(&mut writer, stacks, record).with_context(write_failed)
+            })
+            .await?;
+        if stopped {
+            break;
+        }
+        writer
+            .flush_if_due(FLUSH_EVERY)
+            .with_context(write_failed)?;
+        if live {
+            let lost = pipeline.counters_since_start()?.lost_events;
+            eprint!(
+                "\r{}\x1b[K",
+                progress(&writer.stats, lost, started.elapsed().as_secs_f64())
+            );
         }
     }
 
-    let end_ns = monotonic_ns();
-    let vmstat_end = PinCounters::read().ok();
-    let counters_end = session.counters()?;
+    let end = pipeline.close()?;
     writer
-        .counters(&CounterSnapshot {
-            ts_ns: end_ns,
-            end: true,
-            kernel: counters_end,
-            vmstat: vmstat_end,
-        })
+        .counters(&snapshot(&end, true))
         .with_context(write_failed)?;
-    session.drain_records(|record| {
-        write_record(&mut writer, &mut stacks, record).with_context(write_failed)
+    let finished = pipeline.finish(|record, stacks| {
+        write_record(&mut writer, stacks, record).with_context(write_failed)
     })?;
-    let lost = session.counters()?.delta_since(&counters_start).lost_events;
-    let end = writer.end_totals(end_ns, lost);
+    let lost = finished.closing.lost_events();
+    let end = writer.end_totals(end.ts_ns, lost);
     let (_, stats) = writer.finish(&end).with_context(write_failed)?;
     if live {
         eprint!("\r\x1b[K");

@@ -8,9 +8,10 @@ use super::FindingArgs;
 use clap::Args;
 
 use crate::{
-    output::{self, CallStack},
+    output,
     recording::RecordingReader,
     report::{self, Replay, ReplayFilter, Report, ReportOptions},
+    symbols::CallStack,
 };
 
 #[derive(Args, Debug)]

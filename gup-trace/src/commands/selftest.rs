@@ -7,16 +7,17 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
-use gup_trace_common::{EventKind, Hook, HookClass, folio_bit};
+use gup_trace_common::{EventKind, Hook, folio_bit};
 use serde::Serialize;
 
 use super::{require_root, workload::WorkloadArgs};
 use crate::{
     events::TraceEvent,
-    kernel::{AttachKind, Capabilities, HookStatus},
+    kernel::{AttachKind, Capabilities, HookStatus, PinVisibility},
     output,
-    session::{Session, SessionConfig},
-    window::{Summary, Window},
+    pipeline::no_consumer,
+    session::{Session, SessionConfig, StackNames},
+    window::{self, Summary},
     workload::{self, StepOutcome, WorkloadReport},
 };
 
@@ -262,15 +263,17 @@ fn failure(summary: &Summary, per_folio: bool, zero_page_pages: u64) -> Option<S
 pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
     require_root("selftest")?;
     // No pid filter: block I/O completions unpin from interrupt context, on any task.
-    let mut session = Session::start(&SessionConfig::default())?;
+    let session = Session::start(&SessionConfig::default())?;
     let caps = session.capabilities.clone();
     if !args.json {
         eprint!("{}", output::capabilities(&caps, verbose));
     }
-    if caps.attached(HookClass::Pin) == 0 || caps.attached(HookClass::Unpin) == 0 {
+    let visibility = caps.pin_visibility();
+    if visibility == PinVisibility::Blind {
         let reason = "this kernel lets gup-trace hook no pin or no unpin function (see the report above): the selftest cannot compare anything";
         if args.json {
-            let summary = Window::open(&session)?.close(&mut session, |_| {})?;
+            let window = window::open(session, StackNames::NotRead)?;
+            let (summary, _) = window::close(window, no_consumer)?;
             print_json(
                 "unsupported",
                 Some(reason.into()),
@@ -285,25 +288,17 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
 
-    let mut window = Window::open(&session)?;
+    let mut window = window::open(session, StackNames::NotRead)?;
+    window.poll_every(Duration::from_millis(100));
     let mut checks = Checks::new(&caps);
-    let opts = args.workload.options();
-    let mut job = tokio::task::spawn_blocking(move || workload::run(&opts));
-    let mut batch = Vec::new();
-    let report = loop {
-        tokio::select! {
-            done = &mut job => break done??,
-            r = session.next_events(&mut batch, Duration::from_millis(100)) => {
-                r?;
-                for e in batch.iter().filter(|e| window.ledger.in_window(e.ts_ns)) {
-                    checks.observe(e);
-                }
-                window.apply(&batch);
-                batch.clear();
-            }
-        }
+    let mut observe = |e: &TraceEvent, _: &mut StackNames| -> Result<()> {
+        checks.observe(e);
+        Ok(())
     };
-    let summary = window.close(&mut session, |e| checks.observe(e))?;
+    let opts = args.workload.options();
+    let job = tokio::task::spawn_blocking(move || workload::run(&opts));
+    let report = window.run_until(job, &mut observe).await???;
+    let (summary, _) = window::close(window, observe)?;
     checks.added_pins = summary.folios.added_pins;
     let steps: Vec<Step> = report
         .steps
@@ -318,7 +313,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
             },
         })
         .collect();
-    let per_folio = caps.attached(HookClass::Grab) > 0;
+    let per_folio = visibility == PinVisibility::Folios;
     let zero_page_pages = ran(&report, workload::STEP_ZERO_PAGE).unwrap_or(0);
     let mut reasons: Vec<String> = failure(&summary, per_folio, zero_page_pages)
         .into_iter()
@@ -344,7 +339,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
             None => {
                 println!(
                     "selftest PASSED: gup-trace's pin and release totals equal /proc/vmstat{}",
-                    if caps.attached(HookClass::Grab) > 0 {
+                    if per_folio {
                         ", folio by folio, and every pin obeys the GUP_PIN_COUNTING_BIAS rule"
                     } else {
                         ""

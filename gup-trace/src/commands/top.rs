@@ -9,8 +9,9 @@ use gup_trace_common::HookClass;
 use super::{FindingArgs, SessionArgs, require_root};
 use crate::{
     engine::PinEngine,
-    kernel::HookStatus,
-    session::{Session, monotonic_ns},
+    kernel::{HookStatus, PinVisibility},
+    pipeline::{Events, LivePipeline, VmstatUse},
+    session::Session,
     tui::{
         live::{self, Capture, Intake},
         snapshot::SourceInfo,
@@ -76,7 +77,7 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         .filter(|h| matches!(h.status, HookStatus::Failed { .. }))
         .map(|h| h.hook.name().to_string())
         .collect();
-    let blind = caps.attached(HookClass::Pin) == 0 && caps.attached(HookClass::Grab) == 0;
+    let blind = caps.pin_visibility() == PinVisibility::Blind;
     let mut filters = Vec::new();
     if let Some(pid) = args.session.pid {
         filters.push(format!("pid {pid}"));
@@ -90,11 +91,14 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
     if verbose || blind {
         eprint!("{}", crate::output::capabilities(&caps, verbose));
     }
-    let start_ns = monotonic_ns();
+    let longterm = caps.foll.longterm();
+    let pipeline = LivePipeline::open(session, stacks, VmstatUse::Skip, |start_ns| {
+        Events::new(PinEngine::new(start_ns, longterm, rules))
+    })?;
     let source = SourceInfo {
         source: "live".into(),
         kernel: caps.kernel.clone(),
-        start_ns,
+        start_ns: pipeline.start().ts_ns,
         end_ns: None,
         filters: filters.join(", "),
         missing_hooks,
@@ -102,9 +106,7 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         folio_level: caps.attached(HookClass::Grab) > 0,
         page_size: page_size(),
     };
-    let longterm = caps.foll.longterm();
-    let engine = PinEngine::new(start_ns, longterm, rules);
-    let intake = Intake::new(session, engine, stacks, source)?;
+    let intake = Intake::new(pipeline, source);
     let interval = Duration::from_millis(args.interval);
     match args.capture {
         Some(dir) => {

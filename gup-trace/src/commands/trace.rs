@@ -1,21 +1,19 @@
 //! `gup-trace trace`: live event lines, then the totals beside /proc/vmstat.
 
-use std::{
-    io::{Write as _, stdout},
-    process::ExitCode,
-    time::Duration,
-};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 use gup_trace_common::EventKind;
 
-use super::{SessionArgs, how_long, require_root, stop_after};
+use super::{SessionArgs, require_root};
 use crate::{
     events::TraceEvent,
-    output::{self, CallStack, EventRecord},
-    session::Session,
-    window::Window,
+    output::{self, EventRecord},
+    pipeline::{how_long, stop_after},
+    session::{Session, StackNames},
+    symbols::CallStack,
+    window::{self, Summary},
 };
 
 #[derive(Args, Debug)]
@@ -63,49 +61,46 @@ pub struct TraceArgs {
 pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
     require_root("trace")?;
     let mut session = Session::start(&args.session.config()?)?;
-    let mut stacks = if args.stacks {
-        Some(
+    let stacks = if args.stacks {
+        StackNames::Named(Box::new(
             session
                 .kernel_stacks()
                 .map_err(|e| anyhow::anyhow!("--stacks: {e:#}"))?,
-        )
+        ))
     } else {
-        None
+        StackNames::NotRead
     };
     // The window opens before "tracing" is said: whatever a user starts on seeing it is in.
-    let mut window = Window::open(&session)?;
-    let start_ns = window.ledger.start_ns;
+    let mut window = window::open(session, stacks)?;
+    let start_ns = window.start().ts_ns;
+    let session = window.session();
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
     eprintln!(
         "mmap_lock events: {:?}; tracing {}... (Ctrl-C ends)",
         session.mmap_lock,
         how_long(args.duration)
     );
-    let stop = stop_after(args.duration);
-    tokio::pin!(stop);
     if !args.quiet && !args.json {
         println!("{}", output::EVENT_HEADER);
     }
-    let mut batch = Vec::new();
     let foll = session.capabilities.foll.clone();
-    let mut print = |e: &TraceEvent| {
+    let mut print = |e: &TraceEvent, stacks: &mut StackNames| -> Result<()> {
         let process_event = matches!(e.kind, EventKind::ProcessExit | EventKind::ProcessFork);
         if args.quiet
             || (!args.folios && e.kind == EventKind::Folio)
             || (!args.processes && process_event)
         {
-            return;
+            return Ok(());
         }
         let stack: Option<CallStack> =
-            stacks
-                .as_mut()
-                .filter(|_| output::is_gup_call(e))
-                .map(|stacks| match e.stack_id {
-                    Some(id) => stacks.frames(id).map_err(|err| format!("{err:#}")),
-                    None => Err("the kernel did not record it (bpf_get_stackid failed: \
-                             the STACKS map is full or its bucket holds another stack)"
-                        .into()),
-                });
+            (args.stacks && output::is_gup_call(e)).then(|| match e.stack_id {
+                Some(id) => stacks.frames(id),
+                None => Err(
+                    "the kernel did not record it (bpf_get_stackid failed: the STACKS \
+                             map is full or its bucket holds another stack)"
+                        .into(),
+                ),
+            });
         if args.json {
             let record = EventRecord::new(e, start_ns, &foll, stack.as_ref(), args.stack_depth);
             match serde_json::to_string(&record) {
@@ -118,29 +113,18 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
                 print!("{}", output::stack_lines(stack, e.hook, args.stack_depth));
             }
         }
+        Ok(())
     };
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            r = session.next_events(&mut batch, Duration::from_millis(250)) => {
-                r?;
-                for e in &batch {
-                    if window.ledger.in_window(e.ts_ns) {
-                        print(e);
-                    }
-                }
-                window.apply(&batch);
-                batch.clear();
-                let _ = stdout().flush();
-            }
-        }
-    }
-    let summary = window.close(&mut session, print)?;
+    // Each line goes out whole as it is printed: stdout is line-buffered.
+    window
+        .run_until(stop_after(args.duration), &mut print)
+        .await?;
+    let (summary, _) = window::close(window, print)?;
     eprint!("{}", output::summary(&summary, 10));
     if args.json {
         #[derive(serde::Serialize)]
         struct SummaryLine<'a> {
-            summary: &'a crate::window::Summary,
+            summary: &'a Summary,
         }
         println!(
             "{}",

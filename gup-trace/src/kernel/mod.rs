@@ -18,6 +18,8 @@ use gup_trace_common::{FolioLayout, Hook, HookClass};
 pub use layout::{LayoutError, page_size, unread_layout};
 use serde::Serialize;
 
+use crate::symbols::{self, KallsymsLine};
+
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The perf PMU aya creates kprobes through; absent when the kernel has no CONFIG_KPROBES.
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
@@ -82,7 +84,7 @@ impl KernelFacts {
             .context("cannot read /proc/sys/kernel/osrelease: is /proc mounted?")?
             .trim()
             .to_string();
-        let kallsyms = read_kallsyms().context("cannot read /proc/kallsyms")?;
+        let kallsyms = Kallsyms::read().context("cannot read /proc/kallsyms")?;
         let (btf, btf_error) = match Btf::from_sys_fs() {
             Ok(btf) => (Some(btf), None),
             Err(e) => (None, Some(format!("kernel lacks BTF ({VMLINUX_BTF}: {e})"))),
@@ -134,37 +136,35 @@ struct Kallsyms {
     variables: layout::KernelVariables,
 }
 
-fn read_kallsyms() -> io::Result<Kallsyms> {
-    let wanted: HashSet<&str> = Hook::ALL
-        .iter()
-        .filter(|h| h.tracepoint_category().is_none())
-        .map(|h| h.name())
-        .collect();
-    let text = fs::read_to_string("/proc/kallsyms")?;
-    let mut found = Kallsyms {
-        functions: HashSet::new(),
-        variables: layout::KernelVariables::default(),
-    };
-    for line in text.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
+impl Kallsyms {
+    /// Picks what gup-trace needs out of the kernel's symbol table. Addresses may all read 0
+    /// (kptr_restrict): the functions are still listed, and the variables are then unknown.
+    fn read() -> io::Result<Kallsyms> {
+        let wanted: HashSet<&str> = Hook::ALL
+            .iter()
+            .filter(|h| h.tracepoint_category().is_none())
+            .map(|h| h.name())
+            .collect();
+        let text = symbols::read_kallsyms()?;
+        let mut found = Kallsyms {
+            functions: HashSet::new(),
+            variables: layout::KernelVariables::default(),
         };
-        // Text symbols only; module symbols carry a "[module]" fourth field, which is fine.
-        if matches!(kind, "t" | "T") && wanted.contains(name) {
-            found.functions.insert(name.to_string());
-            continue;
+        for symbol in text.lines().filter_map(KallsymsLine::parse) {
+            if symbol.is_text() && wanted.contains(symbol.name) {
+                found.functions.insert(symbol.name.to_string());
+                continue;
+            }
+            let address = Some(symbol.address).filter(|a| *a != 0);
+            match symbol.name {
+                "vmemmap_base" => found.variables.vmemmap_base = address,
+                // The zero page's pfn (`is_zero_pfn()`), renamed in later kernels.
+                "zero_pfn" | "zero_page_pfn" => found.variables.zero_pfn = address,
+                _ => {}
+            }
         }
-        let address = u64::from_str_radix(addr, 16).ok().filter(|a| *a != 0);
-        match name {
-            "vmemmap_base" => found.variables.vmemmap_base = address,
-            // The zero page's pfn (`is_zero_pfn()`), renamed in later kernels.
-            "zero_pfn" | "zero_page_pfn" => found.variables.zero_pfn = address,
-            _ => {}
-        }
+        Ok(found)
     }
-    Ok(found)
 }
 
 /// A field's offset in a tracepoint's record, from its tracefs `format` file.
@@ -354,12 +354,36 @@ impl Capabilities {
             .count()
     }
 
+    /// How much of pinning the attached hooks let gup-trace see: what every command judges
+    /// by.
+    pub fn pin_visibility(&self) -> PinVisibility {
+        if self.attached(HookClass::Pin) == 0 || self.attached(HookClass::Unpin) == 0 {
+            PinVisibility::Blind
+        } else if self.attached(HookClass::Grab) == 0 {
+            PinVisibility::Calls
+        } else {
+            PinVisibility::Folios
+        }
+    }
+
     pub fn count_by_kind(&self, kind: AttachKind) -> usize {
         self.hooks
             .iter()
             .filter(|r| matches!(r.status, HookStatus::Attached { kind: k } if k == kind))
             .count()
     }
+}
+
+/// How much of pinning a kernel's attached hooks show, least first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PinVisibility {
+    /// No pin call or no release is seen: nothing to judge pins by.
+    Blind,
+    /// Pin and release calls, but not the folios they pin (no grab hook, e.g. the folio layout
+    /// could not be read): totals to compare with /proc/vmstat, no owner for any pin.
+    Calls,
+    /// Every folio grabbed and released too: who holds which pin.
+    Folios,
 }
 
 fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
@@ -429,7 +453,7 @@ pub fn relink(ebpf: &mut Ebpf, capabilities: &Capabilities) -> Result<Links> {
     for report in &capabilities.hooks {
         if let HookStatus::Attached { kind } = report.status {
             let hook_links = link(ebpf, report.hook, kind)
-                .map_err(|e| anyhow::anyhow!("re-attaching {}: {e}", report.hook.name()))?;
+                .with_context(|| format!("re-attaching {}", report.hook.name()))?;
             links.append(hook_links);
         }
     }
@@ -477,7 +501,7 @@ fn attach_function(
                 Err(e) => {
                     unload_fentry(ebpf, hook);
                     log::info!("{}: {e}; trying kprobe", hook.name());
-                    reasons.push(e)
+                    reasons.push(e.to_string())
                 }
             }
         }
@@ -500,7 +524,7 @@ fn attach_function(
             }
         }
         Err(e) => {
-            reasons.push(e);
+            reasons.push(e.to_string());
             HookStatus::Failed { reasons }
         }
     }
@@ -508,7 +532,7 @@ fn attach_function(
 
 fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook, links: &mut Links) -> HookStatus {
     let result = program::<TracePoint>(ebpf, hook.name())
-        .and_then(|prog| prog.load().map_err(|e| explain("tracepoint", &e)))
+        .and_then(|prog| prog.load().map_err(refused("tracepoint")))
         .and_then(|()| link(ebpf, hook, AttachKind::Tracepoint));
     match result {
         Ok(hook_links) => {
@@ -518,17 +542,17 @@ fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook, links: &mut Links) -> HookStat
             }
         }
         Err(reason) => HookStatus::Failed {
-            reasons: vec![reason],
+            reasons: vec![reason.to_string()],
         },
     }
 }
 
-fn load_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), String> {
+fn load_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), AttachError> {
     let symbol = hook.name();
     let prog: &mut FExit = program(ebpf, &format!("fexit_{symbol}"))?;
-    prog.load(symbol, btf).map_err(|e| explain("fexit", &e))?;
+    prog.load(symbol, btf).map_err(refused("fexit"))?;
     let prog: &mut FEntry = program(ebpf, &format!("fentry_{symbol}"))?;
-    prog.load(symbol, btf).map_err(|e| explain("fentry", &e))
+    prog.load(symbol, btf).map_err(refused("fentry"))
 }
 
 /// After a failed fentry attempt: the kprobe pair replaces it, and a lone exit program must
@@ -551,10 +575,10 @@ fn kprobe_pair(symbol: &str) -> [(&'static str, String); 2] {
     ]
 }
 
-fn load_kprobes(ebpf: &mut Ebpf, hook: Hook) -> Result<(), String> {
+fn load_kprobes(ebpf: &mut Ebpf, hook: Hook) -> Result<(), AttachError> {
     for (kind, name) in kprobe_pair(hook.name()) {
         let prog: &mut KProbe = program(ebpf, &name)?;
-        prog.load().map_err(|e| explain(kind, &e))?;
+        prog.load().map_err(refused(kind))?;
     }
     Ok(())
 }
@@ -562,52 +586,78 @@ fn load_kprobes(ebpf: &mut Ebpf, hook: Hook) -> Result<(), String> {
 /// Attaches `hook`'s loaded programs of `kind`. The exit program is attached before the entry
 /// one: a call already in flight then shows up as an unmatched exit (counted and ignored)
 /// instead of leaving a thread that looks nested forever.
-fn link(ebpf: &mut Ebpf, hook: Hook, kind: AttachKind) -> Result<Links, String> {
+fn link(ebpf: &mut Ebpf, hook: Hook, kind: AttachKind) -> Result<Links, AttachError> {
     let symbol = hook.name();
     let mut links = Links::default();
     match kind {
         AttachKind::Fentry => {
             let prog: &mut FExit = program(ebpf, &format!("fexit_{symbol}"))?;
             let link = prog.attach().and_then(|id| prog.take_link(id));
-            links.push(link.map_err(|e| explain("fexit", &e))?);
+            links.push(link.map_err(refused("fexit"))?);
             let prog: &mut FEntry = program(ebpf, &format!("fentry_{symbol}"))?;
             let link = prog.attach().and_then(|id| prog.take_link(id));
-            links.push(link.map_err(|e| explain("fentry", &e))?);
+            links.push(link.map_err(refused("fentry"))?);
         }
         AttachKind::Kprobe => {
             for (kind, name) in kprobe_pair(symbol) {
                 let prog: &mut KProbe = program(ebpf, &name)?;
                 let link = prog.attach(symbol, 0).and_then(|id| prog.take_link(id));
-                links.push(link.map_err(|e| explain(kind, &e))?);
+                links.push(link.map_err(refused(kind))?);
             }
         }
         AttachKind::Tracepoint => {
             let category = hook
                 .tracepoint_category()
-                .ok_or_else(|| format!("{symbol} is no tracepoint"))?;
+                .ok_or(AttachError::NotATracepoint(symbol))?;
             let prog: &mut TracePoint = program(ebpf, symbol)?;
             let link = prog
                 .attach(category, symbol)
                 .and_then(|id| prog.take_link(id));
-            links.push(link.map_err(|e| explain("tracepoint", &e))?);
+            links.push(link.map_err(refused("tracepoint"))?);
         }
     }
     Ok(links)
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+/// Why a hook's programs could not be loaded or attached. The capability report keeps its text
+/// as the reason the hook is missing.
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error("program {0} missing from the eBPF object (build mismatch)")]
+    MissingProgram(String),
+    #[error("{name}: {error}")]
+    WrongProgramType { name: String, error: ProgramError },
+    #[error("{0} is no tracepoint")]
+    NotATracepoint(&'static str),
+    /// The kernel refused a program of `kind` (`fentry`, `kretprobe`, ...).
+    #[error("{}", refusal(kind, error))]
+    Refused {
+        kind: &'static str,
+        error: ProgramError,
+    },
+}
+
+/// The error for a program of `kind` the kernel refused to load or attach.
+fn refused(kind: &'static str) -> impl FnOnce(ProgramError) -> AttachError {
+    move |error| AttachError::Refused { kind, error }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, AttachError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let prog = ebpf
         .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the eBPF object (build mismatch)"))?;
+        .ok_or_else(|| AttachError::MissingProgram(name.to_string()))?;
     prog.try_into()
-        .map_err(|e: ProgramError| format!("{name}: {e}"))
+        .map_err(|error| AttachError::WrongProgramType {
+            name: name.to_string(),
+            error,
+        })
 }
 
-/// Turns an attach error into one line that says what the kernel refused and why.
-fn explain(kind: &str, err: &ProgramError) -> String {
+/// One line that says what the kernel refused and why.
+fn refusal(kind: &str, err: &ProgramError) -> String {
     let io = find_io_error(err);
     match io.and_then(io::Error::raw_os_error) {
         Some(libc::EPERM) => format!("{kind} refused: EPERM (this kernel forbids {kind} programs)"),

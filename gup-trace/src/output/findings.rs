@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{CallStack, call_frames, stack_lines};
+use super::{call_frames, stack_lines};
 use crate::engine::{
     Finding,
     findings::{HeldFolio, HeldPins},
 };
+use crate::symbols::CallStack;
 
 /// Frames of a stack id, or why there are none: the live STACKS map or a recording's table.
 pub type StackLookup<'a> = dyn FnMut(u32) -> CallStack + 'a;

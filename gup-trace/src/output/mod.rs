@@ -23,10 +23,3 @@ pub use junit::junit_xml;
 pub use stack::{call_frames, stack_lines};
 pub use summary::summary;
 pub use workload_step::workload_step;
-
-use std::sync::Arc;
-
-use crate::symbols::StackFrame;
-
-/// A GUP call's kernel stack as `--stacks` shows it: the frames, or why there are none.
-pub type CallStack = Result<Arc<[StackFrame]>, String>;

@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 
 use gup_trace_common::Hook;
 
-use super::CallStack;
-use crate::symbols::StackFrame;
+use crate::symbols::{CallStack, StackFrame};
 
 /// The module kallsyms gives BPF programs and trampolines.
 const BPF_MODULE: &str = "bpf";

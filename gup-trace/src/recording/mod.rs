@@ -43,9 +43,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     kernel::{Capabilities, HookStatus},
-    output::CallStack,
     session::KernelCounters,
-    symbols::{FrameSymbol, StackFrame},
+    symbols::{CallStack, FrameSymbol, StackFrame},
     vmstat::PinCounters,
 };
 

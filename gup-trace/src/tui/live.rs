@@ -24,60 +24,42 @@ use super::{
     theme::Theme,
 };
 use crate::{
-    commands::stop_requested,
     engine::PinEngine,
-    events::TraceEvent,
-    output::CallStack,
-    session::{KernelCounters, Session, StackNames, monotonic_ns},
+    pipeline::{Events, LivePipeline, no_consumer, stop_requested},
+    session::monotonic_ns,
+    symbols::CallStack,
 };
 
 /// Takes the session's events into the engine and builds the snapshots.
 pub struct Intake {
-    session: Session,
-    engine: PinEngine,
-    stacks: StackNames,
+    pipeline: LivePipeline<Events<PinEngine>>,
     source: SourceInfo,
     builder: SnapshotBuilder,
     history: History,
-    counters_start: KernelCounters,
-    batch: Vec<TraceEvent>,
 }
 
 impl Intake {
-    pub fn new(
-        session: Session,
-        engine: PinEngine,
-        stacks: StackNames,
-        source: SourceInfo,
-    ) -> Result<Intake> {
-        let counters_start = session.counters()?;
-        Ok(Intake {
-            session,
-            engine,
-            stacks,
+    pub fn new(mut pipeline: LivePipeline<Events<PinEngine>>, source: SourceInfo) -> Intake {
+        pipeline.poll_every(Duration::from_millis(100));
+        Intake {
+            pipeline,
             source,
             builder: SnapshotBuilder::new(),
             history: History::default(),
-            counters_start,
-            batch: Vec::new(),
-        })
+        }
     }
 
     /// The engine's state now, as a snapshot (one history sample more).
     pub fn snapshot(&mut self) -> Result<DashboardSnapshot> {
-        self.engine.flush();
+        let lost = self.pipeline.counters_since_start()?.lost_events;
+        let (events, stacks) = self.pipeline.sink_and_stacks();
+        let engine = &mut events.engine;
+        engine.flush();
         let now_ns = monotonic_ns();
-        self.history
-            .sample(&mut self.engine, self.source.folio_level, now_ns);
-        let lost = self
-            .session
-            .counters()?
-            .delta_since(&self.counters_start)
-            .lost_events;
-        let stacks = &mut self.stacks;
+        self.history.sample(engine, self.source.folio_level, now_ns);
         let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
         Ok(self.builder.build(
-            &self.engine,
+            engine,
             &self.source,
             &Moment {
                 now_ns,
@@ -98,19 +80,10 @@ impl Intake {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let snap = self.snapshot()?;
-                    if tx.send(Arc::new(snap)).is_err() {
-                        return Ok(());
-                    }
-                }
-                r = self.session.next_events(&mut self.batch, Duration::from_millis(100)) => {
-                    r?;
-                    for e in self.batch.drain(..) {
-                        self.engine.push(e);
-                    }
-                }
+            self.pipeline.run_until(tick.tick(), no_consumer).await?;
+            let snap = self.snapshot()?;
+            if tx.send(Arc::new(snap)).is_err() {
+                return Ok(());
             }
         }
     }

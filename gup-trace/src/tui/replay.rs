@@ -23,9 +23,9 @@ use super::{
 };
 use crate::{
     engine::FindingRules,
-    output::CallStack,
     recording::{Metadata, RecordingReader},
     report::{ReplayFilter, Replayer},
+    symbols::CallStack,
 };
 
 /// A recording and the time cursor over it.

@@ -594,7 +594,10 @@ fn is_gup_internal(function: &str) -> bool {
 }
 
 /// The caller (first frame outside GUP) and the stack as text.
-fn stack_text(stack: &output::CallStack, entry: Hook) -> (String, Result<Vec<String>, String>) {
+fn stack_text(
+    stack: &crate::symbols::CallStack,
+    entry: Hook,
+) -> (String, Result<Vec<String>, String>) {
     match stack {
         Ok(frames) => {
             let frames = output::call_frames(frames, entry);

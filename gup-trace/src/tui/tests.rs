@@ -25,8 +25,7 @@ use crate::{
         synthetic::{self, F1, F2, LONGTERM, MS, S, event, exit, small, transition},
     },
     events::TraceEvent,
-    output::CallStack,
-    symbols::{FrameSymbol, StackFrame},
+    symbols::{CallStack, FrameSymbol, StackFrame},
 };
 
 const F3: u64 = 0xffff_ea00_0000_3000;
