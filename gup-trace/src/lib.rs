@@ -15,7 +15,6 @@ pub mod kernel;
 pub mod output;
 pub mod recording;
 pub mod report;
-pub mod ring_handoff;
 pub mod session;
 pub mod symbols;
 pub mod tui;

@@ -86,6 +86,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+pub mod ring_handoff;
+
 pub const STEP_DIRECT_IO: &str = "o_direct_read";
 pub const STEP_URING: &str = "io_uring_register_buffers";
 pub const STEP_URING_THP: &str = "io_uring_buffers_thp";
