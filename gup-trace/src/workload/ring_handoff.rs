@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{AnonBuf, page_size};
+use super::{memory::AnonBuf, sys::page_size};
 
 /// The child's end of the socket.
 const HOLDER_FD: RawFd = 3;

@@ -1,0 +1,265 @@
+//! O_DIRECT read targets: a block device or a file whose reads really go to disk (and so pin
+//! the destination pages), chosen automatically or given, probed, and read page by page.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use super::sys::{cpath, errno, os_error};
+
+/// Block devices tried, in order, when no `direct_io_path` is given.
+const AUTO_DEVICES: [&str; 3] = ["/dev/nvme0n1", "/dev/vda", "/dev/sda"];
+/// Directories tried, in order, for a temporary O_DIRECT file when no device is usable.
+const AUTO_TEMP_DIRS: [&str; 2] = [".", "/var/tmp"];
+/// Largest single O_DIRECT read; the default 1024 pages are one read.
+const MAX_READ_BYTES: usize = 64 << 20;
+
+pub(crate) struct DirectTarget {
+    pub(crate) fd: OwnedFd,
+    /// The path, for messages.
+    pub(crate) what: String,
+}
+
+pub(super) enum Probe {
+    Ready(DirectTarget),
+    Unusable(String),
+}
+
+/// O_DIRECT reads of `bytes` bytes from offset 0 of `target` into `dst`, in whole pages.
+///
+/// # Safety
+/// `dst .. dst + bytes` must be writable memory of this process.
+pub(super) unsafe fn read_direct(
+    target: &DirectTarget,
+    dst: *mut u8,
+    bytes: usize,
+    page: usize,
+) -> Result<()> {
+    let fd = target.fd.as_raw_fd();
+    let mut done = 0usize;
+    while done < bytes {
+        let want = (bytes - done).min(MAX_READ_BYTES);
+        // SAFETY: dst + done .. + want lies inside the caller's buffer.
+        let n = unsafe { libc::pread(fd, dst.add(done).cast(), want, done as libc::off_t) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(os_error(format!(
+                "pread(O_DIRECT, {want} bytes at offset {done}) from {}",
+                target.what
+            )));
+        }
+        let n = n as usize;
+        if n == 0 || !n.is_multiple_of(page) {
+            bail!(
+                "pread(O_DIRECT, {want} bytes at offset {done}) from {} returned {n} bytes",
+                target.what
+            );
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Opens an O_DIRECT read target holding at least `bytes` bytes, chosen as for the
+/// `o_direct_read` step ([`super::WorkloadOptions::direct_io_path`]). `Ok(Err(why))` when there is none.
+pub(crate) fn direct_io_target(
+    path: Option<&Path>,
+    bytes: usize,
+) -> Result<std::result::Result<DirectTarget, String>> {
+    let probe = match path {
+        Some(p) if p.is_dir() => probe_temp_dir(p, bytes)?,
+        Some(p) => probe_existing(p, bytes)?,
+        None => auto_target(bytes),
+    };
+    Ok(match probe {
+        Probe::Ready(t) => Ok(t),
+        Probe::Unusable(why) => Err(why),
+    })
+}
+
+fn auto_target(bytes: usize) -> Probe {
+    let mut tried = Vec::new();
+    for dev in AUTO_DEVICES {
+        let path = Path::new(dev);
+        if !path.exists() {
+            continue;
+        }
+        match probe_existing(path, bytes) {
+            Ok(Probe::Ready(t)) => return Probe::Ready(t),
+            Ok(Probe::Unusable(why)) => tried.push(why),
+            Err(e) => tried.push(format!("{e:#}")),
+        }
+    }
+    if tried.is_empty() {
+        tried.push(format!("none of {} exists", AUTO_DEVICES.join(", ")));
+    }
+    for dir in AUTO_TEMP_DIRS {
+        match probe_temp_dir(Path::new(dir), bytes) {
+            Ok(Probe::Ready(t)) => return Probe::Ready(t),
+            Ok(Probe::Unusable(why)) => tried.push(why),
+            Err(e) => tried.push(format!("{e:#}")),
+        }
+    }
+    Probe::Unusable(format!("no O_DIRECT-capable target: {}", tried.join("; ")))
+}
+
+/// Opens `path` read-only with O_DIRECT. `Ok(Err(why))` when O_DIRECT is refused (EINVAL).
+fn open_direct(path: &Path) -> Result<std::result::Result<OwnedFd, String>> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        if errno() == libc::EINVAL {
+            return Ok(Err(format!(
+                "{}: open with O_DIRECT fails with EINVAL",
+                path.display()
+            )));
+        }
+        return Err(os_error(format!(
+            "open({}, O_RDONLY|O_DIRECT)",
+            path.display()
+        )));
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    Ok(Ok(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Refuses targets whose O_DIRECT reads would not pin: tmpfs (6.6+ accepts O_DIRECT but copies).
+fn check_fs(fd: RawFd, what: &str) -> Result<Option<String>> {
+    // SAFETY: statfs is plain data; fstatfs fills it.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
+        return Err(os_error(format!("fstatfs({what})")));
+    }
+    // f_type and TMPFS_MAGIC have different integer types on different targets.
+    #[allow(clippy::unnecessary_cast)]
+    if sfs.f_type as i64 == libc::TMPFS_MAGIC as i64 {
+        return Ok(Some(format!(
+            "{what} is on tmpfs, whose O_DIRECT copies without pinning"
+        )));
+    }
+    Ok(None)
+}
+
+/// A block device or regular file that must already hold `bytes` bytes (it is only read).
+fn probe_existing(path: &Path, bytes: usize) -> Result<Probe> {
+    let fd = match open_direct(path)? {
+        Ok(fd) => fd,
+        Err(why) => return Ok(Probe::Unusable(why)),
+    };
+    let what = path.display().to_string();
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(os_error(format!("fstat({what})")));
+    }
+    let size = match st.st_mode & libc::S_IFMT {
+        libc::S_IFBLK => {
+            // SAFETY: plain syscall on an owned fd (pread is used later, position is irrelevant).
+            let end = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+            if end < 0 {
+                return Err(os_error(format!("lseek({what}, 0, SEEK_END)")));
+            }
+            end as u64
+        }
+        libc::S_IFREG => {
+            if let Some(why) = check_fs(fd.as_raw_fd(), &what)? {
+                return Ok(Probe::Unusable(why));
+            }
+            st.st_size as u64
+        }
+        _ => {
+            return Ok(Probe::Unusable(format!(
+                "{what} is not a block device or regular file"
+            )));
+        }
+    };
+    if size < bytes as u64 {
+        return Ok(Probe::Unusable(format!(
+            "{what} holds {size} bytes, {bytes} needed"
+        )));
+    }
+    Ok(Probe::Ready(DirectTarget { fd, what }))
+}
+
+/// Unlinks the temporary file when dropped (the O_DIRECT fd keeps the data alive).
+struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Creates a temporary file in `dir`, fills it with `bytes` of real data (not fallocate:
+/// O_DIRECT reads of unwritten extents are served as zeroes without any I/O or pin), syncs it,
+/// reopens it with O_DIRECT and unlinks it.
+fn probe_temp_dir(dir: &Path, bytes: usize) -> Result<Probe> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    probe_temp_file(
+        &dir.join(format!(
+            ".gup-trace-workload.{}.{nanos}",
+            std::process::id()
+        )),
+        bytes,
+    )
+}
+
+/// [`probe_temp_dir`] with the file's path chosen by the caller.
+pub(super) fn probe_temp_file(path: &Path, bytes: usize) -> Result<Probe> {
+    let path = path.to_path_buf();
+    let c = cpath(&path)?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(os_error(format!(
+            "open({}, O_CREAT|O_EXCL)",
+            path.display()
+        )));
+    }
+    let _unlink = Unlink(path.clone());
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if let Some(why) = check_fs(file.as_raw_fd(), &path.display().to_string())? {
+        return Ok(Probe::Unusable(why));
+    }
+    let chunk = vec![0xa5u8; bytes.min(1 << 20)];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.write_all(&chunk[..n])
+            .with_context(|| format!("write({}, {n} bytes)", path.display()))?;
+        left -= n;
+    }
+    file.sync_all()
+        .with_context(|| format!("fsync({})", path.display()))?;
+    drop(file);
+    let fd = match open_direct(&path)? {
+        Ok(fd) => fd,
+        Err(why) => return Ok(Probe::Unusable(why)),
+    };
+    Ok(Probe::Ready(DirectTarget {
+        fd,
+        what: format!("temporary file {}", path.display()),
+    }))
+}
