@@ -40,7 +40,7 @@ use crate::{
     session::{Session, SessionConfig},
     vmstat::PinCounters,
     window::Window,
-    workload::{self, AnonBuf, Child, DirectTarget},
+    workload::{self, AnonBuf, Child, DirectTarget, WorkloadError},
 };
 
 /// Size of one read.
@@ -560,12 +560,13 @@ impl Workload for PinUnpin {
 
 /// The O_DIRECT target both read workloads use, with the bench's wording on failure.
 fn read_target(device: Option<&std::path::Path>) -> Result<DirectTarget> {
-    workload::direct_io_target(device, READ_SPAN)?.map_err(|why| {
-        anyhow!(
+    workload::direct_io_target(device, READ_SPAN).map_err(|e| match e {
+        WorkloadError::Unavailable(why) => anyhow!(
             "no target for the O_DIRECT read workloads: {why}; give a block device (or a file \
              of at least {} MiB on a disk file system) with --device",
             READ_SPAN >> 20
-        )
+        ),
+        WorkloadError::Failed(e) => e,
     })
 }
 

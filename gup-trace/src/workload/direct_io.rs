@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
+use super::error::{Outcome, unavailable};
 use super::sys::{cpath, errno, os_error};
 
 /// Block devices tried, in order, when no `direct_io_path` is given.
@@ -22,11 +23,6 @@ pub(crate) struct DirectTarget {
     pub(crate) fd: OwnedFd,
     /// The path, for messages.
     pub(crate) what: String,
-}
-
-pub(super) enum Probe {
-    Ready(DirectTarget),
-    Unusable(String),
 }
 
 /// O_DIRECT reads of `bytes` bytes from offset 0 of `target` into `dst`, in whole pages.
@@ -67,23 +63,19 @@ pub(super) unsafe fn read_direct(
 }
 
 /// Opens an O_DIRECT read target holding at least `bytes` bytes, chosen as for the
-/// `o_direct_read` step ([`super::WorkloadOptions::direct_io_path`]). `Ok(Err(why))` when there is none.
-pub(crate) fn direct_io_target(
-    path: Option<&Path>,
-    bytes: usize,
-) -> Result<std::result::Result<DirectTarget, String>> {
-    let probe = match path {
-        Some(p) if p.is_dir() => probe_temp_dir(p, bytes)?,
-        Some(p) => probe_existing(p, bytes)?,
+/// `o_direct_read` step ([`super::WorkloadOptions::direct_io_path`]). Unavailable when there is
+/// none.
+pub(crate) fn direct_io_target(path: Option<&Path>, bytes: usize) -> Outcome<DirectTarget> {
+    match path {
+        Some(p) if p.is_dir() => probe_temp_dir(p, bytes),
+        Some(p) => probe_existing(p, bytes),
         None => auto_target(bytes),
-    };
-    Ok(match probe {
-        Probe::Ready(t) => Ok(t),
-        Probe::Unusable(why) => Err(why),
-    })
+    }
 }
 
-fn auto_target(bytes: usize) -> Probe {
+/// The first usable of [`AUTO_DEVICES`], else a temporary file in one of [`AUTO_TEMP_DIRS`];
+/// unavailable (saying why each was not) when there is none.
+fn auto_target(bytes: usize) -> Outcome<DirectTarget> {
     let mut tried = Vec::new();
     for dev in AUTO_DEVICES {
         let path = Path::new(dev);
@@ -91,9 +83,8 @@ fn auto_target(bytes: usize) -> Probe {
             continue;
         }
         match probe_existing(path, bytes) {
-            Ok(Probe::Ready(t)) => return Probe::Ready(t),
-            Ok(Probe::Unusable(why)) => tried.push(why),
-            Err(e) => tried.push(format!("{e:#}")),
+            Ok(t) => return Ok(t),
+            Err(e) => tried.push(e.into_reason()),
         }
     }
     if tried.is_empty() {
@@ -101,16 +92,15 @@ fn auto_target(bytes: usize) -> Probe {
     }
     for dir in AUTO_TEMP_DIRS {
         match probe_temp_dir(Path::new(dir), bytes) {
-            Ok(Probe::Ready(t)) => return Probe::Ready(t),
-            Ok(Probe::Unusable(why)) => tried.push(why),
-            Err(e) => tried.push(format!("{e:#}")),
+            Ok(t) => return Ok(t),
+            Err(e) => tried.push(e.into_reason()),
         }
     }
-    Probe::Unusable(format!("no O_DIRECT-capable target: {}", tried.join("; ")))
+    unavailable(format!("no O_DIRECT-capable target: {}", tried.join("; ")))
 }
 
-/// Opens `path` read-only with O_DIRECT. `Ok(Err(why))` when O_DIRECT is refused (EINVAL).
-fn open_direct(path: &Path) -> Result<std::result::Result<OwnedFd, String>> {
+/// Opens `path` read-only with O_DIRECT. Unavailable when O_DIRECT is refused (EINVAL).
+fn open_direct(path: &Path) -> Outcome<OwnedFd> {
     let c = cpath(path)?;
     // SAFETY: c is a valid NUL-terminated string.
     let fd = unsafe {
@@ -121,76 +111,64 @@ fn open_direct(path: &Path) -> Result<std::result::Result<OwnedFd, String>> {
     };
     if fd < 0 {
         if errno() == libc::EINVAL {
-            return Ok(Err(format!(
+            return unavailable(format!(
                 "{}: open with O_DIRECT fails with EINVAL",
                 path.display()
-            )));
+            ));
         }
-        return Err(os_error(format!(
-            "open({}, O_RDONLY|O_DIRECT)",
-            path.display()
-        )));
+        return Err(os_error(format!("open({}, O_RDONLY|O_DIRECT)", path.display())).into());
     }
     // SAFETY: fd was just returned by open and is owned by nobody else.
-    Ok(Ok(unsafe { OwnedFd::from_raw_fd(fd) }))
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Refuses targets whose O_DIRECT reads would not pin: tmpfs (6.6+ accepts O_DIRECT but copies).
-fn check_fs(fd: RawFd, what: &str) -> Result<Option<String>> {
+fn check_fs(fd: RawFd, what: &str) -> Outcome<()> {
     // SAFETY: statfs is plain data; fstatfs fills it.
     let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
-        return Err(os_error(format!("fstatfs({what})")));
+        return Err(os_error(format!("fstatfs({what})")).into());
     }
     // f_type and TMPFS_MAGIC have different integer types on different targets.
     #[allow(clippy::unnecessary_cast)]
     if sfs.f_type as i64 == libc::TMPFS_MAGIC as i64 {
-        return Ok(Some(format!(
+        return unavailable(format!(
             "{what} is on tmpfs, whose O_DIRECT copies without pinning"
-        )));
+        ));
     }
-    Ok(None)
+    Ok(())
 }
 
 /// A block device or regular file that must already hold `bytes` bytes (it is only read).
-fn probe_existing(path: &Path, bytes: usize) -> Result<Probe> {
-    let fd = match open_direct(path)? {
-        Ok(fd) => fd,
-        Err(why) => return Ok(Probe::Unusable(why)),
-    };
+fn probe_existing(path: &Path, bytes: usize) -> Outcome<DirectTarget> {
+    let fd = open_direct(path)?;
     let what = path.display().to_string();
     // SAFETY: stat is plain data; fstat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(os_error(format!("fstat({what})")));
+        return Err(os_error(format!("fstat({what})")).into());
     }
     let size = match st.st_mode & libc::S_IFMT {
         libc::S_IFBLK => {
             // SAFETY: plain syscall on an owned fd (pread is used later, position is irrelevant).
             let end = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
             if end < 0 {
-                return Err(os_error(format!("lseek({what}, 0, SEEK_END)")));
+                return Err(os_error(format!("lseek({what}, 0, SEEK_END)")).into());
             }
             end as u64
         }
         libc::S_IFREG => {
-            if let Some(why) = check_fs(fd.as_raw_fd(), &what)? {
-                return Ok(Probe::Unusable(why));
-            }
+            check_fs(fd.as_raw_fd(), &what)?;
             st.st_size as u64
         }
         _ => {
-            return Ok(Probe::Unusable(format!(
-                "{what} is not a block device or regular file"
-            )));
+            return unavailable(format!("{what} is not a block device or regular file"));
         }
     };
     if size < bytes as u64 {
-        return Ok(Probe::Unusable(format!(
-            "{what} holds {size} bytes, {bytes} needed"
-        )));
+        return unavailable(format!("{what} holds {size} bytes, {bytes} needed"));
     }
-    Ok(Probe::Ready(DirectTarget { fd, what }))
+    Ok(DirectTarget { fd, what })
 }
 
 /// Unlinks the temporary file when dropped (the O_DIRECT fd keeps the data alive).
@@ -205,7 +183,7 @@ impl Drop for Unlink {
 /// Creates a temporary file in `dir`, fills it with `bytes` of real data (not fallocate:
 /// O_DIRECT reads of unwritten extents are served as zeroes without any I/O or pin), syncs it,
 /// reopens it with O_DIRECT and unlinks it.
-fn probe_temp_dir(dir: &Path, bytes: usize) -> Result<Probe> {
+fn probe_temp_dir(dir: &Path, bytes: usize) -> Outcome<DirectTarget> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -220,7 +198,7 @@ fn probe_temp_dir(dir: &Path, bytes: usize) -> Result<Probe> {
 }
 
 /// [`probe_temp_dir`] with the file's path chosen by the caller.
-pub(super) fn probe_temp_file(path: &Path, bytes: usize) -> Result<Probe> {
+pub(super) fn probe_temp_file(path: &Path, bytes: usize) -> Outcome<DirectTarget> {
     let path = path.to_path_buf();
     let c = cpath(&path)?;
     // SAFETY: c is a valid NUL-terminated string.
@@ -232,17 +210,12 @@ pub(super) fn probe_temp_file(path: &Path, bytes: usize) -> Result<Probe> {
         )
     };
     if fd < 0 {
-        return Err(os_error(format!(
-            "open({}, O_CREAT|O_EXCL)",
-            path.display()
-        )));
+        return Err(os_error(format!("open({}, O_CREAT|O_EXCL)", path.display())).into());
     }
     let _unlink = Unlink(path.clone());
     // SAFETY: fd was just returned by open and is owned by nobody else.
     let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    if let Some(why) = check_fs(file.as_raw_fd(), &path.display().to_string())? {
-        return Ok(Probe::Unusable(why));
-    }
+    check_fs(file.as_raw_fd(), &path.display().to_string())?;
     let chunk = vec![0xa5u8; bytes.min(1 << 20)];
     let mut left = bytes;
     while left > 0 {
@@ -254,12 +227,9 @@ pub(super) fn probe_temp_file(path: &Path, bytes: usize) -> Result<Probe> {
     file.sync_all()
         .with_context(|| format!("fsync({})", path.display()))?;
     drop(file);
-    let fd = match open_direct(&path)? {
-        Ok(fd) => fd,
-        Err(why) => return Ok(Probe::Unusable(why)),
-    };
-    Ok(Probe::Ready(DirectTarget {
+    let fd = open_direct(&path)?;
+    Ok(DirectTarget {
         fd,
         what: format!("temporary file {}", path.display()),
-    }))
+    })
 }

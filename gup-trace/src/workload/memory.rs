@@ -9,6 +9,7 @@ use std::ptr;
 
 use anyhow::{Result, anyhow};
 
+use super::error::{Outcome, unavailable};
 use super::sys::{byte_len, errno, os_error};
 
 /// `len` bytes at `ptr`, inside the mapping `map_ptr .. map_ptr + map_len` that drop unmaps.
@@ -83,12 +84,8 @@ impl AnonBuf {
     /// written to. The mapping keeps at least one small page on either side of the buffer that
     /// is not MADV_HUGEPAGE, so the buffer is a VMA of its own (it cannot merge with a
     /// neighbour) and its smaps entry describes exactly the buffer.
-    /// `Ok(Err(why))` when the kernel refuses MADV_HUGEPAGE.
-    pub(super) fn thp(
-        len: usize,
-        hp: usize,
-        page: usize,
-    ) -> Result<std::result::Result<Self, String>> {
+    /// Unavailable when the kernel refuses MADV_HUGEPAGE.
+    pub(super) fn thp(len: usize, hp: usize, page: usize) -> Outcome<Self> {
         let map_len = len
             .checked_add(2 * hp)
             .ok_or_else(|| anyhow!("{len} bytes + 2 huge pages overflow usize"))?;
@@ -109,39 +106,40 @@ impl AnonBuf {
         // SAFETY: the range lies inside the mapping just created.
         if unsafe { libc::madvise(buf.ptr.cast(), len, libc::MADV_HUGEPAGE) } != 0 {
             if errno() == libc::EINVAL {
-                return Ok(Err(
+                return unavailable(
                     "madvise(MADV_HUGEPAGE) fails with EINVAL: kernel without transparent huge \
-                     pages"
-                        .into(),
-                ));
+                     pages",
+                );
             }
-            return Err(os_error(format!("madvise({len} bytes, MADV_HUGEPAGE)")));
+            return Err(os_error(format!("madvise({len} bytes, MADV_HUGEPAGE)")).into());
         }
         buf.touch(page);
-        Ok(Ok(buf))
+        Ok(buf)
     }
 
     /// `len` bytes (a multiple of 2 MiB) of MAP_HUGETLB memory from the 2 MiB pool, written to.
-    /// `Ok(Err(why))` when the kernel cannot provide them.
-    pub(super) fn hugetlb(len: usize, page: usize) -> Result<std::result::Result<Self, String>> {
+    /// Unavailable when the kernel cannot provide them.
+    pub(super) fn hugetlb(len: usize, page: usize) -> Outcome<Self> {
         let p = match mmap_anon(len, libc::MAP_HUGETLB | libc::MAP_HUGE_2MB) {
             Ok(p) => p,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EINVAL)) => {
-                return Ok(Err(format!(
+                return unavailable(format!(
                     "mmap({len} bytes, MAP_HUGETLB|MAP_HUGE_2MB) fails: {e} \
                      (no hugetlb support, or too few free 2 MiB huge pages)"
-                )));
+                ));
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "mmap({len} bytes, MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB|MAP_HUGE_2MB)"
-                )));
+                return Err(anyhow::Error::new(e)
+                    .context(format!(
+                        "mmap({len} bytes, MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB|MAP_HUGE_2MB)"
+                    ))
+                    .into());
             }
         };
         // Private hugetlb mappings reserve their pages at mmap, so these faults cannot fail.
         let buf = AnonBuf::whole(p, len);
         buf.touch(page);
-        Ok(Ok(buf))
+        Ok(buf)
     }
 
     /// Writes one byte to every page.
@@ -207,14 +205,14 @@ impl Drop for FileMap {
 }
 
 /// Evicts the file pages behind `map` (offset `offset` of `fd`) from the page cache, so that
-/// faulting them in needs I/O. `Ok(Err(why))` when some stay cached.
+/// faulting them in needs I/O. Unavailable when some stay cached.
 pub(super) fn make_cold(
     fd: RawFd,
     map: &FileMap,
     offset: usize,
     page: usize,
     what: &str,
-) -> Result<std::result::Result<(), String>> {
+) -> Outcome<()> {
     // Clean, unmapped page-cache folios go. The whole file, not just the range: on a 6.18
     // host (ext4), DONTNEED of the range alone left all 64 pages of a freshly written
     // temporary file cached (large folios reaching past the range, presumably).
@@ -222,18 +220,19 @@ pub(super) fn make_cold(
     let e = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
     if e != 0 {
         return Err(anyhow::Error::new(io::Error::from_raw_os_error(e))
-            .context(format!("posix_fadvise({what}, POSIX_FADV_DONTNEED)")));
+            .context(format!("posix_fadvise({what}, POSIX_FADV_DONTNEED)"))
+            .into());
     }
     // Pages that are dirty, locked or mapped elsewhere survive it. (drop_caches would get
     // more of them, but it empties the whole machine's page cache: not a selftest's business.)
     let resident = map.resident(page)?;
     if resident > 0 {
-        return Ok(Err(format!(
+        return unavailable(format!(
             "{resident} of {} pages of {what} at offset {offset} stay in the page cache after \
              POSIX_FADV_DONTNEED: faulting them in would need no I/O, so GUP would not drop \
              mmap_lock",
             map.len / page,
-        )));
+        ));
     }
-    Ok(Ok(()))
+    Ok(())
 }

@@ -11,12 +11,14 @@
 //! - `direct_io`: O_DIRECT targets (device choice, temporary files) and their reads;
 //! - `uring`: io_uring fixed-buffer registration;
 //! - [`ring_handoff`]: an io_uring whose pins outlive the process that took them;
+//! - `error`: a step that cannot run here (skipped, with its reason) vs one that failed;
 //! - `sys`: errno, errors naming the failed call, the page size.
 //!
 //! Everything here blocks; from an async runtime call it via `spawn_blocking`.
 
 mod child;
 mod direct_io;
+mod error;
 mod huge_pages;
 mod memory;
 pub mod plan;
@@ -27,6 +29,7 @@ mod uring;
 
 pub(crate) use child::{Child, VM_PATTERN, check_pattern};
 pub(crate) use direct_io::{DirectTarget, direct_io_target};
+pub(crate) use error::WorkloadError;
 pub(crate) use memory::AnonBuf;
 pub use plan::{
     REFERENCE_STEPS, STEP_DIRECT_IO, STEP_LEGACY_DIO, STEP_LOCK_DROP, STEP_PROC_MEM, STEP_URING,

@@ -77,9 +77,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::child::VmCopy;
+use super::error::{Outcome, WorkloadError};
 use super::steps::{
     direct_io_step, legacy_dio_step, lock_drop_step, proc_mem_step, uring_hugetlb_step, uring_step,
     uring_thp_step, vm_copy_step, zero_page_step,
@@ -183,36 +184,47 @@ pub struct WorkloadReport {
 /// Every pin or reference a step takes is released before the step returns.
 pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport> {
     let page = page_size()?;
-    let ctx = |name: &str| format!("workload step {name}");
     let steps = vec![
-        direct_io_step(opts, page).with_context(|| ctx(STEP_DIRECT_IO))?,
-        uring_step(opts.uring_pages, page).with_context(|| ctx(STEP_URING))?,
-        uring_thp_step(opts.uring_thp_hugepages, page).with_context(|| ctx(STEP_URING_THP))?,
-        uring_hugetlb_step(opts.uring_hugetlb_hugepages, page)
-            .with_context(|| ctx(STEP_URING_HUGETLB))?,
-        vm_copy_step(VmCopy::Read, opts.vm_pages, page).with_context(|| ctx(STEP_VM_READV))?,
-        vm_copy_step(VmCopy::Write, opts.vm_write_pages, page)
-            .with_context(|| ctx(STEP_VM_WRITEV))?,
-        proc_mem_step(opts.proc_mem_pages, page).with_context(|| ctx(STEP_PROC_MEM))?,
-        lock_drop_step(opts, page).with_context(|| ctx(STEP_LOCK_DROP))?,
-        zero_page_step(opts.zero_page_pages, page).with_context(|| ctx(STEP_ZERO_PAGE))?,
-        legacy_dio_step(opts, page).with_context(|| ctx(STEP_LEGACY_DIO))?,
+        report(STEP_DIRECT_IO, direct_io_step(opts, page))?,
+        report(STEP_URING, uring_step(opts.uring_pages, page))?,
+        report(
+            STEP_URING_THP,
+            uring_thp_step(opts.uring_thp_hugepages, page),
+        )?,
+        report(
+            STEP_URING_HUGETLB,
+            uring_hugetlb_step(opts.uring_hugetlb_hugepages, page),
+        )?,
+        report(
+            STEP_VM_READV,
+            vm_copy_step(VmCopy::Read, opts.vm_pages, page),
+        )?,
+        report(
+            STEP_VM_WRITEV,
+            vm_copy_step(VmCopy::Write, opts.vm_write_pages, page),
+        )?,
+        report(STEP_PROC_MEM, proc_mem_step(opts.proc_mem_pages, page))?,
+        report(STEP_LOCK_DROP, lock_drop_step(opts, page))?,
+        report(STEP_ZERO_PAGE, zero_page_step(opts.zero_page_pages, page))?,
+        report(STEP_LEGACY_DIO, legacy_dio_step(opts, page))?,
     ];
     Ok(WorkloadReport { steps })
 }
 
-pub(super) fn ran(name: &'static str, pages: usize) -> StepReport {
-    StepReport {
-        name,
-        pages: pages as u64,
-        outcome: StepOutcome::Ran,
-    }
-}
-
-pub(super) fn skipped(name: &'static str, why: impl Into<String>) -> StepReport {
-    StepReport {
-        name,
-        pages: 0,
-        outcome: StepOutcome::Skipped(why.into()),
+/// Step `name`'s report: it ran on the pages it returns, or was skipped for the reason it gives;
+/// or its error, naming the step.
+fn report(name: &'static str, outcome: Outcome<usize>) -> Result<StepReport> {
+    match outcome {
+        Ok(pages) => Ok(StepReport {
+            name,
+            pages: pages as u64,
+            outcome: StepOutcome::Ran,
+        }),
+        Err(WorkloadError::Unavailable(why)) => Ok(StepReport {
+            name,
+            pages: 0,
+            outcome: StepOutcome::Skipped(why),
+        }),
+        Err(WorkloadError::Failed(e)) => Err(e.context(format!("workload step {name}"))),
     }
 }

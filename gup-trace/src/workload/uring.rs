@@ -3,10 +3,10 @@
 
 use std::ffi::c_void;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 
+use super::error::{Outcome, unavailable};
 use super::memory::AnonBuf;
-use super::plan::{StepReport, ran, skipped};
 
 /// io_uring refuses registered buffers larger than 1 GiB each.
 const MAX_URING_IOVEC_BYTES: usize = 1 << 30;
@@ -22,24 +22,21 @@ const MAX_URING_IOVEC_BYTES: usize = 1 << 30;
 // closes the fd before this function returns. If unregistering fails, the step fails; the
 // pins are then released by the kernel's exit work at some later time.
 /// Registers `buf` (`pages` small pages) as fixed buffers of a new ring and unregisters it.
-/// `buf` belongs to the caller and outlives the ring.
-pub(super) fn uring_register_cycle(
-    name: &'static str,
-    buf: &AnonBuf,
-    pages: usize,
-) -> Result<StepReport> {
+/// `buf` belongs to the caller and outlives the ring. Unavailable without io_uring.
+pub(super) fn uring_register_cycle(buf: &AnonBuf, pages: usize) -> Outcome<()> {
     let ring = match io_uring::IoUring::new(8) {
         Ok(r) => r,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
-            return Ok(skipped(
-                name,
-                format!(
-                    "io_uring unavailable: io_uring_setup: {e} \
-                     (CONFIG_IO_URING off, kernel.io_uring_disabled, or seccomp)"
-                ),
+            return unavailable(format!(
+                "io_uring unavailable: io_uring_setup: {e} \
+                 (CONFIG_IO_URING off, kernel.io_uring_disabled, or seccomp)"
             ));
         }
-        Err(e) => return Err(anyhow::Error::new(e).context("io_uring_setup(8 entries)")),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("io_uring_setup(8 entries)")
+                .into());
+        }
     };
     let iovecs: Vec<libc::iovec> = (0..buf.len)
         .step_by(MAX_URING_IOVEC_BYTES)
@@ -57,13 +54,15 @@ pub(super) fn uring_register_cycle(
             ""
         };
         drop(ring);
-        return Err(anyhow::Error::new(e).context(format!(
-            "io_uring_register(IORING_REGISTER_BUFFERS, {} iovec(s), {pages} pages){hint}",
-            iovecs.len()
-        )));
+        return Err(anyhow::Error::new(e)
+            .context(format!(
+                "io_uring_register(IORING_REGISTER_BUFFERS, {} iovec(s), {pages} pages){hint}",
+                iovecs.len()
+            ))
+            .into());
     }
     let unregistered = ring.submitter().unregister_buffers();
     drop(ring);
     unregistered.context("io_uring_register(IORING_UNREGISTER_BUFFERS)")?;
-    Ok(ran(name, pages))
+    Ok(())
 }
