@@ -11,7 +11,7 @@ use super::memory::AnonBuf;
 use super::sys::{errno, os_error};
 
 /// Pattern the forked children write: word i holds `VM_PATTERN ^ i`.
-pub(crate) const VM_PATTERN: u64 = 0x6775_702d_7472_6163; // "gup-trac"
+pub(super) const VM_PATTERN: u64 = 0x6775_702d_7472_6163; // "gup-trac"
 /// Pattern process_vm_writev writes into the child: word i holds `VM_WRITE_PATTERN ^ i`.
 pub(super) const VM_WRITE_PATTERN: u64 = !VM_PATTERN;
 /// Exit status of a child that found something else than `VM_WRITE_PATTERN` in its buffer.
@@ -79,8 +79,8 @@ unsafe fn child_main(
 }
 
 /// Releases and reaps the child on every path.
-pub(crate) struct Child {
-    pub(crate) pid: libc::pid_t,
+pub(super) struct Child {
+    pub(super) pid: libc::pid_t,
     go_w: Option<OwnedFd>,
     reaped: bool,
 }
@@ -88,7 +88,7 @@ pub(crate) struct Child {
 impl Child {
     /// Forks a child running [`child_main`] on its copy of `remote` and waits until it has
     /// written its pattern.
-    pub(crate) fn spawn(remote: &AnonBuf, check_written: bool) -> Result<Child> {
+    pub(super) fn spawn(remote: &AnonBuf, check_written: bool) -> Result<Child> {
         let (ready_r, ready_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
         let words = remote.ptr.cast::<u64>();
@@ -185,7 +185,7 @@ impl Drop for Child {
 }
 
 /// Checks that `bytes` holds `pattern ^ i` in word i.
-pub(crate) fn check_pattern(bytes: &[u8], pattern: u64, what: &str) -> Result<()> {
+pub(super) fn check_pattern(bytes: &[u8], pattern: u64, what: &str) -> Result<()> {
     for (i, w) in bytes.as_chunks::<8>().0.iter().enumerate() {
         let got = u64::from_ne_bytes(*w);
         let want = pattern ^ i as u64;

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 
 use super::error::{Outcome, unavailable};
 use super::sys::{cpath, errno, os_error};
@@ -19,10 +19,45 @@ const AUTO_TEMP_DIRS: [&str; 2] = [".", "/var/tmp"];
 /// Largest single O_DIRECT read; the default 1024 pages are one read.
 const MAX_READ_BYTES: usize = 64 << 20;
 
-pub(crate) struct DirectTarget {
-    pub(crate) fd: OwnedFd,
+/// An open O_DIRECT read target.
+pub(super) struct DirectTarget {
+    pub(super) fd: OwnedFd,
     /// The path, for messages.
-    pub(crate) what: String,
+    pub(super) what: String,
+}
+
+impl DirectTarget {
+    /// One O_DIRECT pread of `want` bytes at `offset` into `dst`, again when interrupted; the
+    /// bytes it read.
+    ///
+    /// # Safety
+    /// `dst .. dst + want` must be writable memory of this process.
+    pub(super) unsafe fn pread(&self, dst: *mut u8, want: usize, offset: u64) -> Result<usize> {
+        loop {
+            // SAFETY: the caller's promise.
+            let n = unsafe {
+                libc::pread(self.fd.as_raw_fd(), dst.cast(), want, offset as libc::off_t)
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            if errno() != libc::EINTR {
+                return Err(os_error(format!(
+                    "pread(O_DIRECT, {want} bytes at offset {offset}) from {}",
+                    self.what
+                )));
+            }
+        }
+    }
+
+    /// The error for a [`DirectTarget::pread`] of `want` bytes at `offset` that read `n` bytes,
+    /// which its caller did not expect.
+    pub(super) fn short_read(&self, want: usize, offset: u64, n: usize) -> anyhow::Error {
+        anyhow!(
+            "pread(O_DIRECT, {want} bytes at offset {offset}) from {} returned {n} bytes",
+            self.what
+        )
+    }
 }
 
 /// O_DIRECT reads of `bytes` bytes from offset 0 of `target` into `dst`, in whole pages.
@@ -35,27 +70,13 @@ pub(super) unsafe fn read_direct(
     bytes: usize,
     page: usize,
 ) -> Result<()> {
-    let fd = target.fd.as_raw_fd();
     let mut done = 0usize;
     while done < bytes {
         let want = (bytes - done).min(MAX_READ_BYTES);
         // SAFETY: dst + done .. + want lies inside the caller's buffer.
-        let n = unsafe { libc::pread(fd, dst.add(done).cast(), want, done as libc::off_t) };
-        if n < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            return Err(os_error(format!(
-                "pread(O_DIRECT, {want} bytes at offset {done}) from {}",
-                target.what
-            )));
-        }
-        let n = n as usize;
+        let n = unsafe { target.pread(dst.add(done), want, done as u64) }?;
         if n == 0 || !n.is_multiple_of(page) {
-            bail!(
-                "pread(O_DIRECT, {want} bytes at offset {done}) from {} returned {n} bytes",
-                target.what
-            );
+            return Err(target.short_read(want, done as u64, n));
         }
         done += n;
     }
@@ -65,7 +86,7 @@ pub(super) unsafe fn read_direct(
 /// Opens an O_DIRECT read target holding at least `bytes` bytes, chosen as for the
 /// `o_direct_read` step ([`super::WorkloadOptions::direct_io_path`]). Unavailable when there is
 /// none.
-pub(crate) fn direct_io_target(path: Option<&Path>, bytes: usize) -> Outcome<DirectTarget> {
+pub(super) fn direct_io_target(path: Option<&Path>, bytes: usize) -> Outcome<DirectTarget> {
     match path {
         Some(p) if p.is_dir() => probe_temp_dir(p, bytes),
         Some(p) => probe_existing(p, bytes),

@@ -6,7 +6,7 @@
 
 /// Why a workload (or a piece of one) did not run.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WorkloadError {
+pub(super) enum WorkloadError {
     /// This machine or kernel cannot do it; the reason says why, for a human.
     #[error("{0}")]
     Unavailable(String),
@@ -26,7 +26,7 @@ impl WorkloadError {
 }
 
 /// A result that is either a value, unavailable here, or failed.
-pub(crate) type Outcome<T> = Result<T, WorkloadError>;
+pub(super) type Outcome<T> = Result<T, WorkloadError>;
 
 /// `Err(Unavailable(why))`.
 pub(super) fn unavailable<T>(why: impl Into<String>) -> Outcome<T> {

@@ -13,9 +13,9 @@ use super::error::{Outcome, unavailable};
 use super::sys::{byte_len, errno, os_error};
 
 /// `len` bytes at `ptr`, inside the mapping `map_ptr .. map_ptr + map_len` that drop unmaps.
-pub(crate) struct AnonBuf {
-    pub(crate) ptr: *mut u8,
-    pub(crate) len: usize,
+pub(super) struct AnonBuf {
+    pub(super) ptr: *mut u8,
+    pub(super) len: usize,
     map_ptr: *mut c_void,
     map_len: usize,
 }
@@ -47,7 +47,7 @@ fn mmap_anon(len: usize, flags: c_int) -> std::result::Result<*mut c_void, io::E
 impl AnonBuf {
     /// mmap `pages` private anonymous pages, ask for small pages, and write to every page so
     /// each one is a distinct private page (not the shared zero page).
-    pub(crate) fn new(pages: usize, page: usize) -> Result<Self> {
+    pub(super) fn new(pages: usize, page: usize) -> Result<Self> {
         let buf = Self::untouched(pages, page)?;
         buf.touch(page);
         Ok(buf)

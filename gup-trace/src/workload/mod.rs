@@ -16,6 +16,7 @@
 //!
 //! Everything here blocks; from an async runtime call it via `spawn_blocking`.
 
+pub mod bench;
 mod child;
 mod direct_io;
 mod error;
@@ -27,13 +28,8 @@ mod steps;
 mod sys;
 mod uring;
 
-pub(crate) use child::{Child, VM_PATTERN, check_pattern};
-pub(crate) use direct_io::{DirectTarget, direct_io_target};
-pub(crate) use error::WorkloadError;
-pub(crate) use memory::AnonBuf;
 pub use plan::{
     REFERENCE_STEPS, STEP_DIRECT_IO, STEP_LEGACY_DIO, STEP_LOCK_DROP, STEP_PROC_MEM, STEP_URING,
     STEP_URING_HUGETLB, STEP_URING_THP, STEP_VM_READV, STEP_VM_WRITEV, STEP_ZERO_PAGE, StepOutcome,
     StepReport, WorkloadOptions, WorkloadReport, run,
 };
-pub(crate) use sys::page_size;

@@ -24,7 +24,7 @@ pub(super) fn errno() -> c_int {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-pub(crate) fn page_size() -> Result<usize> {
+pub(super) fn page_size() -> Result<usize> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if v <= 0 {
