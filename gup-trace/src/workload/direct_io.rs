@@ -254,3 +254,31 @@ pub(super) fn probe_temp_file(path: &Path, bytes: usize) -> Outcome<DirectTarget
         what: format!("temporary file {}", path.display()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::error::WorkloadError;
+
+    #[test]
+    fn a_target_too_small_is_unavailable_and_a_missing_one_an_error() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("gup-trace-direct-io-test.{}", std::process::id()));
+        std::fs::write(&path, b"abc").unwrap();
+        let small = direct_io_target(Some(&path), 1 << 20);
+        std::fs::remove_file(&path).unwrap();
+        // "holds 3 bytes, ... needed", or where the directory is tmpfs, why that will not do.
+        assert!(
+            matches!(small, Err(WorkloadError::Unavailable(_))),
+            "{:?}",
+            small.map(|t| t.what)
+        );
+
+        let missing = direct_io_target(Some(&dir.join("gup-trace-no-such-file")), 4096);
+        assert!(
+            matches!(missing, Err(WorkloadError::Failed(_))),
+            "{:?}",
+            missing.map(|t| t.what)
+        );
+    }
+}

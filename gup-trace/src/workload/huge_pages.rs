@@ -199,3 +199,15 @@ impl Drop for HugetlbPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_selected_choice_is_the_one_in_brackets() {
+        assert_eq!(selected("always [madvise] never"), Some("madvise"));
+        assert_eq!(selected("[never]"), Some("never"));
+        assert_eq!(selected("inherit"), None);
+    }
+}

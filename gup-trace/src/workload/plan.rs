@@ -228,3 +228,28 @@ fn report(name: &'static str, outcome: Outcome<usize>) -> Result<StepReport> {
         Err(WorkloadError::Failed(e)) => Err(e.context(format!("workload step {name}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_ran_was_skipped_for_its_reason_or_failed_naming_itself() {
+        let r = report(STEP_URING, Ok(64)).unwrap();
+        assert_eq!(
+            (r.name, r.pages, r.outcome),
+            (STEP_URING, 64, StepOutcome::Ran)
+        );
+
+        let why = "io_uring unavailable: io_uring_setup: ENOSYS";
+        let r = report(STEP_URING, Err(WorkloadError::Unavailable(why.into()))).unwrap();
+        assert_eq!((r.pages, r.outcome), (0, StepOutcome::Skipped(why.into())));
+
+        let failed = anyhow::anyhow!("io_uring_setup(8 entries)").into();
+        let e = report(STEP_URING, Err(failed)).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "workload step io_uring_register_buffers: io_uring_setup(8 entries)"
+        );
+    }
+}
