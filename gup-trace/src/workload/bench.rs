@@ -37,8 +37,8 @@ pub trait Workload: Send {
 }
 
 /// The bench's workloads, in the order they run and are reported: the pin loop reads
-/// `pin_pages` pages per call, the reads go to `device` (see [`direct_io_target`] for the
-/// default).
+/// `pin_pages` pages per call, the reads go to `device` (by default /dev/nvme0n1, /dev/vda or
+/// /dev/sda, else a temporary file).
 pub fn all(device: Option<&Path>, pin_pages: usize) -> Result<Vec<Box<dyn Workload>>> {
     let page = page_size()?;
     Ok(vec![

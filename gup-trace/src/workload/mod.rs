@@ -1,8 +1,8 @@
 //! The workloads: code that makes the kernel pin (or reference) user pages in known ways, for
 //! the commands to trace or time. `selftest` traces the ten steps of [`plan`] and compares what
 //! it saw with /proc/vmstat; `workload` runs them alone (and the [`ring_handoff`] leak scenario
-//! for `check`); `bench` times the workloads of [`bench`], untraced and traced. Nothing here
-//! knows about tracing: the modules below use libc, io_uring and each other only.
+//! for `check`); `bench` times the workloads of [`bench`](mod@bench), untraced and traced.
+//! Nothing here knows about tracing: the modules below use libc, io_uring and each other only.
 //!
 //! - [`plan`]: the selftest's steps, their options, order and report ([`run`]);
 //! - `steps`: what each step does, built from the pieces below;
@@ -12,7 +12,8 @@
 //! - `direct_io`: O_DIRECT targets (device choice, temporary files) and their reads;
 //! - `uring`: io_uring fixed-buffer registration;
 //! - [`ring_handoff`]: an io_uring whose pins outlive the process that took them;
-//! - [`bench`]: the bench's pin/unpin loop, O_DIRECT reads and io_uring fixed-buffer reads;
+//! - [`bench`](mod@bench): the bench's pin/unpin loop, O_DIRECT reads and io_uring
+//!   fixed-buffer reads;
 //! - `error`: a step that cannot run here (skipped, with its reason) vs one that failed;
 //! - `sys`: errno, errors naming the failed call, the page size.
 //!

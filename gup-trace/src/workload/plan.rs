@@ -119,7 +119,7 @@ pub struct WorkloadOptions {
     pub vm_pages: usize,
     /// Pages written into a child with process_vm_writev (0 skips the step).
     pub vm_write_pages: usize,
-    /// Pages read from a child through /proc/<pid>/mem (0 skips the step).
+    /// Pages read from a child through `/proc/<pid>/mem` (0 skips the step).
     pub proc_mem_pages: usize,
     /// Pages read with O_DIRECT into a cold file-backed private mapping (0 skips the step).
     pub lock_drop_pages: usize,

@@ -147,7 +147,7 @@ pub(super) fn vm_copy_step(way: VmCopy, pages: usize, page: usize) -> Outcome<us
     Ok(pages)
 }
 
-/// FOLL_GET, not FOLL_PIN: /proc/<pid>/mem copies page by page through access_remote_vm,
+/// FOLL_GET, not FOLL_PIN: `/proc/<pid>/mem` copies page by page through access_remote_vm,
 /// which takes a plain reference on each page (get_user_pages_remote) and drops it again.
 /// Step 7.
 pub(super) fn proc_mem_step(pages: usize, page: usize) -> Outcome<usize> {
