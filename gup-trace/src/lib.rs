@@ -16,7 +16,6 @@ pub mod output;
 pub mod pipeline;
 pub mod recording;
 pub mod report;
-pub mod ring_handoff;
 pub mod session;
 pub mod symbols;
 pub mod tui;

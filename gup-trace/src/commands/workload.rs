@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use crate::{
-    output, ring_handoff,
-    workload::{self, WorkloadOptions},
+    output,
+    workload::{self, WorkloadOptions, ring_handoff},
 };
 
 #[derive(Args, Debug, Clone)]

@@ -5,9 +5,9 @@
 //!
 //! The ring goes over a unix socket (SCM_RIGHTS) where the kernel allows it. Kernels with the
 //! 2024 unix-GC rework refuse io_uring fds in SCM_RIGHTS (sendmsg: EINVAL); there the child uses
-//! its inherited copy instead: the same ring, the same pins, handed over at fork. `gup-trace check` must report the
-//! pins as orphaned while the child holds them past the grace period, and nothing when the child
-//! lets go in time.
+//! its inherited copy instead: the same ring, the same pins, handed over at fork. `gup-trace
+//! check` must report the pins as orphaned while the child holds them past the grace period, and
+//! nothing when the child lets go in time.
 
 use std::{
     io::Write as _,
@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::workload::{AnonBuf, page_size};
+use super::{memory::AnonBuf, sys::page_size};
 
 /// The child's end of the socket.
 const HOLDER_FD: RawFd = 3;
