@@ -104,7 +104,7 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         missing_hooks,
         blind,
         folio_level: caps.attached(HookClass::Grab) > 0,
-        page_size: page_size(),
+        page_size: crate::kernel::page_size() as u64,
     };
     let intake = Intake::new(pipeline, source);
     let interval = Duration::from_millis(args.interval);
@@ -148,12 +148,4 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as u64,
-        _ => 4096,
-    }
 }

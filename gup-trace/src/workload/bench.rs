@@ -19,7 +19,8 @@ use super::child::{Child, VM_PATTERN, VmCopy, check_pattern, process_vm_copy};
 use super::direct_io::{DirectTarget, direct_io_target};
 use super::error::WorkloadError;
 use super::memory::AnonBuf;
-use super::sys::{os_error, page_size};
+use super::sys::os_error;
+use crate::kernel::page_size;
 
 /// Size of one read.
 const IO_BYTES: usize = 4096;
@@ -40,7 +41,7 @@ pub trait Workload: Send {
 /// `pin_pages` pages per call, the reads go to `device` (by default /dev/nvme0n1, /dev/vda or
 /// /dev/sda, else a temporary file).
 pub fn all(device: Option<&Path>, pin_pages: usize) -> Result<Vec<Box<dyn Workload>>> {
-    let page = page_size()?;
+    let page = page_size();
     Ok(vec![
         Box::new(PinUnpin::new(pin_pages, page)?),
         Box::new(DirectRead::new(device, page)?),

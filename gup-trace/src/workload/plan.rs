@@ -85,7 +85,7 @@ use super::steps::{
     direct_io_step, legacy_dio_step, lock_drop_step, proc_mem_step, uring_hugetlb_step, uring_step,
     uring_thp_step, vm_copy_step, zero_page_step,
 };
-use super::sys::page_size;
+use crate::kernel::page_size;
 
 pub const STEP_DIRECT_IO: &str = "o_direct_read";
 pub const STEP_URING: &str = "io_uring_register_buffers";
@@ -183,7 +183,7 @@ pub struct WorkloadReport {
 /// fails midway is an error (with the step, the syscall and the errno in its context).
 /// Every pin or reference a step takes is released before the step returns.
 pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport> {
-    let page = page_size()?;
+    let page = page_size();
     let steps = vec![
         report(STEP_DIRECT_IO, direct_io_step(opts, page))?,
         report(STEP_URING, uring_step(opts.uring_pages, page))?,

@@ -19,7 +19,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{memory::AnonBuf, sys::page_size};
+use super::memory::AnonBuf;
+use crate::kernel::page_size;
 
 /// The child's end of the socket.
 const HOLDER_FD: RawFd = 3;
@@ -37,7 +38,7 @@ pub enum Handover {
 /// Pins `pages` pages as io_uring fixed buffers, hands the ring to a child that holds it for
 /// `hold`, and returns (the caller exits) once the child has it.
 pub fn hand_off(pages: usize, hold: Duration) -> Result<(u32, Handover)> {
-    let page = page_size()?;
+    let page = page_size();
     let buf = AnonBuf::new(pages, page)?;
     let ring = io_uring::IoUring::new(8).context("io_uring_setup(8 entries)")?;
     let iovec = libc::iovec {

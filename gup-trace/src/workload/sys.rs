@@ -24,15 +24,6 @@ pub(super) fn errno() -> c_int {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-pub(super) fn page_size() -> Result<usize> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if v <= 0 {
-        return Err(os_error("sysconf(_SC_PAGESIZE)"));
-    }
-    Ok(v as usize)
-}
-
 pub(super) fn cpath(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| anyhow!("path {} contains a NUL byte", path.display()))
