@@ -7,6 +7,7 @@
 //! `output` formats for humans; `tui` is the dashboard (`top`, `report --tui`); `commands`
 //! holds one module per subcommand.
 
+pub mod analysis;
 pub mod commands;
 pub mod engine;
 pub mod events;
@@ -14,7 +15,6 @@ pub mod hex;
 pub mod kernel;
 pub mod output;
 pub mod recording;
-pub mod report;
 pub mod ring_handoff;
 pub mod session;
 pub mod symbols;

@@ -15,7 +15,8 @@ use super::{SessionArgs, how_long, require_root, stop_after};
 use crate::{
     output,
     recording::{
-        Compression, CounterSnapshot, Filters, Metadata, RecordingWriter, WriteStats, stack_id_of,
+        Compression, CounterSnapshot, Filters, Metadata, ProcessFilter, RecordingWriter,
+        WriteStats, stack_id_of,
     },
     session::{Session, StackNames, monotonic_ns},
     vmstat::PinCounters,
@@ -84,9 +85,11 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
     let mut stacks = session.stack_names();
     let filters = Filters {
-        pid: config.pid,
-        comm: config.comm.clone(),
-        cgroup_id: config.cgroup_id,
+        processes: ProcessFilter {
+            pid: config.pid,
+            comm: config.comm.clone(),
+            cgroup_id: config.cgroup_id,
+        },
         mmap_lock: format!("{:?}", session.mmap_lock).to_lowercase(),
         all_releases: config.all_releases,
         ring_buffer_kib: config.ring_buffer_kib,

@@ -10,6 +10,7 @@ use super::{FindingArgs, SessionArgs, require_root};
 use crate::{
     engine::PinEngine,
     kernel::HookStatus,
+    recording::filter,
     session::{Session, monotonic_ns},
     tui::{
         live::{self, Capture, Intake},
@@ -77,16 +78,15 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         .map(|h| h.hook.name().to_string())
         .collect();
     let blind = caps.attached(HookClass::Pin) == 0 && caps.attached(HookClass::Grab) == 0;
-    let mut filters = Vec::new();
-    if let Some(pid) = args.session.pid {
-        filters.push(format!("pid {pid}"));
-    }
-    if let Some(comm) = &args.session.comm {
-        filters.push(format!("comm {comm}"));
-    }
-    if let Some(cgroup) = &args.session.cgroup {
-        filters.push(format!("cgroup {cgroup}"));
-    }
+    let session_args = &args.session;
+    let filters = filter::describe(
+        session_args.pid,
+        session_args.comm.as_deref(),
+        session_args
+            .cgroup
+            .as_ref()
+            .map(|c| c as &dyn std::fmt::Display),
+    );
     if verbose || blind {
         eprint!("{}", crate::output::capabilities(&caps, verbose));
     }

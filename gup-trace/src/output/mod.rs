@@ -3,6 +3,7 @@
 
 mod findings;
 mod junit;
+pub mod report;
 
 pub use findings::{FindingRecord, StackLookup, finding_text, findings_text};
 pub use junit::junit_xml;
