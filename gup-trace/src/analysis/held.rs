@@ -2,6 +2,8 @@
 //! process holds through one call site, short-term or FOLL_LONGTERM), every process's oldest
 //! pinned folios, each call site's oldest pin, and the pinned pages by age.
 
+use std::cmp::Ordering;
+
 use crate::engine::{
     PinState,
     pins::{ProcessId, SiteId},
@@ -31,6 +33,13 @@ pub struct Holding {
     pub folios: u64,
     /// When the oldest of them was taken.
     pub oldest_ns: u64,
+}
+
+impl Holding {
+    /// The oldest first, then the largest.
+    pub fn oldest_first(a: &Holding, b: &Holding) -> Ordering {
+        a.oldest_ns.cmp(&b.oldest_ns).then(b.pages.cmp(&a.pages))
+    }
 }
 
 /// One pinned folio of a process.
@@ -167,9 +176,4 @@ pub(super) fn walk(state: &PinState, now_ns: u64) -> HeldPins {
         p.holdings.sort_by(|a, b| b.pages.cmp(&a.pages));
     }
     held
-}
-
-/// Holdings oldest first, then the largest.
-pub fn oldest_first(a: &Holding, b: &Holding) -> std::cmp::Ordering {
-    a.oldest_ns.cmp(&b.oldest_ns).then(b.pages.cmp(&a.pages))
 }

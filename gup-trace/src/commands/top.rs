@@ -78,15 +78,13 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         .map(|h| h.hook.name().to_string())
         .collect();
     let blind = caps.attached(HookClass::Pin) == 0 && caps.attached(HookClass::Grab) == 0;
-    let session_args = &args.session;
-    let filters = filter::describe(
-        session_args.pid,
-        session_args.comm.as_deref(),
-        session_args
-            .cgroup
-            .as_ref()
-            .map(|c| c as &dyn std::fmt::Display),
-    );
+    // The cgroup as it was given: a directory or an id.
+    let cgroup = args
+        .session
+        .cgroup
+        .as_ref()
+        .map(|c| c as &dyn std::fmt::Display);
+    let filters = filter::describe(args.session.pid, args.session.comm.as_deref(), cgroup);
     if verbose || blind {
         eprint!("{}", crate::output::capabilities(&caps, verbose));
     }

@@ -8,7 +8,7 @@
 //! what only the dashboard keeps: the history of samples, the baseline of the rates, the trim to
 //! [`MAX_PROCESSES`], health, and the findings as one-line headlines with their evidence.
 
-use std::{collections::VecDeque, mem};
+use std::collections::VecDeque;
 
 pub use crate::analysis::{
     AGE_LABELS, FOLIOS_PER_PROCESS, FolioRow, LockRow, ProcessRow, SiteRow, share,
@@ -256,14 +256,14 @@ impl SnapshotBuilder {
     ) -> DashboardSnapshot {
         let now = moment.now_ns;
         let state = &engine.state;
-        let mut analysis = Analysis::new(
+        let analysis = Analysis::new(
             engine,
             now,
             self.previous.as_ref(),
             &mut self.stacks,
             stacks,
         );
-        let mut processes = mem::take(&mut analysis.processes);
+        let mut processes = analysis.processes;
         let mut processes_omitted = 0;
         if processes.len() > MAX_PROCESSES {
             processes.sort_by(ProcessRow::most_held_first);

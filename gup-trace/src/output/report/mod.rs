@@ -12,7 +12,7 @@ pub use text::{text, utc};
 
 use super::{CallStack, FindingRecord};
 use crate::{
-    analysis::{Analysis, Holding, ProcessRow, SiteRow, SiteStacks, held},
+    analysis::{Analysis, Holding, ProcessRow, SiteRow, SiteStacks},
     engine::Finding,
     recording::{Filters, Replay},
     session::KernelCounters,
@@ -296,7 +296,7 @@ impl<'a> Report<'a> {
         let mut sites: Vec<&SiteRow> = analysis.sites.iter().collect();
         sites.sort_by(|a, b| SiteRow::most_taken_first(a, b));
         let mut holdings: Vec<&Holding> = analysis.holdings.iter().collect();
-        holdings.sort_by(|a, b| held::oldest_first(a, b));
+        holdings.sort_by(|a, b| Holding::oldest_first(a, b));
 
         let findings = findings
             .iter()
