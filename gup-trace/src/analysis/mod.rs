@@ -207,3 +207,6 @@ impl Analysis {
         users
     }
 }
+
+#[cfg(test)]
+mod tests;
