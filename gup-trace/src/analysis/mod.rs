@@ -200,6 +200,13 @@ impl Analysis {
         &self.sites[id as usize]
     }
 
+    /// Who holds pins taken through `site`, the most pages first.
+    pub fn holders(&self, site: SiteId) -> Vec<&Holding> {
+        let mut holders: Vec<&Holding> = self.holdings.iter().filter(|h| h.site == site).collect();
+        holders.sort_by(|a, b| b.pages.cmp(&a.pages));
+        holders
+    }
+
     /// Processes whose GUP calls took or dropped mmap_lock, the most time in it first.
     pub fn lock_users(&self) -> Vec<&ProcessRow> {
         let mut users: Vec<&ProcessRow> = self.processes.iter().filter(|p| p.lock.used()).collect();

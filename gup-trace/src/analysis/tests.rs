@@ -48,6 +48,8 @@ fn processes_sites_and_holdings_are_ranked_by_the_key_asked_for() {
         [(100, false, 1, 1), (200, true, 2, 1)],
         "2 pins on one folio"
     );
+    let io_uring: Vec<_> = a.holders(1).iter().map(|h| h.pages).collect();
+    assert_eq!(io_uring, [2], "the call site of stack 7 has one holder");
     assert_eq!(a.longterm_pages, 2);
     assert_eq!(a.ages.long[3], 2, "1 to 10 s old");
 
