@@ -7,6 +7,7 @@
 //! `output` formats for humans; `tui` is the dashboard (`top`, `report --tui`); `commands`
 //! holds one module per subcommand.
 
+pub mod analysis;
 pub mod commands;
 pub mod engine;
 pub mod events;
@@ -15,7 +16,6 @@ pub mod kernel;
 pub mod output;
 pub mod pipeline;
 pub mod recording;
-pub mod report;
 pub mod session;
 pub mod symbols;
 pub mod tui;

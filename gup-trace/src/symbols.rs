@@ -11,6 +11,8 @@
 
 use std::{collections::HashMap, fmt, fs, io, sync::Arc};
 
+use gup_trace_common::Hook;
+
 pub const KALLSYMS: &str = "/proc/kallsyms";
 const PROC_MODULES: &str = "/proc/modules";
 
@@ -119,6 +121,31 @@ pub struct StackFrame {
 /// A GUP call's kernel stack as `--stacks` shows it and recordings keep it: the frames, or why
 /// there are none.
 pub type CallStack = Result<Arc<[StackFrame]>, String>;
+
+/// The module kallsyms gives BPF programs and trampolines.
+const BPF_MODULE: &str = "bpf";
+
+/// The frames worth showing: the GUP call's path, without the tracer's own frames on top
+/// (gup-trace's eBPF program and the fentry trampoline that runs it). An fentry trampoline
+/// also hides the hooked function's own frame, so such a stack starts at its caller; where the
+/// hooked function's frame is present (a kprobe hook), the stack starts at it.
+pub fn call_frames(frames: &[StackFrame], hook: Hook) -> &[StackFrame] {
+    if let Some(top) = frames
+        .iter()
+        .position(|f| f.function() == Some(hook.name()))
+    {
+        return &frames[top..];
+    }
+    let tracer = frames
+        .iter()
+        .take_while(|f| {
+            f.symbol
+                .as_ref()
+                .is_some_and(|s| s.module.as_deref() == Some(BPF_MODULE))
+        })
+        .count();
+    &frames[tracer..]
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSymbol {

@@ -16,7 +16,8 @@ use crate::{
     output,
     pipeline::{LivePipeline, Reading, Records, VmstatUse, how_long, stop_after},
     recording::{
-        Compression, CounterSnapshot, Filters, Metadata, RecordingWriter, WriteStats, stack_id_of,
+        Compression, CounterSnapshot, Filters, Metadata, ProcessFilter, RecordingWriter,
+        WriteStats, stack_id_of,
     },
     session::{Session, StackNames},
 };
@@ -94,9 +95,11 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     eprint!("{}", output::capabilities(&session.capabilities, verbose));
     let stacks = session.stack_names();
     let filters = Filters {
-        pid: config.pid,
-        comm: config.comm.clone(),
-        cgroup_id: config.cgroup_id,
+        processes: ProcessFilter {
+            pid: config.pid,
+            comm: config.comm.clone(),
+            cgroup_id: config.cgroup_id,
+        },
         mmap_lock: format!("{:?}", session.mmap_lock).to_lowercase(),
         all_releases: config.all_releases,
         ring_buffer_kib: config.ring_buffer_kib,

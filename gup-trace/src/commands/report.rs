@@ -8,9 +8,11 @@ use super::FindingArgs;
 use clap::Args;
 
 use crate::{
-    output,
-    recording::RecordingReader,
-    report::{self, Replay, ReplayFilter, Report, ReportOptions},
+    output::{
+        self,
+        report::{self, Report, ReportOptions},
+    },
+    recording::{ProcessFilter, RecordingReader, Replay},
     symbols::CallStack,
 };
 
@@ -53,7 +55,7 @@ pub struct ReportArgs {
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let rules = args.findings.rules()?;
-    let filter = ReplayFilter {
+    let filter = ProcessFilter {
         pid: args.pid,
         comm: args.comm.clone(),
         cgroup_id: args.cgroup,
@@ -72,7 +74,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         stack_depth: args.stack_depth,
     };
     let replay = Replay::read_filtered(RecordingReader::open(&args.file)?, rules, &filter)?;
-    let findings = report::findings(&replay);
+    let findings = replay.findings();
     let report = Report::new(&replay, &findings, opts);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -11,6 +11,7 @@ use crate::{
     engine::PinEngine,
     kernel::{HookStatus, PinVisibility},
     pipeline::{Events, LivePipeline, VmstatUse},
+    recording::filter,
     session::Session,
     tui::{
         live::{self, Capture, Intake},
@@ -78,16 +79,13 @@ pub async fn run(args: TopArgs, verbose: bool) -> Result<ExitCode> {
         .map(|h| h.hook.name().to_string())
         .collect();
     let blind = caps.pin_visibility() == PinVisibility::Blind;
-    let mut filters = Vec::new();
-    if let Some(pid) = args.session.pid {
-        filters.push(format!("pid {pid}"));
-    }
-    if let Some(comm) = &args.session.comm {
-        filters.push(format!("comm {comm}"));
-    }
-    if let Some(cgroup) = &args.session.cgroup {
-        filters.push(format!("cgroup {cgroup}"));
-    }
+    // The cgroup as it was given: a directory or an id.
+    let cgroup = args
+        .session
+        .cgroup
+        .as_ref()
+        .map(|c| c as &dyn std::fmt::Display);
+    let filters = filter::describe(args.session.pid, args.session.comm.as_deref(), cgroup);
     if verbose || blind {
         eprint!("{}", crate::output::capabilities(&caps, verbose));
     }

@@ -7,13 +7,13 @@ use gup_trace_common::{EventKind, Hook, HookClass};
 use serde::Serialize;
 
 use super::{
-    FolioRecord, call_frames, duration,
+    FolioRecord, duration,
     folio::{folio_detail, folio_verb},
 };
 use crate::{
     events::{Comm, TraceEvent},
     kernel::FollFlags,
-    symbols::CallStack,
+    symbols::{CallStack, call_frames},
 };
 
 pub const EVENT_HEADER: &str = "    TIME(s)     PID     TID  COMM             EVENT  HOOK                                 PAGES  DURATION  ADDRESS         FLAGS";

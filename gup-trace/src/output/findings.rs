@@ -5,12 +5,13 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{call_frames, stack_lines};
+use super::stack_lines;
 use crate::engine::{
     Finding,
     findings::{HeldFolio, HeldPins},
 };
 use crate::symbols::CallStack;
+use crate::symbols::call_frames;
 
 /// Frames of a stack id, or why there are none: the live STACKS map or a recording's table.
 pub type StackLookup<'a> = dyn FnMut(u32) -> CallStack + 'a;

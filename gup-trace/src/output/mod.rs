@@ -10,6 +10,7 @@ mod event;
 mod findings;
 mod folio;
 mod junit;
+pub mod report;
 mod stack;
 mod summary;
 mod workload_step;
@@ -20,6 +21,6 @@ pub use event::{EVENT_HEADER, EventRecord, LockRecord, PathRecord, event_line, i
 pub use findings::{FindingRecord, StackLookup, finding_text, findings_text};
 pub use folio::{FolioRecord, folio_detail};
 pub use junit::junit_xml;
-pub use stack::{call_frames, stack_lines};
+pub use stack::stack_lines;
 pub use summary::summary;
 pub use workload_step::workload_step;

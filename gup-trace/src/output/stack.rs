@@ -5,32 +5,7 @@ use std::fmt::Write as _;
 
 use gup_trace_common::Hook;
 
-use crate::symbols::{CallStack, StackFrame};
-
-/// The module kallsyms gives BPF programs and trampolines.
-const BPF_MODULE: &str = "bpf";
-
-/// The frames worth showing: the GUP call's path, without the tracer's own frames on top
-/// (gup-trace's eBPF program and the fentry trampoline that runs it). An fentry trampoline
-/// also hides the hooked function's own frame, so such a stack starts at its caller; where the
-/// hooked function's frame is present (a kprobe hook), the stack starts at it.
-pub fn call_frames(frames: &[StackFrame], hook: Hook) -> &[StackFrame] {
-    if let Some(top) = frames
-        .iter()
-        .position(|f| f.function() == Some(hook.name()))
-    {
-        return &frames[top..];
-    }
-    let tracer = frames
-        .iter()
-        .take_while(|f| {
-            f.symbol
-                .as_ref()
-                .is_some_and(|s| s.module.as_deref() == Some(BPF_MODULE))
-        })
-        .count();
-    &frames[tracer..]
-}
+use crate::symbols::{CallStack, call_frames};
 
 const STACK_INDENT: &str = "        ";
 
@@ -66,6 +41,7 @@ pub(super) mod tests {
     use gup_trace_common::Hook;
 
     use super::*;
+    use crate::symbols::StackFrame;
 
     /// A fentry stack as the kernel records it: the tracer's program and trampoline on top, and
     /// no frame of the hooked function (the trampoline skips it), then its callers.

@@ -25,7 +25,14 @@
 //! killed midway leaves whole chunks and maybe part of one: the reader gives every item of the
 //! whole chunks and says the recording was truncated after so many events.
 
+pub mod filter;
+pub mod replay;
+#[cfg(test)]
+pub(crate) mod scenario;
 pub mod synthetic;
+
+pub use filter::ProcessFilter;
+pub use replay::{Replay, Replayer};
 
 use std::{
     collections::HashSet,
@@ -131,29 +138,12 @@ impl RecordedHook {
 /// The session's filters and settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filters {
-    pub pid: Option<u32>,
-    pub comm: Option<String>,
-    pub cgroup_id: Option<u64>,
+    /// Stored as `pid`, `comm` and `cgroup_id` beside the settings, as they always were.
+    #[serde(flatten)]
+    pub processes: ProcessFilter,
     pub mmap_lock: String,
     pub all_releases: bool,
     pub ring_buffer_kib: u32,
-}
-
-impl Filters {
-    /// The process filters in use, as `pid 12`, `comm fio`, `cgroup 3`.
-    pub fn describe(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(pid) = self.pid {
-            out.push(format!("pid {pid}"));
-        }
-        if let Some(comm) = &self.comm {
-            out.push(format!("comm {comm}"));
-        }
-        if let Some(id) = self.cgroup_id {
-            out.push(format!("cgroup {id}"));
-        }
-        out
-    }
 }
 
 impl Metadata {

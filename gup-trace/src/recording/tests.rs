@@ -261,3 +261,34 @@ fn records_tell_their_events_and_stack() {
     put_event(&mut bytes, &call);
     assert_eq!(stack_id_of(&bytes), Some(12));
 }
+
+#[test]
+fn the_process_filter_is_stored_and_named_as_it_always_was() {
+    let filters = Filters {
+        processes: ProcessFilter {
+            pid: Some(12),
+            comm: Some("fio".into()),
+            cgroup_id: Some(3),
+        },
+        mmap_lock: "gup".into(),
+        all_releases: true,
+        ring_buffer_kib: 4096,
+    };
+    let json = serde_json::to_string(&filters).unwrap();
+    assert_eq!(
+        json,
+        r#"{"pid":12,"comm":"fio","cgroup_id":3,"mmap_lock":"gup","all_releases":true,"ring_buffer_kib":4096}"#
+    );
+    assert_eq!(serde_json::from_str::<Filters>(&json).unwrap(), filters);
+    let unfiltered = r#"{"pid":null,"comm":null,"cgroup_id":null,"mmap_lock":"off","all_releases":false,"ring_buffer_kib":1}"#;
+    assert!(
+        !serde_json::from_str::<Filters>(unfiltered)
+            .unwrap()
+            .processes
+            .is_set()
+    );
+    assert_eq!(
+        filters.processes.describe(),
+        ["pid 12", "comm fio", "cgroup 3"]
+    );
+}

@@ -23,8 +23,10 @@ use super::{
 };
 use crate::{
     engine::FindingRules,
-    recording::{Metadata, RecordingReader},
-    report::{ReplayFilter, Replayer},
+    recording::{
+        Metadata, ProcessFilter, RecordingReader,
+        replay::{Replayer, stack_in},
+    },
     symbols::CallStack,
 };
 
@@ -32,7 +34,7 @@ use crate::{
 pub struct ReplayFeed {
     path: PathBuf,
     rules: FindingRules,
-    filter: ReplayFilter,
+    filter: ProcessFilter,
     replayer: Replayer<File>,
     source: SourceInfo,
     step_ns: u64,
@@ -54,7 +56,7 @@ impl ReplayFeed {
     pub fn open(
         path: &Path,
         rules: FindingRules,
-        filter: ReplayFilter,
+        filter: ProcessFilter,
         step: Duration,
         interval: Duration,
     ) -> Result<ReplayFeed> {
@@ -63,16 +65,7 @@ impl ReplayFeed {
             Replayer::new(RecordingReader::open(path)?, rules).filtered(filter.clone());
         let mut source = source_info(path, replayer.meta());
         // What `report --pid/--comm/--cgroup` keeps, beside what the recorder traced.
-        let mut kept = Vec::new();
-        if let Some(pid) = filter.pid {
-            kept.push(format!("pid {pid}"));
-        }
-        if let Some(comm) = &filter.comm {
-            kept.push(format!("comm {comm}"));
-        }
-        if let Some(id) = filter.cgroup_id {
-            kept.push(format!("cgroup {id}"));
-        }
+        let kept = filter.describe();
         if !kept.is_empty() {
             if !source.filters.is_empty() {
                 source.filters.push_str("; ");
@@ -176,12 +169,7 @@ impl ReplayFeed {
         // Stacks as the whole recording has them (the recorder writes each once, when first
         // seen, so some come after the cursor).
         let stacks = &self.stacks;
-        let mut lookup = |id: u32| -> CallStack {
-            stacks
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| Err(format!("stack {id} is not in the recording")))
-        };
+        let mut lookup = |id: u32| -> CallStack { stack_in(stacks, id) };
         self.builder.build(
             &self.replayer.engine,
             &self.source,
@@ -228,8 +216,7 @@ impl Feed for ReplayFeed {
 }
 
 fn source_info(path: &Path, meta: &Metadata) -> SourceInfo {
-    let f = &meta.filters;
-    let filters = f.describe();
+    let filters = meta.filters.processes.describe();
     SourceInfo {
         source: path.file_name().map_or_else(
             || path.display().to_string(),
@@ -256,7 +243,7 @@ fn source_info(path: &Path, meta: &Metadata) -> SourceInfo {
 pub fn run(
     path: &Path,
     rules: FindingRules,
-    filter: ReplayFilter,
+    filter: ProcessFilter,
     step: Duration,
     interval: Duration,
 ) -> Result<()> {

@@ -1,0 +1,65 @@
+//! Which processes a session traced, or a replay keeps: by tgid, task name and cgroup v2. The
+//! recorder writes it into the recording's metadata, `report --pid/--comm/--cgroup` replays
+//! through it, and every screen and report names it the same way ([`describe`]).
+
+use std::fmt::Display;
+
+use gup_trace_common::{EventKind, HookClass, folio_bit};
+use serde::{Deserialize, Serialize};
+
+use crate::events::TraceEvent;
+
+/// The process filters of a session or a replay (None: every process).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessFilter {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// A cgroup v2 id: the inode number of its directory.
+    pub cgroup_id: Option<u64>,
+}
+
+impl ProcessFilter {
+    /// Whether any filter is set.
+    pub fn is_set(&self) -> bool {
+        self.pid.is_some() || self.comm.is_some() || self.cgroup_id.is_some()
+    }
+
+    /// The filters in use, as `pid 12`, `comm fio`, `cgroup 3`.
+    pub fn describe(&self) -> Vec<String> {
+        describe(
+            self.pid,
+            self.comm.as_deref(),
+            self.cgroup_id.as_ref().map(|id| id as &dyn Display),
+        )
+    }
+
+    /// Whether a replay applies `e`. Releases pass whoever made them, as in a live session: a
+    /// pin is often released by another task, and without the release it would look held.
+    pub fn keeps(&self, e: &TraceEvent) -> bool {
+        let release = e.hook.class() == HookClass::Unpin
+            || e.folio.is_some_and(|f| f.bits & folio_bit::RELEASE != 0);
+        // Forks keep pid reuse visible whoever the parent is.
+        if release || e.kind == EventKind::ProcessFork {
+            return true;
+        }
+        self.pid.is_none_or(|p| p == e.tgid)
+            && self.comm.as_deref().is_none_or(|c| e.comm == c)
+            && self.cgroup_id.is_none_or(|c| c == e.cgroup_id)
+    }
+}
+
+/// Process filters as every screen and report names them: `pid 12`, `comm fio`, `cgroup 3`.
+/// `cgroup` is shown as given: a live session names it as the user did (a path or an id).
+pub fn describe(pid: Option<u32>, comm: Option<&str>, cgroup: Option<&dyn Display>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(pid) = pid {
+        out.push(format!("pid {pid}"));
+    }
+    if let Some(comm) = comm {
+        out.push(format!("comm {comm}"));
+    }
+    if let Some(cgroup) = cgroup {
+        out.push(format!("cgroup {cgroup}"));
+    }
+    out
+}
