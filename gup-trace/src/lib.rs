@@ -1,11 +1,22 @@
 //! gup-trace: an eBPF tracer for get_user_pages and FOLL_PIN page pinning.
 //!
-//! Layout: `kernel` knows every kernel difference (symbols, BTF values, attach methods);
-//! `session` loads and attaches the eBPF object and reads its ring buffer; `events` decodes
-//! records; `symbols` names kernel stack frames from /proc/kallsyms; `engine` is the pure
-//! pin-state engine; `window` compares totals with /proc/vmstat;
-//! `output` formats for humans; `tui` is the dashboard (`top`, `report --tui`); `commands`
-//! holds one module per subcommand.
+//! Layers, bottom up; each module uses only the ones listed before it:
+//! - Kernel facts: `symbols` reads /proc/kallsyms and names stack frames (`CallStack`);
+//!   `kernel` knows every kernel difference (BTF values, the folio layout, attach methods, the
+//!   capability report); `vmstat` reads the kernel's own pin counters.
+//! - Session and decoding: `session` loads and attaches the eBPF object and reads its ring
+//!   buffer; `events` decodes its records.
+//! - `engine`: the pure pin-state engine (events in, state and findings out; no I/O, no clock).
+//! - `pipeline`: the one live pipeline every tracing command runs on (session -> engine, the
+//!   counters at both ends, the final drain, stop signals); `window` compares its totals with
+//!   /proc/vmstat.
+//! - `analysis`: the one layer that ranks and summarises engine state for every consumer.
+//! - `recording`: the file format, and the replayer that feeds a recording to the engine.
+//! - `workload`: the pin workloads that selftest, bench and the VM tests run (real memory,
+//!   child processes, O_DIRECT, io_uring).
+//! - Presentations: `output` (text, JSON, JUnit, the report), `tui` (the `top` dashboard and
+//!   `report --tui`).
+//! - `commands`: one thin module per subcommand.
 
 pub mod analysis;
 pub mod commands;
