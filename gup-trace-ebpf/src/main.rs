@@ -9,6 +9,8 @@
 //!   function; they read the arguments and call `calls` and `folio`.
 //! - `mmap_lock`, `process`: the tracepoint programs (mmap_lock correlated with the GUP call
 //!   in progress through `calls`; process exits and forks).
+//! - `migration`: what pins block: the migrate and page_isolation tracepoints and memory
+//!   offlining (called by `entry_points` for `offline_pages`).
 //! - `calls`: per-thread nesting of GUP and release calls, the call events, mmap_lock
 //!   correlation.
 //! - `folio`: finding a page's folio and reading its counts with the layout from userspace;
@@ -26,6 +28,7 @@ mod calls;
 mod entry_points;
 mod folio;
 mod maps;
+mod migration;
 mod mmap_lock;
 mod process;
 mod state;

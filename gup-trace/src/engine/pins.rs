@@ -260,6 +260,8 @@ impl PinState {
                 self.processes[p as usize].exited_ns = Some(e.ts_ns);
             }
             EventKind::ProcessFork => self.apply_fork(e),
+            // What pins block: engine::blocking reads these against the folios here.
+            EventKind::Migration | EventKind::Isolation | EventKind::OfflineEnd => {}
         }
     }
 
