@@ -690,7 +690,7 @@ mod tests {
         assert!(!calls[0].enomem_after_failed_migration);
         assert_eq!(calls[0].duration_ns, 2 * MS);
         assert!(calls[1].enomem_after_failed_migration);
-        assert_eq!(e.blocking.longterm_totals.migrated, 542);
+        assert_eq!(e.blocking.longterm_totals.migrated, 552);
         assert!(
             e.blocking.blocked.is_empty(),
             "a pin call's migrations block nothing"
