@@ -24,7 +24,7 @@ use crate::{
     paths::vm_dir,
     series::KernelSeriesList,
     vm::{self, Boot, VERDICT_PREFIX},
-    vm_check,
+    vm_blocking, vm_check,
 };
 
 const SELFTEST_SCRIPT: &str = r#"
@@ -119,11 +119,20 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     print_check_table(&checks);
 
+    let mut blocking = Vec::new();
+    for kernel in &kernels {
+        println!("vm-test: {}: what pins block ...", kernel.release);
+        blocking.push(vm_blocking::run(kernel, &binary, &logs));
+    }
+    vm_blocking::print_table(&blocking);
+    let failed_blocking = blocking.iter().filter(|r| !r.failures.is_empty()).count();
+
     let failed = rows.iter().filter(|r| r.failure.is_some()).count();
     let failed_checks = checks.iter().filter(|r| !r.failures.is_empty()).count();
-    if failed > 0 || failed_checks > 0 {
+    if failed > 0 || failed_checks > 0 || failed_blocking > 0 {
         bail!(
-            "{failed} of {} kernels failed the selftest and {failed_checks} the leak scenarios (consoles in {})",
+            "{failed} of {} kernels failed the selftest, {failed_checks} the leak scenarios and \
+             {failed_blocking} the blocking scenarios (consoles in {})",
             rows.len(),
             logs.display()
         );
@@ -328,12 +337,20 @@ fn print_table(rows: &[Row]) {
 /// image package itself; from 6.19 that one holds only the image and the modules are in
 /// `linux-modules-<release>` (same version).
 fn fat_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
+    package_modules(kernel, &FAT_MODULES)
+}
+
+/// The `names` modules of `kernel`'s packages, extracted once under its directory.
+pub fn package_modules(
+    kernel: &Kernel,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, PathBuf)>> {
     let dir = kernel
         .vmlinuz
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent", kernel.vmlinuz.display()))?
         .join("modules");
-    let wanted: Vec<(&str, PathBuf)> = FAT_MODULES
+    let wanted: Vec<(&str, PathBuf)> = names
         .iter()
         .map(|&name| (name, dir.join(format!("{name}.ko"))))
         .collect();
@@ -354,8 +371,22 @@ fn fat_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
     let partial = dir.with_file_name(".modules.partial");
     let _ = fs::remove_dir_all(&partial);
     create_dir(&partial)?;
-    let mut missing = FAT_MODULES.to_vec();
+    // Modules extracted before (for other callers) are kept.
+    if dir.is_dir() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            fs::copy(entry.path(), partial.join(entry.file_name()))?;
+        }
+    }
+    let mut missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !partial.join(format!("{name}.ko")).exists())
+        .collect();
     for package in [image, format!("linux-modules-{}", kernel.release)] {
+        if missing.is_empty() {
+            break;
+        }
         let deb = download(&package, &kernel.package_version, &scratch)?;
         let members = output(
             Command::new("sh")
@@ -415,7 +446,7 @@ fn module_member<'a>(members: &'a str, name: &str) -> Option<&'a str> {
 
 /// `apt-get download package=version` into `dir` (the private apt configuration); the .deb.
 fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
-    println!("vm-test: downloading {package} {version} for its FAT modules");
+    println!("vm-test: downloading {package} {version} for its modules");
     run_cmd(
         kernels::apt_command("apt-get")?
             .args(["download", "-qq"])
