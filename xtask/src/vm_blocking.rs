@@ -80,7 +80,10 @@ for b in /sys/devices/system/memory/memory*; do
     timeout 5 sh -c "echo offline > $b/state" 2>/dev/null; rc=$?
     kill -0 $D 2>/dev/null && dd=running || dd=done
     echo "GUPTRACE-OFFLINE $n $rc $dd"
-    [ $rc -ne 0 ] && FAILED="$FAILED $n"
+    # Killed by timeout (124 or 128 + SIGTERM): the kernel was still retrying. Other
+    # failures are refusals at once (a block with unmovable pages: memblock's boot-time
+    # allocations at the top of memory).
+    [ $rc -ge 124 ] && FAILED="$FAILED $n"
 done
 wait $D
 echo "GUPTRACE-DD-DONE $?"
@@ -247,15 +250,16 @@ fn judge_offline(text: &str, report: &Value) -> Result<String> {
     if attempts.is_empty() {
         bail!("no online memory block in ZONE_MOVABLE to offline");
     }
+    // Killed by `timeout` while the kernel retried; a refusal at once is another matter.
     let blocked: Vec<u64> = attempts
         .iter()
-        .filter(|(_, rc, dd)| *rc != 0 && *dd == "running")
+        .filter(|(_, rc, dd)| *rc >= 124 && *dd == "running")
         .map(|a| a.0)
         .collect();
     let [block] = blocked[..] else {
         bail!(
-            "expected exactly one movable block to resist offlining while dd ran, got {attempts:?} \
-             (dd's buffer was not in ZONE_MOVABLE?)"
+            "expected exactly one movable block to keep offlining busy while dd ran, got \
+             {attempts:?} (block, exit code, dd): dd's buffer was not in ZONE_MOVABLE?"
         );
     };
     let again = find_line(text, &format!("GUPTRACE-REOFFLINE {block} "));
@@ -322,7 +326,7 @@ mod tests {
     }
 
     const CONSOLE: &str = "GUPTRACE-DD 77\nGUPTRACE-BLOCK-SIZE 8000000\nGUPTRACE-OFFLINE 6 0 running\n\
-        GUPTRACE-OFFLINE 7 1 running\nGUPTRACE-REOFFLINE 7 0\n";
+        GUPTRACE-OFFLINE 7 143 running\nGUPTRACE-OFFLINE 8 1 running\nGUPTRACE-REOFFLINE 7 0\n";
 
     fn offline_report(tgid: u64, outcome: i64) -> Value {
         json!({"findings": [{"finding": "blocked_migration", "what": "memory_offline",
@@ -348,7 +352,7 @@ mod tests {
         let never = CONSOLE.replace("GUPTRACE-REOFFLINE 7 0", "GUPTRACE-REOFFLINE 7 1");
         assert!(judge_offline(&never, &offline_report(77, -4)).is_err());
         let shifted = CONSOLE
-            .replace("OFFLINE 7 1", "OFFLINE 5 1")
+            .replace("OFFLINE 7 143", "OFFLINE 5 143")
             .replace("REOFFLINE 7", "REOFFLINE 5");
         assert!(
             judge_offline(&shifted, &offline_report(77, -4)).is_err(),

@@ -235,6 +235,8 @@ impl BlockingState {
             EventKind::Migration => self.apply_migration(e, pins),
             EventKind::Isolation => self.apply_isolation(e, pins),
             EventKind::OfflineEnd => self.apply_offline_end(e),
+            // Its references went with it (the kernel drops them at exit at the latest).
+            EventKind::ProcessExit => self.gets.retain(|_, g| g.tgid != e.tgid),
             _ => {}
         }
     }
@@ -480,8 +482,14 @@ fn holders_in(
             );
         }
     }
+    // FOLL_GET references are dropped unseen, most within the call that took them (futexes,
+    // execve's argument pages): they are named only when no pin explains the block.
+    let mut pinned = false;
+    for folio in pins.folios.values() {
+        pinned |= !folio.holds.is_empty() && overlaps(folio.pfn, folio.order, start, end);
+    }
     for (&address, g) in gets {
-        if !overlaps(g.pfn, g.order, start, end) {
+        if pinned || !overlaps(g.pfn, g.order, start, end) {
             continue;
         }
         add(
@@ -516,7 +524,7 @@ fn holders_in(
 
 #[cfg(test)]
 mod tests {
-    use gup_trace_common::{EventKind, Hook};
+    use gup_trace_common::{EventKind, Hook, folio_bit};
 
     use super::super::{FindingRules, PinEngine, synthetic::*};
     use super::*;
@@ -650,6 +658,9 @@ mod tests {
             (h.tgid, h.kind, h.entry),
             (300, HoldKind::Get, Hook::GetUserPagesFast)
         );
+        // Once its process is gone, its references are too.
+        run(&mut e, [exit(2 * S, 300)]);
+        assert!(e.blocking.gets.is_empty());
     }
 
     #[test]
@@ -695,5 +706,31 @@ mod tests {
             e.blocking.blocked.is_empty(),
             "a pin call's migrations block nothing"
         );
+    }
+
+    #[test]
+    fn pins_a_longterm_call_drops_before_migrating_are_not_held_afterwards() {
+        let mut e = engine();
+        // Inside one pin call: pin F1 (movable), unpin it, migrate, pin F2 (its copy).
+        let mut events = vec![grab(
+            1 * MS,
+            100,
+            transition(F1, 1, folio_bit::PIN, small(0), small(1)),
+        )];
+        events.extend(unpin_call(2 * MS, 100, &[(F1, small(1), small(0))]));
+        events.extend(pin_call(3 * MS, 100, &[F2], LONGTERM, 7));
+        run(&mut e, events);
+        let held: Vec<u64> = e.state.folios.keys().copied().collect();
+        assert_eq!(held, vec![F2], "only the copy stays pinned");
+        run(&mut e, [exit(1 * S, 100)]);
+        let orphans: Vec<_> = e
+            .findings(10 * S, None, true)
+            .into_iter()
+            .filter(|f| matches!(f, crate::engine::Finding::OrphanedPins(_)))
+            .collect();
+        let [crate::engine::Finding::OrphanedPins(o)] = orphans.as_slice() else {
+            panic!("one orphan expected: {orphans:?}")
+        };
+        assert_eq!(o.pages, 1, "F1's pin was given back inside the call");
     }
 }

@@ -299,7 +299,7 @@ fn longterm_text(out: &mut String, l: &super::LongtermSection) {
             } else if c.error < 0 {
                 format!("failed {}", c.error)
             } else {
-                format!("{} of {} pages", c.pages, c.requested)
+                format!("{} pins taken for {} pages asked", c.pages, c.requested)
             }
         );
     }
