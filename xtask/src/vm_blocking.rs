@@ -77,9 +77,9 @@ for b in /sys/devices/system/memory/memory*; do
     grep -q online $b/state || continue
     grep -q Movable $b/valid_zones || continue
     n=${b##*memory}
-    timeout 5 sh -c "echo offline > $b/state" 2>/dev/null; rc=$?
+    timeout 5 sh -c "echo offline > $b/state" 2>/tmp/offline.err; rc=$?
     kill -0 $D 2>/dev/null && dd=running || dd=done
-    echo "GUPTRACE-OFFLINE $n $rc $dd"
+    echo "GUPTRACE-OFFLINE $n $rc $dd $(tr '\n' ' ' </tmp/offline.err)"
     # Killed by timeout (124 or 128 + SIGTERM): the kernel was still retrying. Other
     # failures are refusals at once (a block with unmovable pages: memblock's boot-time
     # allocations at the top of memory).
@@ -91,6 +91,7 @@ for n in $FAILED; do
     timeout 30 sh -c "echo offline > /sys/devices/system/memory/memory$n/state" 2>/dev/null
     echo "GUPTRACE-REOFFLINE $n $?"
 done
+dmesg | grep -iE "offlin|isolat|migrat" | tail -5
 sleep 1
 kill -INT $R
 wait $R
