@@ -96,6 +96,8 @@ pub struct CheckRow {
     pub report: String,
     /// Whether the module scenarios ran (the module builds for this kernel).
     pub module: bool,
+    /// Why not, when it is the one accepted reason: the kernel's headers are not to be had.
+    pub no_headers: bool,
     pub seconds: f64,
     pub failures: Vec<String>,
 }
@@ -116,6 +118,7 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CheckRow {
         cells: vec!["-".into(); SCENARIOS.len()],
         report: "-".into(),
         module: false,
+        no_headers: false,
         seconds: 0.0,
         failures: Vec::new(),
     };
@@ -125,11 +128,14 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CheckRow {
             files.extend(extra);
             row.module = true;
         }
-        Err(e) => println!(
-            "vm-test: {}: no pinleak module ({}): its scenarios are skipped",
-            kernel.release,
-            first_line(&format!("{e:#}"))
-        ),
+        Err(e) => {
+            row.no_headers = kmod::NoHeaders::is_cause_of(&e);
+            println!(
+                "vm-test: {}: no pinleak module ({}): its scenarios are skipped",
+                kernel.release,
+                first_line(&format!("{e:#}"))
+            )
+        }
     }
     let initramfs = vm_dir().join(format!("check-{}.cpio.gz", kernel.release));
     if let Err(e) = vm::build_initramfs(&initramfs, &files, SCRIPT) {
