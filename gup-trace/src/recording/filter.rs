@@ -34,7 +34,9 @@ impl ProcessFilter {
     }
 
     /// Whether a replay applies `e`. Releases pass whoever made them, as in a live session: a
-    /// pin is often released by another task, and without the release it would look held.
+    /// pin is often released by another task, and without the release it would look held. A
+    /// GUP call passes when its caller or the owner of the memory it works on does (a kernel
+    /// worker pinning a process's pages), as in the kernel side; the cgroup is the caller's.
     pub fn keeps(&self, e: &TraceEvent) -> bool {
         let release = e.hook.class() == HookClass::Unpin
             || e.folio.is_some_and(|f| f.bits & folio_bit::RELEASE != 0);
@@ -42,9 +44,15 @@ impl ProcessFilter {
         if release || e.kind == EventKind::ProcessFork {
             return true;
         }
-        self.pid.is_none_or(|p| p == e.tgid)
+        let caller = self.pid.is_none_or(|p| p == e.tgid)
             && self.comm.as_deref().is_none_or(|c| e.comm == c)
-            && self.cgroup_id.is_none_or(|c| c == e.cgroup_id)
+            && self.cgroup_id.is_none_or(|c| c == e.cgroup_id);
+        caller
+            || e.owner().is_some_and(|(tgid, comm)| {
+                self.cgroup_id.is_none()
+                    && self.pid.is_none_or(|p| p == tgid)
+                    && self.comm.as_deref().is_none_or(|c| comm == c)
+            })
     }
 }
 
