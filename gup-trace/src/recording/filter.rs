@@ -71,3 +71,46 @@ pub fn describe(pid: Option<u32>, comm: Option<&str>, cgroup: Option<&dyn Displa
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use gup_trace_common::owner_bit;
+
+    use super::*;
+    use crate::engine::synthetic::{pin_call, remote_pin_call};
+
+    /// A worker's pin of a followed process's memory passes a filter on that process, as in
+    /// the kernel side; a pin of someone else's memory does not.
+    #[test]
+    fn a_call_passes_when_its_caller_or_its_memorys_owner_does() {
+        let by_pid = ProcessFilter {
+            pid: Some(100),
+            ..ProcessFilter::default()
+        };
+        let by_comm = ProcessFilter {
+            comm: Some("proc100".into()),
+            ..ProcessFilter::default()
+        };
+        for filter in [&by_pid, &by_comm] {
+            assert!(
+                remote_pin_call(1, 55, 100, &[1])
+                    .iter()
+                    .all(|e| filter.keeps(e))
+            );
+            assert!(
+                !remote_pin_call(1, 55, 200, &[1])
+                    .iter()
+                    .any(|e| filter.keeps(e))
+            );
+            assert!(pin_call(1, 100, &[1], 0, 1).iter().all(|e| filter.keeps(e)));
+        }
+        // The owner's cgroup is not read: with --cgroup, the caller decides alone.
+        let by_cgroup = ProcessFilter {
+            cgroup_id: Some(7),
+            ..ProcessFilter::default()
+        };
+        let mut call = remote_pin_call(1, 55, 100, &[1]);
+        call[0].owner_bits = owner_bit::KNOWN;
+        assert!(!by_cgroup.keeps(&call[0]));
+    }
+}
