@@ -9,6 +9,8 @@
 //!   function; they read the arguments and call `calls` and `folio`.
 //! - `mmap_lock`, `process`: the tracepoint programs (mmap_lock correlated with the GUP call
 //!   in progress through `calls`; process exits and forks).
+//! - `owner`: whose memory a GUP call works on (the mm's owner), and whether that owner passes
+//!   the filters.
 //! - `calls`: per-thread nesting of GUP and release calls, the call events, mmap_lock
 //!   correlation.
 //! - `folio`: finding a page's folio and reading its counts with the layout from userspace;
@@ -27,6 +29,7 @@ mod entry_points;
 mod folio;
 mod maps;
 mod mmap_lock;
+mod owner;
 mod process;
 mod state;
 

@@ -45,6 +45,21 @@ echo "GUPTRACE-RESULT $(gup-trace selftest --json --device /dev/nvme0n1 $LEGACY)
 /// default codepage).
 const FAT_MODULES: [&str; 3] = ["nls_cp437", "fat", "msdos"];
 
+/// scsi_debug, a slow disk on demand (its `delay`, in jiffies), and what it needs to appear as
+/// /dev/sdX, in load order: the leak scenarios hold short-term O_DIRECT pins with it.
+pub const SCSI_DEBUG_MODULES: [&str; 4] = ["scsi_common", "scsi_mod", "sd_mod", "scsi_debug"];
+
+/// Every module a guest of the matrix may load, fetched from the kernel's packages together.
+const GUEST_MODULES: [&str; 7] = [
+    FAT_MODULES[0],
+    FAT_MODULES[1],
+    FAT_MODULES[2],
+    SCSI_DEBUG_MODULES[0],
+    SCSI_DEBUG_MODULES[1],
+    SCSI_DEBUG_MODULES[2],
+    SCSI_DEBUG_MODULES[3],
+];
+
 /// Workload steps that must run in the guest (a skip fails the kernel): each provokes what no
 /// other step does, and the selftest checks it only when it ran.
 const REQUIRED_STEPS: [&str; 3] = [
@@ -86,9 +101,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let initramfs = vm_dir().join("selftest.cpio.gz");
     let mut files = vec![(binary.clone(), "/bin/gup-trace".to_string())];
     for kernel in &kernels {
-        let modules = fat_modules(kernel)
+        let modules = guest_modules(kernel)
             .with_context(|| format!("cannot get the FAT modules of {}", kernel.release))?;
-        for (name, path) in modules {
+        for (name, path) in modules.into_iter().filter(|m| FAT_MODULES.contains(&m.0)) {
             files.push((path, format!("/lib/modules/{}/{name}.ko", kernel.release)));
         }
     }
@@ -335,17 +350,17 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// The [`FAT_MODULES`] of `kernel` as (name, host path of the uncompressed .ko), taken once
+/// The [`GUEST_MODULES`] of `kernel` as (name, host path of the uncompressed .ko), taken once
 /// from its Debian package into `<kernel dir>/modules/`. Up to 6.18 the modules are in the
 /// image package itself; from 6.19 that one holds only the image and the modules are in
 /// `linux-modules-<release>` (same version).
-fn fat_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
+pub fn guest_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
     let dir = kernel
         .vmlinuz
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent", kernel.vmlinuz.display()))?
         .join("modules");
-    let wanted: Vec<(&str, PathBuf)> = FAT_MODULES
+    let wanted: Vec<(&str, PathBuf)> = GUEST_MODULES
         .iter()
         .map(|&name| (name, dir.join(format!("{name}.ko"))))
         .collect();
@@ -366,7 +381,7 @@ fn fat_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
     let partial = dir.with_file_name(".modules.partial");
     let _ = fs::remove_dir_all(&partial);
     create_dir(&partial)?;
-    let mut missing = FAT_MODULES.to_vec();
+    let mut missing = GUEST_MODULES.to_vec();
     for package in [image, format!("linux-modules-{}", kernel.release)] {
         let deb = download(&package, &kernel.package_version, &scratch)?;
         let members = output(
@@ -427,7 +442,7 @@ fn module_member<'a>(members: &'a str, name: &str) -> Option<&'a str> {
 
 /// `apt-get download package=version` into `dir` (the private apt configuration); the .deb.
 fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
-    println!("vm-test: downloading {package} {version} for its FAT modules");
+    println!("vm-test: downloading {package} {version} for its FAT and scsi_debug modules");
     run_cmd(
         kernels::apt_command("apt-get")?
             .args(["download", "-qq"])
