@@ -42,15 +42,26 @@ pub struct PinLedger {
     /// twice in one batch is checked once with all its references.
     #[serde(skip)]
     pending_releases: FastMap<u32, Vec<FolioTransition>>,
-    /// Pin releases (time, pages) per thread since its last pin or unpin call's event: that
-    /// event tells which of them happened inside the call (see [`FolioTotals`]).
+    /// Pin releases per thread since its last pin call's event, which tells which of them
+    /// happened inside the call; each unpin call's event marks those inside it (see
+    /// [`FolioTotals`]).
     #[serde(skip)]
-    recent_releases: FastMap<u32, Vec<(u64, u32)>>,
+    recent_releases: FastMap<u32, Vec<RecentRelease>>,
+}
+
+/// A pin release waiting to be placed inside a call or outside any.
+#[derive(Clone, Copy, Debug)]
+struct RecentRelease {
+    ts_ns: u64,
+    refs: u32,
+    /// Already counted inside an unpin call (which may itself run inside a pin call: an I/O
+    /// completion in interrupt context on a thread that is pinning).
+    in_unpin: bool,
 }
 
 /// Bound of [`PinLedger::recent_releases`] per thread: a thread that releases pins and never
-/// calls (interrupt context on an idle CPU) must not grow it without end.
-const RECENT_RELEASES_MAX: usize = 1 << 16;
+/// pins (interrupt context on an idle CPU) must not grow it without end.
+const RECENT_RELEASES_MAX: usize = 1 << 14;
 
 /// GUP_PIN_COUNTING_BIAS: what one pin adds to a small folio's refcount. 1 << 10 in every
 /// kernel since 5.7; a #define, so BTF cannot give it.
@@ -268,7 +279,11 @@ impl PinLedger {
                 if recent.len() >= RECENT_RELEASES_MAX {
                     recent.drain(..RECENT_RELEASES_MAX / 2);
                 }
-                recent.push((event.ts_ns, t.refs));
+                recent.push(RecentRelease {
+                    ts_ns: event.ts_ns,
+                    refs: t.refs,
+                    in_unpin: false,
+                });
             }
             self.pending_releases.entry(event.tid).or_default().push(*t);
             return;
@@ -297,21 +312,27 @@ impl PinLedger {
     /// A release call's folios, checked once per folio with all the references the call
     /// dropped on it (its counts were read at the call's entry and return).
     /// A pin or unpin call of `event.tid` returned: its releases since the call started were
-    /// made inside it; earlier ones were inside no call of this thread.
+    /// made inside it. A pin call's event ends the list (earlier releases were inside no pin
+    /// call); an unpin call's event only marks its own, since it may run inside a pin call
+    /// whose event comes later.
     fn classify_recent_releases(&mut self, event: &TraceEvent, class: HookClass) {
-        let Some(recent) = self.recent_releases.remove(&event.tid) else {
-            return;
-        };
         let start = event.ts_ns.saturating_sub(event.duration_ns);
-        let inside: u64 = recent
-            .iter()
-            .filter(|(ts, _)| *ts >= start)
-            .map(|(_, refs)| u64::from(*refs))
-            .sum();
+        let inside = |r: &&mut RecentRelease| r.ts_ns >= start;
         if class == HookClass::Pin {
-            self.folios.released_in_pin_calls += inside;
-        } else {
-            self.folios.released_in_unpin_calls += inside;
+            let Some(mut recent) = self.recent_releases.remove(&event.tid) else {
+                return;
+            };
+            let pages: u64 = recent
+                .iter_mut()
+                .filter(inside)
+                .map(|r| u64::from(r.refs))
+                .sum();
+            self.folios.released_in_pin_calls += pages;
+        } else if let Some(recent) = self.recent_releases.get_mut(&event.tid) {
+            for r in recent.iter_mut().filter(inside).filter(|r| !r.in_unpin) {
+                r.in_unpin = true;
+                self.folios.released_in_unpin_calls += u64::from(r.refs);
+            }
         }
     }
 
@@ -592,6 +613,17 @@ mod tests {
         assert_eq!(f.released_in_pin_calls, 1, "only the release at 12 ns");
         assert_eq!(f.released_in_unpin_calls, 2);
         assert_eq!(f.zero_page_releases, 1);
+        // An I/O completion unpins 2 pages in interrupt context (52-53 ns) while thread 7 is
+        // inside a pin call (50-60 ns): inside both.
+        l.apply(&folio_ev(52, unpin, 0xf000, 2, rel | LARGE, (3, 2), (1, 0)));
+        let mut irq = ev(53, 7, unpin, 2);
+        (irq.tid, irq.duration_ns) = (7, 2);
+        l.apply(&irq);
+        let mut pin = ev(60, 7, Hook::PinUserPagesFast, 6);
+        (pin.tid, pin.duration_ns) = (7, 10);
+        l.apply(&pin);
+        let f = &l.folios;
+        assert_eq!((f.released_in_pin_calls, f.released_in_unpin_calls), (3, 4));
     }
 
     #[test]
