@@ -68,12 +68,14 @@ long_held_released() {
         sleep 0.1
     done
     if [ -z "$D" ]; then echo "GUPTRACE-SKIP long_held_released: no scsi_debug disk appeared"; return; fi
-    # Does O_DIRECT pin here? The kernel's own counter over one fast read says.
+    # Does O_DIRECT pin here? The kernel's own counter over a fast read of 1024 pages says
+    # (per-CPU deltas reach /proc/vmstat in batches: one page could stay unseen for a while).
     before=$(awk '$1 == "nr_foll_pin_acquired" {print $2}' /proc/vmstat)
-    dd if=/dev/$D of=/dev/null iflag=direct bs=4096 count=1 2>/dev/null
+    dd if=/dev/$D of=/dev/null iflag=direct bs=1M count=4 2>/dev/null
+    sleep 1
     after=$(awk '$1 == "nr_foll_pin_acquired" {print $2}' /proc/vmstat)
     if [ "$after" = "$before" ]; then
-        echo "GUPTRACE-SKIP long_held_released: an O_DIRECT read took no pin (nr_foll_pin_acquired stayed $before): this kernel's O_DIRECT takes FOLL_GET references"
+        echo "GUPTRACE-SKIP long_held_released: an O_DIRECT read of 1024 pages took no pin (nr_foll_pin_acquired stayed $before): this kernel's O_DIRECT takes FOLL_GET references"
         return
     fi
     echo @DELAY_JIFFIES@ > /sys/bus/pseudo/drivers/scsi_debug/delay
