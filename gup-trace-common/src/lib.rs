@@ -30,6 +30,9 @@ pub enum HookClass {
     /// The scheduler's process tracepoints: which processes exist, so that pins a process
     /// left behind when it exited can be told from pins it still holds.
     Process,
+    /// What pins block: page migration and isolation failing (the migrate and page_isolation
+    /// tracepoints) and memory offlining (`offline_pages`).
+    Migration,
 }
 
 macro_rules! hooks {
@@ -64,6 +67,11 @@ macro_rules! hooks {
                     HookClass::Process => match self {
                         Hook::SchedProcessExit => Some("sched"),
                         _ => Some("task"),
+                    },
+                    HookClass::Migration => match self {
+                        Hook::MmMigratePages => Some("migrate"),
+                        Hook::TestPagesIsolated => Some("page_isolation"),
+                        _ => None,
                     },
                     _ => None,
                 }
@@ -110,6 +118,9 @@ hooks! {
     MmapLockAcquireReturned = 27, "mmap_lock_acquire_returned", MmapLock;
     SchedProcessExit = 28, "sched_process_exit", Process;
     TaskNewtask = 29, "task_newtask", Process;
+    MmMigratePages = 30, "mm_migrate_pages", Migration;
+    TestPagesIsolated = 31, "test_pages_isolated", Migration;
+    OfflinePages = 32, "offline_pages", Migration;
 }
 
 /// Marks "no GUP call in progress" in [`Event::call_hook`].
@@ -148,6 +159,36 @@ pub enum EventKind {
     /// A process was created (not a thread): `tgid`, `tid` and `comm` are the parent's, `start`
     /// is the child's pid.
     ProcessFork = 5,
+    /// `mm_migrate_pages` fired (see `migration_event` for the fields it fills). Inside a
+    /// traced GUP call: one event per firing, `call_hook`/`stack_id` naming the call (a
+    /// FOLL_LONGTERM pin migrating movable memory first). Elsewhere only failures, aggregated
+    /// per thread: at most one event per 500 ms, summing the firings since the last.
+    Migration = 6,
+    /// `test_pages_isolated` found a page it could not isolate (or succeeded after failing),
+    /// aggregated per thread like `Migration`.
+    Isolation = 7,
+    /// `offline_pages` returned.
+    OfflineEnd = 8,
+}
+
+/// Which [`Event`] fields the `Migration`, `Isolation` and `OfflineEnd` events fill (the
+/// struct is shared with every other event, so these reuse its fields).
+pub mod migration_event {
+    //! - `Migration`: `pages` folios migrated, `requested` folios that failed, `gup_flags` the
+    //!   `enum migrate_reason` value, `folio.refs` how many times the tracepoint fired,
+    //!   `duration_ns` from the first of those firings to the last; inside `offline_pages`
+    //!   `start` and `folio.pfn` are the pfn range offlined (`[start, folio.pfn)`), else 0.
+    //! - `Isolation`: `start`, `requested` the pfn range `[start, requested)`, `folio.pfn` the
+    //!   first pfn that could not be isolated (`fin_pfn`; equal to the end on success),
+    //!   `folio.refs` the attempts aggregated, `duration_ns` from the first to the last,
+    //!   `error` -16 (EBUSY) when the range could not be isolated, 0 when it was.
+    //! - `OfflineEnd`: `start`, `requested` the pfn range, `error` the return value,
+    //!   `duration_ns` how long `offline_pages` ran.
+    //!
+    //! None of them carries a `FolioTransition` of a grab: `folio.folio` stays 0.
+
+    /// Most milliseconds between two aggregated events of one thread.
+    pub const AGGREGATE_MS: u64 = 500;
 }
 
 impl EventKind {
@@ -159,6 +200,9 @@ impl EventKind {
             3 => Some(EventKind::MmapLockRelease),
             4 => Some(EventKind::ProcessExit),
             5 => Some(EventKind::ProcessFork),
+            6 => Some(EventKind::Migration),
+            7 => Some(EventKind::Isolation),
+            8 => Some(EventKind::OfflineEnd),
             _ => None,
         }
     }
@@ -472,6 +516,15 @@ pub mod global {
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
     /// A [`crate::MmOwnerLayout`].
     pub const MM_OWNER_LAYOUT: &str = "MM_OWNER_LAYOUT";
+    /// Offsets of `succeeded`, `failed` and `reason` in the mm_migrate_pages record (0:
+    /// unknown, and the tracepoint reports nothing).
+    pub const MIGRATE_SUCCEEDED_OFFSET: &str = "MIGRATE_SUCCEEDED_OFFSET";
+    pub const MIGRATE_FAILED_OFFSET: &str = "MIGRATE_FAILED_OFFSET";
+    pub const MIGRATE_REASON_OFFSET: &str = "MIGRATE_REASON_OFFSET";
+    /// Offsets of `start_pfn`, `end_pfn` and `fin_pfn` in the test_pages_isolated record.
+    pub const ISOLATED_START_OFFSET: &str = "ISOLATED_START_OFFSET";
+    pub const ISOLATED_END_OFFSET: &str = "ISOLATED_END_OFFSET";
+    pub const ISOLATED_FIN_OFFSET: &str = "ISOLATED_FIN_OFFSET";
 }
 
 /// Indices into the `SETTINGS` array: switches userspace sets after the programs are attached

@@ -17,6 +17,7 @@ use gup_trace_common::Hook;
 use crate::{
     calls,
     folio::{self, Released},
+    migration,
 };
 
 /// Reads arguments from either flavour of entry context, always as plain integers.
@@ -309,5 +310,31 @@ pub fn kprobe___get_user_pages(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kretprobe___get_user_pages(_ctx: RetProbeContext) -> u32 {
     calls::slow_walk_exit();
+    0
+}
+
+// offline_pages(start_pfn, nr_pages, zone, group): memory offlining, whose pfn range the
+// migration and isolation tracepoints report about while it runs (see `migration`).
+#[fentry]
+pub fn fentry_offline_pages(ctx: FEntryContext) -> u32 {
+    migration::offline_enter(ctx.arg_u64(0), ctx.arg_u64(1));
+    0
+}
+
+#[fexit]
+pub fn fexit_offline_pages(ctx: FExitContext) -> u32 {
+    migration::offline_exit(&ctx, ctx.ret::<i32>().unwrap_or(0));
+    0
+}
+
+#[kprobe]
+pub fn kprobe_offline_pages(ctx: ProbeContext) -> u32 {
+    migration::offline_enter(ctx.arg_u64(0), ctx.arg_u64(1));
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_offline_pages(ctx: RetProbeContext) -> u32 {
+    migration::offline_exit(&ctx, ctx.ret::<i32>());
     0
 }

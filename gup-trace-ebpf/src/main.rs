@@ -11,6 +11,8 @@
 //!   in progress through `calls`; process exits and forks).
 //! - `owner`: whose memory a GUP call works on (the mm's owner), and whether that owner passes
 //!   the filters.
+//! - `migration`: what pins block: the migrate and page_isolation tracepoints and memory
+//!   offlining (called by `entry_points` for `offline_pages`).
 //! - `calls`: per-thread nesting of GUP and release calls, the call events, mmap_lock
 //!   correlation.
 //! - `folio`: finding a page's folio and reading its counts with the layout from userspace;
@@ -28,6 +30,7 @@ mod calls;
 mod entry_points;
 mod folio;
 mod maps;
+mod migration;
 mod mmap_lock;
 mod owner;
 mod process;

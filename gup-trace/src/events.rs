@@ -113,7 +113,13 @@ impl TraceEvent {
             call_hook,
             path: raw.path,
             lock: raw.lock,
-            folio: (kind == EventKind::Folio).then_some(raw.folio),
+            // Migration events reuse the folio part for a pfn and a count (see
+            // gup_trace_common::migration_event).
+            folio: matches!(
+                kind,
+                EventKind::Folio | EventKind::Migration | EventKind::Isolation
+            )
+            .then_some(raw.folio),
             owner_tgid: raw.owner_tgid,
             owner_comm: Comm::new(raw.owner_comm),
             owner_bits: raw.owner_bits,

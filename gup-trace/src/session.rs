@@ -154,6 +154,36 @@ impl Session {
             )
             .override_global(global::NEWTASK_PID_OFFSET, &facts.newtask_offsets.0, true)
             .override_global(global::NEWTASK_FLAGS_OFFSET, &facts.newtask_offsets.1, true)
+            .override_global(
+                global::MIGRATE_SUCCEEDED_OFFSET,
+                &facts.migrate_offsets[0],
+                true,
+            )
+            .override_global(
+                global::MIGRATE_FAILED_OFFSET,
+                &facts.migrate_offsets[1],
+                true,
+            )
+            .override_global(
+                global::MIGRATE_REASON_OFFSET,
+                &facts.migrate_offsets[2],
+                true,
+            )
+            .override_global(
+                global::ISOLATED_START_OFFSET,
+                &facts.isolated_offsets[0],
+                true,
+            )
+            .override_global(
+                global::ISOLATED_END_OFFSET,
+                &facts.isolated_offsets[1],
+                true,
+            )
+            .override_global(
+                global::ISOLATED_FIN_OFFSET,
+                &facts.isolated_offsets[2],
+                true,
+            )
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;

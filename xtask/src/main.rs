@@ -15,6 +15,7 @@ mod series;
 mod setup;
 mod test;
 mod vm;
+mod vm_blocking;
 mod vm_boot;
 mod vm_check;
 mod vm_run;
@@ -57,6 +58,9 @@ enum Task {
     /// Boot stock Debian kernels in QEMU with a minimal initramfs and print a table
     /// (a check of the VM plumbing that vm-test and demo use).
     VmBoot(vm_boot::Options),
+    /// Only vm-test's "what pins block" scenarios (movablecore, scsi_debug, io_uring) on the
+    /// chosen kernels.
+    VmBlocking(vm_blocking::Options),
 }
 
 fn main() -> Result<()> {
@@ -71,6 +75,7 @@ fn main() -> Result<()> {
         Task::Kmod(opts) => kmod::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
         Task::VmBoot(opts) => vm_boot::run(&opts),
+        Task::VmBlocking(opts) => vm_blocking::run_alone(&opts),
     }
 }
 

@@ -208,11 +208,10 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CheckRow {
             )
         }
     }
-    match vm_test::guest_modules(kernel) {
+    match vm_test::package_modules(kernel, &vm_test::SCSI_DEBUG_MODULES) {
         Ok(modules) => files.extend(
             modules
                 .into_iter()
-                .filter(|m| vm_test::SCSI_DEBUG_MODULES.contains(&m.0))
                 .map(|(name, path)| (path, format!("/lib/modules/{}/{name}.ko", kernel.release))),
         ),
         Err(e) => println!(

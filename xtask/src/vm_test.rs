@@ -24,7 +24,7 @@ use crate::{
     paths::vm_dir,
     series::KernelSeriesList,
     vm::{self, Boot, VERDICT_PREFIX},
-    vm_check,
+    vm_blocking, vm_check,
 };
 
 const SELFTEST_SCRIPT: &str = r#"
@@ -48,17 +48,6 @@ const FAT_MODULES: [&str; 3] = ["nls_cp437", "fat", "msdos"];
 /// scsi_debug, a slow disk on demand (its `delay`, in jiffies), and what it needs to appear as
 /// /dev/sdX, in load order: the leak scenarios hold short-term O_DIRECT pins with it.
 pub const SCSI_DEBUG_MODULES: [&str; 4] = ["scsi_common", "scsi_mod", "sd_mod", "scsi_debug"];
-
-/// Every module a guest of the matrix may load, fetched from the kernel's packages together.
-const GUEST_MODULES: [&str; 7] = [
-    FAT_MODULES[0],
-    FAT_MODULES[1],
-    FAT_MODULES[2],
-    SCSI_DEBUG_MODULES[0],
-    SCSI_DEBUG_MODULES[1],
-    SCSI_DEBUG_MODULES[2],
-    SCSI_DEBUG_MODULES[3],
-];
 
 /// Workload steps that must run in the guest (a skip fails the kernel): each provokes what no
 /// other step does, and the selftest checks it only when it ran.
@@ -101,9 +90,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let initramfs = vm_dir().join("selftest.cpio.gz");
     let mut files = vec![(binary.clone(), "/bin/gup-trace".to_string())];
     for kernel in &kernels {
-        let modules = guest_modules(kernel)
+        let modules = package_modules(kernel, &FAT_MODULES)
             .with_context(|| format!("cannot get the FAT modules of {}", kernel.release))?;
-        for (name, path) in modules.into_iter().filter(|m| FAT_MODULES.contains(&m.0)) {
+        for (name, path) in modules {
             files.push((path, format!("/lib/modules/{}/{name}.ko", kernel.release)));
         }
     }
@@ -133,11 +122,20 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     print_check_table(&checks);
 
+    let mut blocking = Vec::new();
+    for kernel in &kernels {
+        println!("vm-test: {}: what pins block ...", kernel.release);
+        blocking.push(vm_blocking::run(kernel, &binary, &logs));
+    }
+    vm_blocking::print_table(&blocking);
+    let failed_blocking = blocking.iter().filter(|r| !r.failures.is_empty()).count();
+
     let failed = rows.iter().filter(|r| r.failure.is_some()).count();
     let failed_checks = checks.iter().filter(|r| !r.failures.is_empty()).count();
-    if failed > 0 || failed_checks > 0 {
+    if failed > 0 || failed_checks > 0 || failed_blocking > 0 {
         bail!(
-            "{failed} of {} kernels failed the selftest and {failed_checks} the leak scenarios (consoles in {})",
+            "{failed} of {} kernels failed the selftest, {failed_checks} the leak scenarios and \
+             {failed_blocking} the blocking scenarios (consoles in {})",
             rows.len(),
             logs.display()
         );
@@ -350,17 +348,20 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// The [`GUEST_MODULES`] of `kernel` as (name, host path of the uncompressed .ko), taken once
+/// The `names` modules of `kernel` as (name, host path of the uncompressed .ko), taken once
 /// from its Debian package into `<kernel dir>/modules/`. Up to 6.18 the modules are in the
 /// image package itself; from 6.19 that one holds only the image and the modules are in
 /// `linux-modules-<release>` (same version).
-pub fn guest_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
+pub fn package_modules(
+    kernel: &Kernel,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, PathBuf)>> {
     let dir = kernel
         .vmlinuz
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent", kernel.vmlinuz.display()))?
         .join("modules");
-    let wanted: Vec<(&str, PathBuf)> = GUEST_MODULES
+    let wanted: Vec<(&str, PathBuf)> = names
         .iter()
         .map(|&name| (name, dir.join(format!("{name}.ko"))))
         .collect();
@@ -381,8 +382,22 @@ pub fn guest_modules(kernel: &Kernel) -> Result<Vec<(&'static str, PathBuf)>> {
     let partial = dir.with_file_name(".modules.partial");
     let _ = fs::remove_dir_all(&partial);
     create_dir(&partial)?;
-    let mut missing = GUEST_MODULES.to_vec();
+    // Modules extracted before (for other callers) are kept.
+    if dir.is_dir() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            fs::copy(entry.path(), partial.join(entry.file_name()))?;
+        }
+    }
+    let mut missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !partial.join(format!("{name}.ko")).exists())
+        .collect();
     for package in [image, format!("linux-modules-{}", kernel.release)] {
+        if missing.is_empty() {
+            break;
+        }
         let deb = download(&package, &kernel.package_version, &scratch)?;
         let members = output(
             Command::new("sh")
@@ -442,7 +457,7 @@ fn module_member<'a>(members: &'a str, name: &str) -> Option<&'a str> {
 
 /// `apt-get download package=version` into `dir` (the private apt configuration); the .deb.
 fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
-    println!("vm-test: downloading {package} {version} for its FAT and scsi_debug modules");
+    println!("vm-test: downloading {package} {version} for its modules");
     run_cmd(
         kernels::apt_command("apt-get")?
             .args(["download", "-qq"])

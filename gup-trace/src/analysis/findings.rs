@@ -32,6 +32,11 @@ impl FindingSubject {
                 format!("bias/{}/{:#x}/{}", b.tgid, b.folio, b.ts_ns),
             ),
             Finding::CounterDrift(_) => (None, "drift".to_string()),
+            // About the holder the most pages in the range, when one is known.
+            Finding::BlockedMigration(b) => (
+                b.holders.first().map(|h| h.tgid),
+                format!("blocked/{:?}/{}", b.blocked, b.first_ns),
+            ),
         };
         let exited = match f {
             Finding::OrphanedPins(h) => h.exited_ns,

@@ -29,6 +29,9 @@ pub enum Finding {
     /// gup-trace's totals differ from /proc/vmstat's over the same run: it missed events (lost,
     /// or from a hook that is not attached), so its other findings may be incomplete.
     CounterDrift(CounterDrift),
+    /// The kernel could not isolate or migrate a pfn range (memory offline, ...): the pinned
+    /// and referenced folios in it, with their holders.
+    BlockedMigration(super::blocking::BlockedMigration),
 }
 
 impl Finding {
@@ -37,7 +40,10 @@ impl Finding {
     pub fn is_problem(&self) -> bool {
         matches!(
             self,
-            Finding::OrphanedPins(_) | Finding::UnbalancedRelease(_) | Finding::LongHeldPin(_)
+            Finding::OrphanedPins(_)
+                | Finding::UnbalancedRelease(_)
+                | Finding::LongHeldPin(_)
+                | Finding::BlockedMigration(_)
         )
     }
 
@@ -48,6 +54,7 @@ impl Finding {
             Finding::LongHeldPin(_) => "long-held short-term pin",
             Finding::BiasAnomaly(_) => "bias anomaly",
             Finding::CounterDrift(_) => "counter drift",
+            Finding::BlockedMigration(_) => "blocked migration",
         }
     }
 }

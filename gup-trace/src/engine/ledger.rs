@@ -222,6 +222,8 @@ impl PinLedger {
                 return;
             }
             (EventKind::ProcessExit | EventKind::ProcessFork, _) => return,
+            // What pins block is the blocking view's (engine::blocking), not the totals'.
+            (EventKind::Migration | EventKind::Isolation | EventKind::OfflineEnd, _) => return,
             _ => {}
         }
         if event.hook.class() == HookClass::Unpin
@@ -260,7 +262,11 @@ impl PinLedger {
                 process.released += event.pages;
             }
             // Only folio and mmap_lock events come from these, handled above.
-            HookClass::Grab | HookClass::SlowPath | HookClass::MmapLock | HookClass::Process => {}
+            HookClass::Grab
+            | HookClass::SlowPath
+            | HookClass::MmapLock
+            | HookClass::Process
+            | HookClass::Migration => {}
         }
     }
 

@@ -5,8 +5,11 @@
 //!   check of every folio transition (what `selftest` compares with /proc/vmstat).
 //! - [`pins`]: who holds which pins, per folio, process and call site.
 //! - [`findings`]: leaks and anomalies, with their evidence.
+//! - [`blocking`]: what pins block: failed isolation and migration with the holders in the
+//!   range, and the migrations inside FOLL_LONGTERM pin calls.
 //! - [`reorder`]: puts events from different CPUs back in time order first.
 
+pub mod blocking;
 pub mod findings;
 pub mod ledger;
 pub mod pins;
@@ -33,6 +36,7 @@ pub struct PinEngine {
     reorder: reorder::ReorderBuffer,
     pub ledger: PinLedger,
     pub state: PinState,
+    pub blocking: blocking::BlockingState,
     pub rules: FindingRules,
     /// Time of the newest event applied: "now" for a recording.
     pub newest_ns: u64,
@@ -46,6 +50,7 @@ impl PinEngine {
             reorder: reorder::ReorderBuffer::new(REORDER_HOLD_NS),
             ledger: PinLedger::new(start_ns),
             state: PinState::new(foll_longterm, rules.long_pin_ns),
+            blocking: blocking::BlockingState::default(),
             rules,
             newest_ns: start_ns,
         }
@@ -69,11 +74,12 @@ impl PinEngine {
             reorder,
             ledger,
             state,
+            blocking,
             newest_ns,
             ..
         } = self;
         (reorder, move |e: TraceEvent| {
-            apply(ledger, state, newest_ns, &e)
+            apply(ledger, state, blocking, newest_ns, &e)
         })
     }
 
@@ -92,6 +98,13 @@ impl PinEngine {
         folio_level: bool,
     ) -> Vec<Finding> {
         let mut all = findings::held_pin_findings(&self.state, &self.rules, now_ns);
+        all.extend(
+            self.blocking
+                .blocked
+                .iter()
+                .cloned()
+                .map(Finding::BlockedMigration),
+        );
         all.extend(
             self.state
                 .unbalanced
@@ -119,10 +132,17 @@ impl PinEngine {
     }
 }
 
-fn apply(ledger: &mut PinLedger, state: &mut PinState, newest_ns: &mut u64, e: &TraceEvent) {
+fn apply(
+    ledger: &mut PinLedger,
+    state: &mut PinState,
+    blocking: &mut blocking::BlockingState,
+    newest_ns: &mut u64,
+    e: &TraceEvent,
+) {
     *newest_ns = (*newest_ns).max(e.ts_ns);
     ledger.apply(e);
     state.apply(e);
+    blocking.apply(e, state);
 }
 
 #[cfg(test)]

@@ -288,6 +288,8 @@ impl PinState {
                 self.processes[p as usize].exited_ns = Some(e.ts_ns);
             }
             EventKind::ProcessFork => self.apply_fork(e),
+            // What pins block: engine::blocking reads these against the folios here.
+            EventKind::Migration | EventKind::Isolation | EventKind::OfflineEnd => {}
         }
     }
 
@@ -537,7 +539,11 @@ impl PinState {
             }
         }
         let Some(folio) = self.folios.get_mut(&t.folio) else {
-            self.pre_existing_releases += u64::from(refs - excess);
+            // A FOLL_LONGTERM pin call unpins what it pinned in ZONE_MOVABLE before migrating it
+            // and pinning again: those pins wait in `pending` for the call's event, and are
+            // taken back here, or they would look held for ever (and orphaned at exit).
+            let left = self.cancel_pending(call.tid, t.folio, refs - excess);
+            self.pre_existing_releases += u64::from(left);
             return;
         };
         let mut left = refs - excess;
@@ -588,6 +594,21 @@ impl PinState {
         if folio.holds.is_empty() {
             self.folios.remove(&t.folio);
         }
+    }
+
+    /// Takes up to `refs` pins on `folio` back from the grabs waiting for `tid`'s GUP call;
+    /// what could not be taken back.
+    fn cancel_pending(&mut self, tid: u32, folio: u64, mut refs: u32) -> u32 {
+        let Some(grabs) = self.pending.get_mut(&tid) else {
+            return refs;
+        };
+        for (t, _) in grabs.iter_mut().filter(|(t, _)| t.folio == folio) {
+            let n = refs.min(t.refs);
+            t.refs -= n;
+            refs -= n;
+        }
+        grabs.retain(|(t, _)| t.refs > 0);
+        refs
     }
 
     /// The most pages pinned at once since the last call (pins taken and released between two

@@ -43,6 +43,13 @@ pub struct KernelFacts {
     pub lock_success_offset: u32,
     /// Offsets of `pid` and `clone_flags` in the task_newtask record; 0 when unknown.
     pub newtask_offsets: (u32, u32),
+    /// Offsets of `succeeded`, `failed`, `reason` in mm_migrate_pages' record; 0 when unknown.
+    pub migrate_offsets: [u32; 3],
+    /// Offsets of `start_pfn`, `end_pfn`, `fin_pfn` in test_pages_isolated's record.
+    pub isolated_offsets: [u32; 3],
+    /// `enum migrate_reason` from BTF (`MR_COMPACTION`, ...): the names of
+    /// mm_migrate_pages' reasons, which moved between kernels (MR_DEMOTION, MR_DAMON).
+    pub migrate_reasons: Vec<(String, u32)>,
     kprobe_pmu: bool,
 }
 
@@ -133,6 +140,15 @@ impl KernelFacts {
                 tracepoint_field_offset("task/task_newtask", "pid").unwrap_or(0),
                 tracepoint_field_offset("task/task_newtask", "clone_flags").unwrap_or(0),
             ),
+            migrate_offsets: ["succeeded", "failed", "reason"]
+                .map(|f| tracepoint_field_offset("migrate/mm_migrate_pages", f).unwrap_or(0)),
+            isolated_offsets: ["start_pfn", "end_pfn", "fin_pfn"].map(|f| {
+                tracepoint_field_offset("page_isolation/test_pages_isolated", f).unwrap_or(0)
+            }),
+            migrate_reasons: types
+                .as_ref()
+                .map(|b| btf_enum_constants(b, "MR_"))
+                .unwrap_or_default(),
             kprobe_pmu: Path::new(KPROBE_PMU).exists(),
         })
     }
@@ -429,6 +445,9 @@ fn cost_of_missing(hook: Hook) -> &'static str {
             HookClass::MmapLock => "mmap_lock activity is not seen",
             HookClass::Process => {
                 "process exits and forks are not seen: no orphaned-pin findings, no pid-reuse detection"
+            }
+            HookClass::Migration => {
+                "failed migration, isolation or memory offlining is not seen: no blocked-migration findings"
             }
         },
     }

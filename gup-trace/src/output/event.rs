@@ -37,6 +37,21 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         (EventKind::MmapLockRelease, _) => ("mmap", "-".to_string(), e.hook.name()),
         (EventKind::ProcessExit, _) => ("exit", "-".to_string(), e.hook.name()),
         (EventKind::ProcessFork, _) => ("fork", "-".to_string(), e.hook.name()),
+        (EventKind::Migration, _) => (
+            if e.requested > 0 { "migr!" } else { "migr" },
+            format!("{}/{}", e.pages, e.pages + e.requested),
+            e.hook.name(),
+        ),
+        (EventKind::Isolation, _) => (
+            if e.error < 0 { "isol!" } else { "isol" },
+            "-".to_string(),
+            e.hook.name(),
+        ),
+        (EventKind::OfflineEnd, _) => (
+            if e.error < 0 { "offl!" } else { "offl" },
+            "-".to_string(),
+            e.hook.name(),
+        ),
         _ => {
             let (what, pages) = match e.hook.class() {
                 HookClass::Pin if e.error < 0 => ("pin!", format!("err {}", e.error)),
@@ -61,6 +76,9 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
     match (e.kind, &e.folio) {
         (EventKind::Folio, Some(f)) => {
             let _ = write!(line, "  {}", folio_detail(f));
+        }
+        (EventKind::Migration | EventKind::Isolation | EventKind::OfflineEnd, _) => {
+            let _ = write!(line, "  {}", super::migration::detail(e));
         }
         (EventKind::MmapLockDrop, _) => {
             let _ = write!(line, "  {:#014x}  dropped during", e.start);
@@ -145,6 +163,9 @@ pub struct EventRecord<'a> {
     /// Folio events: the folio and its counts before and after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folio: Option<FolioRecord>,
+    /// Migration, isolation and offline events: what the kernel moved or could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration: Option<super::migration::MigrationRecord>,
     /// Fork events: the new process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub child: Option<u32>,
@@ -213,6 +234,9 @@ impl<'a> EventRecord<'a> {
             comm: &e.comm,
             event: match (e.kind, e.hook.class()) {
                 (EventKind::Folio, _) => "folio",
+                (EventKind::Migration, _) => "migration",
+                (EventKind::Isolation, _) => "isolation",
+                (EventKind::OfflineEnd, _) => "offline_end",
                 (EventKind::MmapLockDrop, _) => "mmap_lock_drop",
                 (EventKind::MmapLockRelease, _) => "mmap_lock",
                 (EventKind::ProcessExit, _) => "exit",
@@ -245,7 +269,12 @@ impl<'a> EventRecord<'a> {
                     drops: e.lock.drops,
                 },
             ),
-            folio: e.folio.as_ref().map(FolioRecord::from),
+            folio: e
+                .folio
+                .as_ref()
+                .filter(|_| e.kind == EventKind::Folio)
+                .map(FolioRecord::from),
+            migration: super::migration::MigrationRecord::of(e),
             child: (e.kind == EventKind::ProcessFork).then_some(e.start as u32),
             during: e
                 .call_hook

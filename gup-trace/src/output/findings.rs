@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::stack_lines;
 use crate::engine::{
     Finding,
+    blocking::{BlockedMigration, HoldKind},
     findings::{HeldFolio, HeldPins},
 };
 use crate::symbols::CallStack;
@@ -147,8 +148,102 @@ pub fn finding_text(
                 d.pinned, d.released, d.vmstat_acquired, d.vmstat_released,
             );
         }
+        Finding::BlockedMigration(b) => {
+            blocked_text(&mut out, &title, b, start_ns, stacks, stack_depth)
+        }
     }
     out
+}
+
+/// A blocked range: what was blocked, how often the kernel failed, how it ended, then each
+/// holder with its folios and the stack that took them.
+fn blocked_text(
+    out: &mut String,
+    title: &str,
+    b: &BlockedMigration,
+    start_ns: u64,
+    stacks: &mut StackLookup,
+    stack_depth: usize,
+) {
+    let (start, end) = b.blocked.range();
+    let _ = writeln!(
+        out,
+        "  {title}: {} of pfn {start:#x}-{end:#x} by pid {} ({}) blocked from {} to {}: {}          failed to migrate in {}, {}{}",
+        b.blocked.name(),
+        b.by_tgid,
+        b.by_comm,
+        at(b.first_ns, start_ns),
+        at(b.last_ns, start_ns),
+        plural(b.migrate_failed, "folio", "folios"),
+        plural(
+            b.migrate_attempts,
+            "migration attempt",
+            "migration attempts"
+        ),
+        plural(
+            b.isolation_failures,
+            "failed isolation",
+            "failed isolations"
+        ),
+        b.busy_pfn
+            .map_or(String::new(), |p| format!(", first busy pfn {p:#x}")),
+    );
+    let _ = writeln!(
+        out,
+        "      outcome: {}",
+        match (b.outcome, b.ended_ns) {
+            (Some(0), Some(t)) => format!(
+                "succeeded at {} (after the holders let go)",
+                at(t, start_ns)
+            ),
+            (Some(err), Some(t)) => format!("gave up at {} with error {err}", at(t, start_ns)),
+            _ => "still blocked when last seen".to_string(),
+        }
+    );
+    if b.holders.is_empty() {
+        out.push_str(
+            "      holders: none known (pins taken before tracing began, by an untraced path, or \
+             references that are not GUP's)\n",
+        );
+    }
+    for h in &b.holders {
+        let _ = writeln!(
+            out,
+            "      held by pid {} ({}): {} in {} through {}{}, the oldest at {}",
+            h.tgid,
+            h.comm,
+            plural(
+                h.pages,
+                if h.kind == HoldKind::Pin {
+                    "pin"
+                } else {
+                    "FOLL_GET reference"
+                },
+                if h.kind == HoldKind::Pin {
+                    "pins"
+                } else {
+                    "FOLL_GET references"
+                },
+            ),
+            plural(h.folios, "folio", "folios"),
+            h.entry.name(),
+            if h.longterm { " (FOLL_LONGTERM)" } else { "" },
+            at(h.oldest_ns, start_ns),
+        );
+        let shown: Vec<String> = h
+            .examples
+            .iter()
+            .map(|f| format!("pfn {:#x} order {}", f.pfn, f.order))
+            .collect();
+        let _ = writeln!(out, "        folios: {}", shown.join(", "));
+        match h.stack_id {
+            Some(id) => {
+                out.push_str("        kernel stack that took them:\n");
+                out.push_str(&stack_lines(&stacks(id), h.entry, stack_depth));
+            }
+            None => out.push_str("        kernel stack: none recorded\n"),
+        }
+    }
 }
 
 fn held_detail(
@@ -211,6 +306,9 @@ pub struct FindingRecord<'a> {
     /// Held pins: the kernel stack that took them, top first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<Vec<String>>,
+    /// Blocked migration: each holder's kernel stack, in the order of `holders`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_stacks: Option<Vec<Vec<String>>>,
 }
 
 impl<'a> FindingRecord<'a> {
@@ -229,10 +327,30 @@ impl<'a> FindingRecord<'a> {
                     .collect(),
             )
         });
+        let mut named = |id: Option<u32>, entry| -> Option<Vec<String>> {
+            let frames = stacks(id?).ok()?;
+            Some(
+                call_frames(&frames, entry)
+                    .iter()
+                    .take(depth)
+                    .map(ToString::to_string)
+                    .collect(),
+            )
+        };
+        let holder_stacks = match finding {
+            Finding::BlockedMigration(b) => Some(
+                b.holders
+                    .iter()
+                    .map(|h| named(h.stack_id, h.entry).unwrap_or_default())
+                    .collect(),
+            ),
+            _ => None,
+        };
         FindingRecord {
             finding,
             problem: finding.is_problem(),
             stack,
+            holder_stacks,
         }
     }
 }

@@ -10,6 +10,7 @@ mod event;
 mod findings;
 mod folio;
 mod junit;
+mod migration;
 pub mod report;
 mod stack;
 mod summary;

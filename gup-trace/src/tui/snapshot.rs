@@ -382,5 +382,20 @@ fn headline(f: &Finding, now: u64) -> String {
             "DRIFT seen {}/{} pinned/released, vmstat {}/{}",
             d.pinned, d.released, d.vmstat_acquired, d.vmstat_released
         ),
+        Finding::BlockedMigration(b) => {
+            let (start, end) = b.blocked.range();
+            let holder = b.holders.first().map_or("holder unknown".to_string(), |h| {
+                format!("held by pid {} {}", h.tgid, h.comm)
+            });
+            format!(
+                "BLOCKED {} pfn {start:#x}-{end:#x}: {holder}{}",
+                b.blocked.name(),
+                match b.outcome {
+                    None => String::new(),
+                    Some(0) => " (done since)".to_string(),
+                    Some(err) => format!(" (gave up: {err})"),
+                }
+            )
+        }
     }
 }

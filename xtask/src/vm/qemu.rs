@@ -36,6 +36,8 @@ pub struct Boot {
     pub timeout: Duration,
     /// Copy the console to our stdout as it arrives.
     pub echo: bool,
+    /// More kernel command line (e.g. `movablecore=256M`), after the usual one.
+    pub cmdline: String,
 }
 
 impl Boot {
@@ -49,6 +51,7 @@ impl Boot {
             memory_mb: MEMORY_MB,
             timeout,
             echo: false,
+            cmdline: String::new(),
         }
     }
 }
@@ -131,10 +134,11 @@ fn boot_once(b: &Boot) -> Result<Run> {
         .arg(&b.kernel)
         .arg("-initrd")
         .arg(&b.initramfs)
-        .args([
-            "-append",
-            "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init",
-        ]);
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init {}",
+            b.cmdline
+        ));
     if let Some(path) = &disk.path {
         // The kernels have NVMe built in; virtio-blk is a module and 9p is absent.
         qemu.arg("-drive")

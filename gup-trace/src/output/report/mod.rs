@@ -13,7 +13,10 @@ pub use text::{text, utc};
 use super::FindingRecord;
 use crate::{
     analysis::{Analysis, Holding, ProcessRow, SiteRow, SiteStacks},
-    engine::Finding,
+    engine::{
+        Finding,
+        blocking::{LongtermMigration, LongtermTotals},
+    },
     recording::{Filters, Replay},
     session::KernelCounters,
     symbols::CallStack,
@@ -35,6 +38,54 @@ pub struct Report<'a> {
     pub outstanding: Table<HeldEntry>,
     pub findings: Vec<FindingRecord<'a>>,
     pub mmap_lock: Table<LockEntry>,
+    /// FOLL_LONGTERM GUP calls that migrated movable memory before pinning it.
+    pub longterm_migrations: LongtermSection,
+}
+
+/// The migrations inside FOLL_LONGTERM GUP calls: totals, and the latest calls.
+#[derive(Debug, Serialize)]
+pub struct LongtermSection {
+    #[serde(flatten)]
+    pub totals: LongtermTotals,
+    pub rows: Vec<LongtermEntry>,
+}
+
+/// One GUP call and the migrations inside it.
+#[derive(Debug, Serialize)]
+pub struct LongtermEntry {
+    pub time_s: f64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub entry: &'static str,
+    pub pages: u64,
+    pub requested: u64,
+    pub error: i32,
+    pub migrated: u64,
+    pub failed: u64,
+    pub retries: u32,
+    pub duration_ns: u64,
+    pub enomem_after_failed_migration: bool,
+}
+
+impl LongtermEntry {
+    fn of(m: &LongtermMigration, start_ns: u64) -> LongtermEntry {
+        LongtermEntry {
+            time_s: secs(m.ts_ns, start_ns),
+            pid: m.tgid,
+            tid: m.tid,
+            comm: m.comm.clone(),
+            entry: m.entry.name(),
+            pages: m.pages,
+            requested: m.requested,
+            error: m.error,
+            migrated: m.migrated,
+            failed: m.failed,
+            retries: m.retries,
+            duration_ns: m.duration_ns,
+            enomem_after_failed_migration: m.enomem_after_failed_migration,
+        }
+    }
 }
 
 /// The first rows of a longer list.
@@ -330,6 +381,18 @@ impl<'a> Report<'a> {
             }),
             findings,
             mmap_lock: Table::top(analysis.lock_users(), opts.top, |p| LockEntry::of(p)),
+            longterm_migrations: LongtermSection {
+                totals: replay.engine.blocking.longterm_totals,
+                rows: replay
+                    .engine
+                    .blocking
+                    .longterm_calls
+                    .iter()
+                    .rev()
+                    .take(opts.top)
+                    .map(|m| LongtermEntry::of(m, start_ns))
+                    .collect(),
+            },
         }
     }
 }

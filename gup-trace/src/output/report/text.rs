@@ -271,5 +271,40 @@ pub fn text(report: &Report, findings_text: &str) -> String {
         }
         out.push_str("  (percentiles are upper bounds of power-of-two buckets)\n");
     }
+    longterm_text(&mut out, &report.longterm_migrations);
     out
+}
+
+/// The FOLL_LONGTERM calls that migrated memory first, one line each.
+fn longterm_text(out: &mut String, l: &super::LongtermSection) {
+    let _ = writeln!(
+        out,
+        "\nFOLL_LONGTERM calls that migrated movable memory first ({} calls: {} folios migrated, \
+         {} failed, {} migrations; {} failed with -ENOMEM after failed migration)",
+        l.totals.calls, l.totals.migrated, l.totals.failed, l.totals.retries, l.totals.enomem_calls
+    );
+    for c in &l.rows {
+        let _ = writeln!(
+            out,
+            "  {:>8.3} s  pid {} ({}) {}: {} migrated, {} failed, {} migration{} in {}; {}",
+            c.time_s,
+            c.pid,
+            c.comm,
+            c.entry,
+            c.migrated,
+            c.failed,
+            c.retries,
+            if c.retries == 1 { "" } else { "s" },
+            output::duration(c.duration_ns),
+            if c.enomem_after_failed_migration {
+                "FAILED -ENOMEM after failed migration (what ibv_reg_mr and io_uring buffer \
+                 registration report)"
+                    .to_string()
+            } else if c.error < 0 {
+                format!("failed {}", c.error)
+            } else {
+                format!("{} pins taken for {} pages asked", c.pages, c.requested)
+            }
+        );
+    }
 }
