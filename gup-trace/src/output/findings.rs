@@ -168,7 +168,8 @@ fn blocked_text(
     let (start, end) = b.blocked.range();
     let _ = writeln!(
         out,
-        "  {title}: {} of pfn {start:#x}-{end:#x} by pid {} ({}) blocked from {} to {}: {}          failed to migrate in {}, {}{}",
+        "  {title}: {} of pfn {start:#x}-{end:#x} by pid {} ({}) blocked from {} to {}: {} \
+         failed to migrate in {}, {}{}",
         b.blocked.name(),
         b.by_tgid,
         b.by_comm,
@@ -463,6 +464,57 @@ mod tests {
         assert!(
             v.get("taken_by").is_none(),
             "no taker when the owner took them"
+        );
+    }
+
+    #[test]
+    fn a_blocked_offline_names_what_was_blocked_and_the_holder() {
+        use crate::engine::blocking::{Blocked, BlockedMigration, BlockingHolder, HoldKind};
+        let finding = Finding::BlockedMigration(BlockedMigration {
+            blocked: Blocked::MemoryOffline {
+                start_pfn: 0x30000,
+                end_pfn: 0x38000,
+            },
+            by_tgid: 967,
+            by_comm: "sh".into(),
+            stack_id: None,
+            first_ns: 9_350_000_000,
+            last_ns: 14_640_000_000,
+            migrate_attempts: 29,
+            migrate_failed: 1827,
+            isolation_failures: 0,
+            busy_pfn: None,
+            outcome: Some(-4),
+            ended_ns: Some(14_650_000_000),
+            holders: vec![BlockingHolder {
+                tgid: 950,
+                comm: "dd".into(),
+                kind: HoldKind::Pin,
+                entry: gup_trace_common::Hook::PinUserPagesFast,
+                stack_id: Some(3),
+                longterm: false,
+                pages: 63,
+                folios: 63,
+                oldest_ns: 5_650_000_000,
+                examples: Vec::new(),
+            }],
+        });
+        let mut stacks = |_id: u32| -> CallStack { Err("not recorded".into()) };
+        let text = findings_text(&[finding], 1_000_000_000, &mut stacks, 8);
+        assert!(
+            text.contains(
+                "BLOCKED MIGRATION: memory offline of pfn 0x30000-0x38000 by pid 967 (sh) blocked \
+                 from 8.35 s to 13.64 s: 1827 folios failed to migrate in 29 migration attempts"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("outcome: gave up at 13.65 s with error -4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("held by pid 950 (dd): 63 pins in 63 folios through pin_user_pages_fast"),
+            "{text}"
         );
     }
 
