@@ -88,7 +88,9 @@ fn boot(series: &str, guest: &Guest) -> Result<Console> {
 const DEMO_SCRIPT: &str = r#"
 echo
 echo "=== gup-trace demo on Linux $(uname -r) ==="
-gup-trace trace --stacks > /tmp/trace.out 2>&1 &
+# The file exists before tail opens it (the shell creates it only in the trace's child).
+: > /tmp/trace.out
+gup-trace trace --stacks >> /tmp/trace.out 2>&1 &
 TRACE=$!
 tail -f /tmp/trace.out &
 TAIL=$!
@@ -129,6 +131,9 @@ pub fn run_trace(series: &str) -> Result<()> {
     match console.find(VERDICT_PREFIX) {
         Some("trace-exit=0 check-exit=1") => {}
         other => bail!("the demo did not finish cleanly ({other:?})"),
+    }
+    if !console.text.contains("summary over") {
+        bail!("the trace's summary never reached the console: nothing to compare with vmstat");
     }
     let (differ, unexplained) = summary_marks(&console.text);
     if !differ.is_empty() {
