@@ -104,7 +104,8 @@ sleep 1
 kill -TERM $TRACE
 wait $TRACE
 STATUS=$?
-sleep 0.5
+# busybox tail -f looks at the file once a second: let it show the summary before it goes.
+sleep 2
 kill $TAIL
 echo "=== workload ==="
 cat /tmp/workload.out
