@@ -111,7 +111,11 @@ impl TraceEvent {
             // gup_trace_common::migration_event).
             folio: matches!(
                 kind,
-                EventKind::Folio | EventKind::Migration | EventKind::Isolation
+                EventKind::Folio
+                    | EventKind::Migration
+                    | EventKind::Isolation
+                    | EventKind::CmaBusy
+                    | EventKind::CmaAllocEnd
             )
             .then_some(raw.folio),
         })
