@@ -435,6 +435,41 @@ pub struct Event {
     pub path: CallPath,
     pub lock: LockStats,
     pub folio: FolioTransition,
+    /// GUP calls and their folio events: the process whose memory the call works on (the
+    /// owner of its mm), which may differ from the caller (`tgid`): `*_remote` calls name the
+    /// mm, a kernel thread may have adopted one. Valid when `owner_bits` has
+    /// [`owner_bit::KNOWN`].
+    pub owner_tgid: u32,
+    /// [`owner_bit`] flags.
+    pub owner_bits: u32,
+    pub owner_comm: [u8; COMM_LEN],
+}
+
+/// Bits of [`Event::owner_bits`].
+pub mod owner_bit {
+    /// `owner_tgid` and `owner_comm` were read (the mm had an owner).
+    pub const KNOWN: u32 = 1 << 0;
+    /// The mm came from the call's argument (`pin_user_pages_remote`, `get_user_pages_remote`),
+    /// not from the caller's `current->mm`.
+    pub const REMOTE_MM: u32 = 1 << 1;
+    /// The caller is a kernel thread (PF_KTHREAD).
+    pub const KTHREAD_CALLER: u32 = 1 << 2;
+}
+
+/// Where the kernel keeps what leads from a task to the process owning its memory:
+/// `task_struct.mm`, `mm_struct.owner` (CONFIG_MEMCG only), the owner's `tgid` and `comm`,
+/// and `task_struct.flags` (PF_KTHREAD). Read from BTF by userspace, handed to the programs as
+/// one global like [`FolioLayout`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmOwnerLayout {
+    pub task_mm: u32,
+    pub task_flags: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub mm_owner: u32,
+    /// 1 when every offset was read: without it owners are not read and stay unknown.
+    pub valid: u32,
 }
 
 /// The layout of `struct page` / `struct folio` on the running kernel, read from its BTF by
@@ -537,6 +572,8 @@ pub mod global {
     /// Offsets of `pid` and `clone_flags` in the task_newtask tracepoint record (0: unknown).
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
+    /// A [`crate::MmOwnerLayout`].
+    pub const MM_OWNER_LAYOUT: &str = "MM_OWNER_LAYOUT";
     /// Offsets of `succeeded`, `failed` and `reason` in the mm_migrate_pages record (0:
     /// unknown, and the tracepoint reports nothing).
     pub const MIGRATE_SUCCEEDED_OFFSET: &str = "MIGRATE_SUCCEEDED_OFFSET";
@@ -592,6 +629,8 @@ unsafe impl aya::Pod for Event {}
 unsafe impl aya::Pod for FolioLayout {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CmaOffsets {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MmOwnerLayout {}
 
 #[cfg(test)]
 mod tests {

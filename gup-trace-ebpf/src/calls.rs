@@ -16,9 +16,10 @@ use gup_trace_common::{EventKind, Hook, HookClass, NO_CALL, counter};
 use crate::{
     folio::{self, Released, release_enter, release_exit},
     maps::{
-        FOLIO_LAYOUT, Record, THREADS, bump, current_task, emit, now_ns, releasing_task, stack_id,
-        thread_key,
+        FOLIO_LAYOUT, Record, THREADS, any_task, bump, current_task, emit, now_ns, releasing_task,
+        stack_id, thread_key,
     },
+    owner,
     state::{GupCall, ThreadCalls},
 };
 
@@ -28,6 +29,8 @@ pub struct GupArgs {
     pub start: u64,
     pub requested: u64,
     pub flags: u32,
+    /// The `*_remote` entry points' mm argument; 0 for the others (they work on current->mm).
+    pub mm: u64,
 }
 
 /// The thread's state, created on first use.
@@ -99,11 +102,16 @@ fn forget_if_idle(key: u32, state: &ThreadCalls) {
 }
 
 /// Entry of a GUP entry point. Only the outermost call of a thread is reported: the stack is
-/// taken here, where it still shows the caller.
+/// taken here, where it still shows the caller. A call is traced when its caller or the owner
+/// of the memory it works on passes the filters: a kernel worker pinning a followed process's
+/// pages is that process's business.
 #[inline(always)]
 pub fn gup_enter<C: StackIdContext>(ctx: &C, hook: Hook, args: GupArgs) {
-    let Some((_, tid)) = current_task() else {
-        return;
+    let owner = owner::owner_of_call(args.mm);
+    let tid = match current_task() {
+        Some((_, tid)) => tid,
+        None if owner::owner_passes(&owner) => any_task().1,
+        None => return,
     };
     let Some(state) = state_for_entry(thread_key(tid)) else {
         return;
@@ -118,6 +126,7 @@ pub fn gup_enter<C: StackIdContext>(ctx: &C, hook: Hook, args: GupArgs) {
             flags: args.flags,
             stack_id: stack_id(ctx),
             hook: hook as u32,
+            owner,
             ..GupCall::NONE
         };
     }
@@ -157,6 +166,7 @@ pub fn gup_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         record.stack_id = state.gup.stack_id;
         record.path = state.gup.path;
         record.lock = state.gup.lock;
+        record.owner = state.gup.owner;
         emit(ctx, task, record);
     }
     forget_if_idle(key, state);
@@ -212,6 +222,7 @@ fn note_grab(key: u32, record: &mut Record) {
     };
     record.call_hook = state.gup.hook;
     record.stack_id = state.gup.stack_id;
+    record.owner = state.gup.owner;
     if state.gup.slow_depth > 0 {
         state.gup.path.slow_refs += record.pages;
         state.gup.walk_refs += record.pages;

@@ -105,6 +105,8 @@ struct GupArgPositions {
     start: usize,
     nr: usize,
     flags: Option<usize>,
+    /// The `*_remote` entry points: the mm whose pages they take.
+    mm: Option<usize>,
 }
 
 const fn at(start: usize, nr: usize, flags: usize) -> GupArgPositions {
@@ -112,8 +114,15 @@ const fn at(start: usize, nr: usize, flags: usize) -> GupArgPositions {
         start,
         nr,
         flags: Some(flags),
+        mm: None,
     }
 }
+
+/// `(mm, start, nr_pages, gup_flags, ...)`: the same in 6.1, 6.12 and 7.x (BTF).
+const REMOTE: GupArgPositions = GupArgPositions {
+    mm: Some(0),
+    ..at(1, 2, 3)
+};
 
 #[inline(always)]
 fn gup_args<C: EntryArgs>(ctx: &C, at: GupArgPositions) -> calls::GupArgs {
@@ -121,6 +130,7 @@ fn gup_args<C: EntryArgs>(ctx: &C, at: GupArgPositions) -> calls::GupArgs {
         start: ctx.arg_u64(at.start),
         requested: ctx.arg_u64(at.nr) as u32 as u64,
         flags: at.flags.map_or(0, |n| ctx.arg_u64(n) as u32),
+        mm: at.mm.map_or(0, |n| ctx.arg_addr(n)),
     }
 }
 
@@ -243,13 +253,13 @@ gup_functions! {
     get_user_pages_fast => GetUserPagesFast, at(0, 1, 2);
     get_user_pages_fast_only => GetUserPagesFastOnly, at(0, 1, 2);
     // (mm, start, nr_pages, gup_flags, pages, ...)
-    pin_user_pages_remote => PinUserPagesRemote, at(1, 2, 3);
-    get_user_pages_remote => GetUserPagesRemote, at(1, 2, 3);
+    pin_user_pages_remote => PinUserPagesRemote, REMOTE;
+    get_user_pages_remote => GetUserPagesRemote, REMOTE;
     // (start, nr_pages, pages, gup_flags)
     pin_user_pages_unlocked => PinUserPagesUnlocked, at(0, 1, 3);
     get_user_pages_unlocked => GetUserPagesUnlocked, at(0, 1, 3);
     // (memfd, start, end, folios, max_folios, offset): no gup_flags.
-    memfd_pin_folios => MemfdPinFolios, GupArgPositions { start: 1, nr: 4, flags: None };
+    memfd_pin_folios => MemfdPinFolios, GupArgPositions { start: 1, nr: 4, flags: None, mm: None };
 }
 
 release_functions! {

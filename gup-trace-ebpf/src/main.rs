@@ -9,6 +9,8 @@
 //!   function; they read the arguments and call `calls` and `folio`.
 //! - `mmap_lock`, `process`: the tracepoint programs (mmap_lock correlated with the GUP call
 //!   in progress through `calls`; process exits and forks).
+//! - `owner`: whose memory a GUP call works on (the mm's owner), and whether that owner passes
+//!   the filters.
 //! - `migration`: what pins block: the migrate and page_isolation tracepoints and memory
 //!   offlining (called by `entry_points` for `offline_pages`).
 //! - `cma`: what pins block in CMA allocations: the cma tracepoints (busy ranges, ends).
@@ -32,6 +34,7 @@ mod folio;
 mod maps;
 mod migration;
 mod mmap_lock;
+mod owner;
 mod process;
 mod state;
 

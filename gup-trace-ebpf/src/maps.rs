@@ -13,7 +13,7 @@ use gup_trace_common::{
     LockStats, NO_CALL, counter, setting,
 };
 
-use crate::state::{PendingGrab, ReleaseBatch, ThreadCalls};
+use crate::state::{MmOwner, PendingGrab, ReleaseBatch, ThreadCalls};
 
 /// Default 4 MiB; userspace resizes it (`--ring-buffer-kib`) before load.
 #[map]
@@ -102,11 +102,28 @@ pub fn bump(index: u32, by: u64) {
 }
 
 /// The current task as (tgid, tid), or None when a filter excludes it. Filtering here, first
-/// thing in every program, is what keeps a filtered trace nearly free for other tasks.
+/// thing in every program, is what keeps a filtered trace nearly free for other tasks. A task
+/// the filters exclude still passes inside a GUP call that was let in for its memory's owner
+/// (`calls::gup_enter`): the call's grabs, slow walk and return belong to that owner.
 #[inline(always)]
 pub fn current_task() -> Option<(u32, u32)> {
     let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    let task = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if caller_passes(task.0) {
+        return Some(task);
+    }
+    let state = unsafe { THREADS.get(&thread_key(task.1)) }?;
+    (state.gup_depth > 0).then_some(task)
+}
+
+/// Whether the current task passes the process filters itself.
+#[inline(always)]
+pub fn caller_passes(tgid: u32) -> bool {
+    caller_filters(tgid).is_some()
+}
+
+#[inline(always)]
+fn caller_filters(tgid: u32) -> Option<()> {
     let filter = FILTER_TGID.load();
     if filter != 0 && filter != tgid {
         return None;
@@ -122,7 +139,14 @@ pub fn current_task() -> Option<(u32, u32)> {
     if comm[0] != 0 && bpf_get_current_comm().ok()? != comm {
         return None;
     }
-    Some((tgid, pid_tgid as u32))
+    Some(())
+}
+
+/// The current task as (tgid, tid), whatever the filters say.
+#[inline(always)]
+pub fn any_task() -> (u32, u32) {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
 /// The current task as (tgid, tid) for a release hook: filtered like every other hook unless
@@ -132,8 +156,7 @@ pub fn releasing_task() -> Option<(u32, u32)> {
     if RELEASES_UNFILTERED.load() == 0 {
         return current_task();
     }
-    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    Some(((pid_tgid >> 32) as u32, pid_tgid as u32))
+    Some(any_task())
 }
 
 /// The key of the current thread's per-thread state. The idle tasks of all CPUs share tid 0,
@@ -171,6 +194,7 @@ pub struct Record {
     pub path: CallPath,
     pub lock: LockStats,
     pub folio: FolioTransition,
+    pub owner: MmOwner,
 }
 
 impl Record {
@@ -190,6 +214,7 @@ impl Record {
             path: CallPath::ZERO,
             lock: LockStats::ZERO,
             folio: FolioTransition::ZERO,
+            owner: MmOwner::UNKNOWN,
         }
     }
 }
@@ -221,6 +246,9 @@ pub fn event(task: (u32, u32), r: &Record) -> Event {
         path: r.path,
         lock: r.lock,
         folio: r.folio,
+        owner_tgid: r.owner.tgid,
+        owner_bits: r.owner.bits,
+        owner_comm: r.owner.comm,
     }
 }
 

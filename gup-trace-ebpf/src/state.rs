@@ -3,7 +3,9 @@
 //! folios a release call drops. The types live here, below both the maps and the modules that
 //! work on them (`calls`, `folio`), so that those depend on the maps and never the reverse.
 
-use gup_trace_common::{CallPath, Event, FolioTransition, LockStats, NO_CALL, RELEASE_FOLIOS_MAX};
+use gup_trace_common::{
+    COMM_LEN, CallPath, Event, FolioTransition, LockStats, NO_CALL, RELEASE_FOLIOS_MAX,
+};
 
 /// A thread's GUP and release calls in progress (`THREADS`), kept by `calls`.
 #[repr(C)]
@@ -34,6 +36,24 @@ impl ThreadCalls {
     };
 }
 
+/// The process owning a GUP call's memory (see `owner`), as it goes into the call's events.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MmOwner {
+    pub tgid: u32,
+    /// `owner_bit` flags.
+    pub bits: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl MmOwner {
+    pub const UNKNOWN: MmOwner = MmOwner {
+        tgid: 0,
+        bits: 0,
+        comm: [0; COMM_LEN],
+    };
+}
+
 /// The outermost GUP call in progress on a thread.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -61,6 +81,8 @@ pub struct GupCall {
     pub lock_held_since: u64,
     pub lock_dropped_at: u64,
     pub lock_drop_addr: u64,
+    /// Whose memory the call works on, read at its entry.
+    pub owner: MmOwner,
 }
 
 impl GupCall {
@@ -82,6 +104,7 @@ impl GupCall {
         lock_held_since: 0,
         lock_dropped_at: 0,
         lock_drop_addr: 0,
+        owner: MmOwner::UNKNOWN,
     };
 }
 

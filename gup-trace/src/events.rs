@@ -1,7 +1,7 @@
 //! Decoding what the kernel side writes into the ring buffer.
 
 use gup_trace_common::{
-    COMM_LEN, CallPath, Event, EventKind, FolioTransition, Hook, LockStats, NO_CALL,
+    COMM_LEN, CallPath, Event, EventKind, FolioTransition, Hook, LockStats, NO_CALL, owner_bit,
 };
 
 /// One decoded event.
@@ -31,6 +31,12 @@ pub struct TraceEvent {
     pub lock: LockStats,
     /// Folio events only.
     pub folio: Option<FolioTransition>,
+    /// GUP calls and their grabs: the process whose memory the call works on, when the
+    /// kernel side could read it (see [`TraceEvent::owner`]).
+    pub owner_tgid: u32,
+    pub owner_comm: Comm,
+    /// `owner_bit` flags.
+    pub owner_bits: u32,
 }
 
 /// Why a ring-buffer record could not be decoded (a build mismatch between the two sides).
@@ -118,7 +124,26 @@ impl TraceEvent {
                     | EventKind::CmaAllocEnd
             )
             .then_some(raw.folio),
+            owner_tgid: raw.owner_tgid,
+            owner_comm: Comm::new(raw.owner_comm),
+            owner_bits: raw.owner_bits,
         })
+    }
+
+    /// The process whose memory a GUP call (or its grab) works on, when it was read: the
+    /// owner of the mm named by a `*_remote` call, or of the caller's own mm.
+    pub fn owner(&self) -> Option<(u32, Comm)> {
+        (self.owner_bits & owner_bit::KNOWN != 0).then_some((self.owner_tgid, self.owner_comm))
+    }
+
+    /// The owner when it is not the caller's own process: the call was made on its behalf.
+    pub fn taken_for(&self) -> Option<(u32, Comm)> {
+        self.owner().filter(|&(tgid, _)| tgid != self.tgid)
+    }
+
+    /// Whether the caller is a kernel thread.
+    pub fn kthread_caller(&self) -> bool {
+        self.owner_bits & owner_bit::KTHREAD_CALLER != 0
     }
 
     /// An event with every field empty, for tests to fill in.
@@ -143,6 +168,9 @@ impl TraceEvent {
             path: CallPath::default(),
             lock: LockStats::default(),
             folio: None,
+            owner_tgid: 0,
+            owner_comm: Comm::default(),
+            owner_bits: 0,
         }
     }
 }
@@ -241,6 +269,9 @@ mod tests {
                 folio: 0xdead,
                 ..FolioTransition::default()
             },
+            owner_tgid: 12,
+            owner_bits: owner_bit::KNOWN | owner_bit::REMOTE_MM,
+            owner_comm: *b"pinleak-user\0\0\0\0",
         }
     }
 
@@ -268,6 +299,24 @@ mod tests {
         assert_eq!((e.path.fast_refs, e.path.slow_refs), (60, 4));
         assert_eq!(e.call_hook, None);
         assert_eq!(e.folio, None, "only folio events carry a folio");
+        let owner = e.owner().map(|(tgid, comm)| (tgid, comm.to_string()));
+        assert_eq!(owner, Some((12, "pinleak-user".to_string())));
+        assert_eq!(
+            e.taken_for().map(|o| o.0),
+            Some(12),
+            "taken by tgid 10 for 12"
+        );
+        assert!(!e.kthread_caller());
+    }
+
+    #[test]
+    fn an_owner_not_read_is_none() {
+        let mut raw = raw(Hook::PinUserPagesFast as u32);
+        raw.owner_bits = owner_bit::KTHREAD_CALLER;
+        let e = TraceEvent::decode(&bytes(&raw)).unwrap();
+        assert_eq!(e.owner(), None);
+        assert_eq!(e.taken_for(), None);
+        assert!(e.kthread_caller());
     }
 
     #[test]

@@ -128,6 +128,11 @@ impl Session {
                     .unwrap_or_else(|_| kernel::unread_layout()),
                 true,
             )
+            .override_global(
+                global::MM_OWNER_LAYOUT,
+                &facts.mm_owner.clone().unwrap_or_default(),
+                true,
+            )
             .override_global(global::WAKEUP_BYTES, &wakeup_bytes(ring_bytes), true)
             .override_global(
                 global::LOCK_SUCCESS_OFFSET,

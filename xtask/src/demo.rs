@@ -127,12 +127,32 @@ pub fn run_trace(series: &str) -> Result<()> {
         },
     )?;
     match console.find(VERDICT_PREFIX) {
-        Some("trace-exit=0 check-exit=1") => {
-            println!("demo: done in {:.1} s", console.wall.as_secs_f64());
-            Ok(())
-        }
+        Some("trace-exit=0 check-exit=1") => {}
         other => bail!("the demo did not finish cleanly ({other:?})"),
     }
+    let (differ, unexplained) = summary_marks(&console.text);
+    if !differ.is_empty() {
+        bail!(
+            "the trace's per-folio totals differ from /proc/vmstat:\n{}",
+            differ.join("\n")
+        );
+    }
+    for line in &unexplained {
+        println!("demo: warning: a per-call total differs for no reason the summary knows: {line}");
+    }
+    println!("demo: done in {:.1} s", console.wall.as_secs_f64());
+    Ok(())
+}
+
+/// The summary lines of the trace that fail the demo (a per-folio total that differs from
+/// vmstat: gup-trace missed or invented pins) and those it only warns about (a per-call total
+/// whose difference the per-folio counts do not explain).
+fn summary_marks(console: &str) -> (Vec<&str>, Vec<&str>) {
+    let lines = || console.lines().map(str::trim_end);
+    (
+        lines().filter(|l| l.ends_with("  DIFFER")).collect(),
+        lines().filter(|l| l.contains("  UNEXPLAINED: ")).collect(),
+    )
 }
 
 /// `top` captures its screens while the workload and the leak run. The leak: ring-handoff's
@@ -361,6 +381,25 @@ fn judge(captures: &BTreeMap<String, String>, with_kmod: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_per_folio_differ_fails_and_an_unexplained_per_call_total_warns() {
+        let console = "\
+summary over 9.10 s
+  per folio (exact)         gup-trace  /proc/vmstat
+  pinned pages                  3392          3392  match
+  released pages                3519          3520  DIFFER
+  per call
+  pinned pages                  3456          3392  +64: 64 zero-page pins (pages the calls returned that the kernel neither pins nor counts)
+  released pages                3600          3520  UNEXPLAINED: +80 where 64 zero-page releases and 0 releases outside unpin calls make +64
+";
+        let (differ, unexplained) = summary_marks(console);
+        assert_eq!(differ.len(), 1);
+        assert!(differ[0].contains("released pages"));
+        assert_eq!(unexplained.len(), 1);
+        let clean = console.replace("3519          3520  DIFFER", "3520          3520  match");
+        assert!(summary_marks(&clean).0.is_empty());
+    }
 
     #[test]
     fn captures_are_cut_out_of_the_console_and_into_screens() {

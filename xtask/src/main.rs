@@ -34,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build and the VM tests need (idempotent; every task runs it first).
+    /// Install what the build and the VM tests need (idempotent; every task runs the packages
+    /// and toolchains part first), and the Debian 13 build root of the pinleak module.
     Setup,
     /// Run gup-trace live in a stock-kernel VM over the selftest workload (the main job).
     Demo(demo::Options),
@@ -70,7 +71,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     setup::ensure()?;
     match cli.command {
-        Task::Setup => Ok(()),
+        Task::Setup => setup::run_setup(),
         Task::Demo(opts) => demo::run(&opts),
         Task::Test(opts) => test::run(&opts),
         Task::VmTest(opts) => vm_test::run(&opts),

@@ -21,8 +21,8 @@ const LLVM_MAJOR: u32 = 22;
 
 /// Debian packages: LLVM for bpf-linker, the tools that build and boot the test VMs, and what
 /// building the pinleak test module needs: the compiler Debian 12's kernels are built with,
-/// make, the libraries the kbuild programs link, pahole (module BTF) and a static libc for
-/// pinleak-user.
+/// make, the libraries the kbuild programs link, pahole (module BTF), a static libc for
+/// pinleak-user, and debootstrap for the Debian 13 build root (see [`run_setup`]).
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -43,10 +43,20 @@ fn apt_packages() -> Vec<String> {
             "libelf1",
             "libssl3",
             "dwarves",
+            "debootstrap",
         ]
         .map(String::from),
     );
     pkgs
+}
+
+/// `cargo xtask setup`: [`ensure`] (which `main` ran), then the Debian 13 build root that builds
+/// the pinleak module for the Debian 13 kernels of the matrix. Other tasks create the root when
+/// a kernel first needs it, so only the explicit setup pays for it up front.
+pub fn run_setup() -> Result<()> {
+    crate::kmod::BuildRoot::ensure()?;
+    println!("setup: done");
+    Ok(())
 }
 
 pub fn ensure() -> Result<()> {

@@ -25,11 +25,8 @@ use crate::{
     kernels::Kernel,
     paths::vm_dir,
     vm::{self, Boot, find_line},
-    vm_test::package_modules,
+    vm_test::{SCSI_DEBUG_MODULES, package_modules},
 };
-
-/// SCSI core, disk driver and scsi_debug, in load order.
-const SCSI_MODULES: [&str; 4] = ["scsi_common", "scsi_mod", "sd_mod", "scsi_debug"];
 
 /// The movable zone the guest boots with: two 128 MiB memory blocks of its 1 GiB.
 const MOVABLE: &str = "movablecore=256M";
@@ -136,7 +133,7 @@ fn boot_and_judge(
 ) -> Result<()> {
     let hz = config_value(kernel, "CONFIG_HZ")?;
     let mut files = vec![(binary.to_path_buf(), "/bin/gup-trace".to_string())];
-    for (name, path) in package_modules(kernel, &SCSI_MODULES)
+    for (name, path) in package_modules(kernel, &SCSI_DEBUG_MODULES)
         .with_context(|| format!("cannot get the SCSI modules of {}", kernel.release))?
     {
         files.push((path, format!("/lib/modules/{}/{name}.ko", kernel.release)));

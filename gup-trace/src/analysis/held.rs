@@ -29,6 +29,8 @@ pub struct Holding {
     pub process: ProcessId,
     pub site: SiteId,
     pub longterm: bool,
+    /// The process that took them on `process`'s memory, when another (a kernel worker).
+    pub taker: Option<ProcessId>,
     pub pages: u64,
     pub folios: u64,
     /// When the oldest of them was taken.
@@ -140,11 +142,9 @@ pub(super) fn walk(state: &PinState, now_ns: u64) -> HeldPins {
             let p = held.processes[owner.process as usize].get_or_insert_with(ProcessHolds::new);
             min_into(&mut p.oldest_ns, hold.since_ns);
             p.folio_count += 1;
-            match p
-                .holdings
-                .iter_mut()
-                .find(|h| h.site == owner.site && h.longterm == owner.longterm)
-            {
+            match p.holdings.iter_mut().find(|h| {
+                h.site == owner.site && h.longterm == owner.longterm && h.taker == owner.taker
+            }) {
                 Some(h) => {
                     h.pages += refs;
                     h.folios += 1;
@@ -154,6 +154,7 @@ pub(super) fn walk(state: &PinState, now_ns: u64) -> HeldPins {
                     process: owner.process,
                     site: owner.site,
                     longterm: owner.longterm,
+                    taker: owner.taker,
                     pages: refs,
                     folios: 1,
                     oldest_ns: hold.since_ns,

@@ -151,6 +151,7 @@ impl Analysis {
                     .iter()
                     .map(|h| (h.site, h.longterm, h.pages))
                     .collect(),
+                taken_by: takers(state, &h.holdings),
                 sites: sites_of.remove(&id).unwrap_or_default(),
                 folios: h.folios,
                 folio_count: h.folio_count,
@@ -217,3 +218,20 @@ impl Analysis {
 
 #[cfg(test)]
 mod tests;
+
+/// The processes that took a process's held pins on its memory, with the pages each took,
+/// most first.
+fn takers(state: &crate::engine::PinState, holdings: &[Holding]) -> Vec<(u32, String, u64)> {
+    let mut out: Vec<(u32, String, u64)> = Vec::new();
+    for h in holdings {
+        let Some(taker) = h.taker.map(|t| &state.processes[t as usize]) else {
+            continue;
+        };
+        match out.iter_mut().find(|t| t.0 == taker.tgid) {
+            Some(t) => t.2 += h.pages,
+            None => out.push((taker.tgid, taker.comm.to_string(), h.pages)),
+        }
+    }
+    out.sort_by(|a, b| b.2.cmp(&a.2));
+    out
+}

@@ -30,6 +30,9 @@ pub struct ProcessRow {
     pub lock: LockRow,
     /// Its pins outstanding per call site: (site, FOLL_LONGTERM, pages), most pages first.
     pub holdings: Vec<(SiteId, bool, u64)>,
+    /// Pins on its memory that other processes took (kernel workers): (their pid, comm, pages
+    /// outstanding), most pages first.
+    pub taken_by: Vec<(u32, String, u64)>,
     /// Call sites it took pins through.
     pub sites: Vec<SiteId>,
     /// Its oldest pinned folios, oldest first, and how many folios it holds pins on.

@@ -79,3 +79,21 @@ fn rates_are_measured_from_the_baseline() {
     let from_start = analyse(&engine, S, Some(&empty));
     assert_eq!(from_start.process(0).rate, 2.0, "2 pins in 1 s");
 }
+
+#[test]
+fn pins_a_worker_took_on_a_process_memory_are_held_by_the_process_and_name_the_worker() {
+    let mut engine = PinEngine::new(0, LONGTERM, FindingRules::default());
+    for e in crate::engine::synthetic::remote_pin_call(100 * MS, 55, 300, &[F1, F2]) {
+        engine.push(e);
+    }
+    engine.flush();
+    let a = analyse(&engine, 1 * S, None);
+    let owner = a.processes.iter().find(|p| p.pid == 300).unwrap();
+    let worker = a.processes.iter().find(|p| p.pid == 55).unwrap();
+    assert_eq!((owner.outstanding, worker.outstanding), (2, 0));
+    assert_eq!(owner.taken_by, [(55, "kworker/u8:1".to_string(), 2)]);
+    let [held] = a.holdings.as_slice() else {
+        panic!("one holding: {:?}", a.holdings);
+    };
+    assert_eq!(a.process(held.taker.unwrap()).pid, 55);
+}

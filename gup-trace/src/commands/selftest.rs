@@ -327,7 +327,7 @@ pub async fn run(args: SelftestArgs, verbose: bool) -> Result<ExitCode> {
         for step in &report.steps {
             eprintln!("workload: {}", output::workload_step(step));
         }
-        eprint!("{}", output::summary(&summary, 5));
+        eprint!("{}", output::summary(&summary, 5, per_folio));
         eprintln!(
             "  provoked: {} mmap_lock drops in GUP; zero-page pins {} skipped, {} counted; {} pins added by folio_add_pin(s)",
             checks.mmap_lock_drops,

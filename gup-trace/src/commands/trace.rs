@@ -9,6 +9,7 @@ use gup_trace_common::EventKind;
 use super::{SessionArgs, require_root};
 use crate::{
     events::TraceEvent,
+    kernel::PinVisibility,
     output::{self, EventRecord},
     pipeline::{how_long, stop_after},
     session::{Session, StackNames},
@@ -84,6 +85,7 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
         println!("{}", output::EVENT_HEADER);
     }
     let foll = session.capabilities.foll.clone();
+    let per_folio = session.capabilities.pin_visibility() == PinVisibility::Folios;
     let mut print = |e: &TraceEvent, stacks: &mut StackNames| -> Result<()> {
         let process_event = matches!(e.kind, EventKind::ProcessExit | EventKind::ProcessFork);
         if args.quiet
@@ -120,7 +122,7 @@ pub async fn run(args: TraceArgs, verbose: bool) -> Result<ExitCode> {
         .run_until(stop_after(args.duration), &mut print)
         .await?;
     let (summary, _) = window::close(window, print)?;
-    eprint!("{}", output::summary(&summary, 10));
+    eprint!("{}", output::summary(&summary, 10, per_folio));
     if args.json {
         #[derive(serde::Serialize)]
         struct SummaryLine<'a> {

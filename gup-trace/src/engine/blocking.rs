@@ -411,6 +411,9 @@ impl BlockingState {
             let b = &mut self.blocked[b];
             b.outcome = Some(e.error);
             b.ended_ns = Some(e.ts_ns);
+            // The kernel may retry for seconds before its first reported failure: the
+            // offline's own start is when the block began.
+            b.first_ns = b.first_ns.min(e.ts_ns.saturating_sub(e.duration_ns));
         }
     }
 
@@ -746,9 +749,12 @@ mod tests {
         );
         // The holder lets go, the offline succeeds: the finding keeps naming it.
         run(&mut e, unpin_call(3 * S, 100, &[(F1, small(1), small(0))]));
-        run(&mut e, [offline_end(4 * S, pfn - 4, pfn + 4, 0)]);
+        let mut end = offline_end(4 * S, pfn - 4, pfn + 4, 0);
+        end.duration_ns = 3500 * MS;
+        run(&mut e, [end]);
         let found = blocked(&e);
         assert_eq!(found[0].outcome, Some(0));
+        assert_eq!(found[0].first_ns, 500 * MS, "from the offline's start");
         assert_eq!(found[0].holders[0].tgid, 100);
         // A later offline of the same range that is interrupted is a new finding.
         run(

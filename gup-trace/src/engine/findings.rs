@@ -59,12 +59,17 @@ impl Finding {
     }
 }
 
-/// Pins one owner (a process, through one call site) still holds.
+/// Pins one owner (a process, through one call site) still holds, or (`released`) held too
+/// long before releasing them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HeldPins {
+    /// The process whose memory is pinned.
     pub tgid: u32,
     pub comm: String,
     pub exited_ns: Option<u64>,
+    /// The process that took the pins, when it is not the owner (a kernel worker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<Taker>,
     /// The GUP entry point (or grab function) that took them, and its kernel stack.
     #[serde(serialize_with = "super::pins::hook_name")]
     pub entry: Hook,
@@ -74,8 +79,19 @@ pub struct HeldPins {
     pub folios: u64,
     /// When the oldest of them was taken.
     pub oldest_ns: u64,
+    /// How long the oldest was held: until now, or (released) until its release.
+    pub held_ns: u64,
+    /// The pins were released, after being held longer than allowed.
+    pub released: bool,
     /// A few of the folios, oldest first.
     pub examples: Vec<HeldFolio>,
+}
+
+/// The process that took pins on another's memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Taker {
+    pub tgid: u32,
+    pub comm: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -137,22 +153,13 @@ pub fn held_pin_findings(state: &PinState, rules: &FindingRules, now_ns: u64) ->
             } else {
                 continue;
             };
-            let site = &state.call_sites[owner.site as usize];
-            let held = group.entry(hold.owner).or_insert_with(|| HeldPins {
-                tgid: process.tgid,
-                comm: process.comm.to_string(),
-                exited_ns: process.exited_ns,
-                entry: site.entry,
-                stack_id: site.stack_id,
-                longterm: owner.longterm,
-                pages: 0,
-                folios: 0,
-                oldest_ns: hold.since_ns,
-                examples: Vec::new(),
-            });
+            let held = group
+                .entry(hold.owner)
+                .or_insert_with(|| held_pins(state, hold.owner, hold.since_ns));
             held.pages += u64::from(hold.refs);
             held.folios += 1;
             held.oldest_ns = held.oldest_ns.min(hold.since_ns);
+            held.held_ns = now_ns.saturating_sub(held.oldest_ns);
             held.examples.push(HeldFolio {
                 folio: address,
                 pfn: folio.pfn,
@@ -176,9 +183,49 @@ pub fn held_pin_findings(state: &PinState, rules: &FindingRules, now_ns: u64) ->
         all.sort_by(|a, b| b.pages.cmp(&a.pages).then(a.oldest_ns.cmp(&b.oldest_ns)));
         all.into_iter().map(wrap)
     };
+    let released = state.long_releases.iter().map(|(&owner, long)| {
+        let mut held = held_pins(state, owner, long.oldest_ns);
+        held.pages = long.pages;
+        held.folios = long.folios;
+        held.held_ns = long.longest_ns;
+        held.released = true;
+        held.examples = long.examples.clone();
+        (owner, held)
+    });
+    let mut released: Vec<HeldPins> = released.map(|(_, h)| h).collect();
+    released.sort_by(|a, b| b.pages.cmp(&a.pages).then(a.oldest_ns.cmp(&b.oldest_ns)));
     finish(orphaned, Finding::OrphanedPins)
         .chain(finish(long_held, Finding::LongHeldPin))
+        .chain(released.into_iter().map(Finding::LongHeldPin))
         .collect()
+}
+
+/// An empty group of `owner`'s pins: who holds them, who took them, through which call site.
+fn held_pins(state: &PinState, owner: OwnerId, since_ns: u64) -> HeldPins {
+    let owner = state.owners[owner as usize];
+    let process = &state.processes[owner.process as usize];
+    let site = &state.call_sites[owner.site as usize];
+    HeldPins {
+        tgid: process.tgid,
+        comm: process.comm.to_string(),
+        exited_ns: process.exited_ns,
+        taken_by: owner.taker.map(|p| {
+            let taker = &state.processes[p as usize];
+            Taker {
+                tgid: taker.tgid,
+                comm: taker.comm.to_string(),
+            }
+        }),
+        entry: site.entry,
+        stack_id: site.stack_id,
+        longterm: owner.longterm,
+        pages: 0,
+        folios: 0,
+        oldest_ns: since_ns,
+        held_ns: 0,
+        released: false,
+        examples: Vec::new(),
+    }
 }
 
 fn trim_examples(examples: &mut Vec<HeldFolio>) {

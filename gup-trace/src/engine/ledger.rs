@@ -42,7 +42,26 @@ pub struct PinLedger {
     /// twice in one batch is checked once with all its references.
     #[serde(skip)]
     pending_releases: FastMap<u32, Vec<FolioTransition>>,
+    /// Pin releases per thread since its last pin call's event, which tells which of them
+    /// happened inside the call; each unpin call's event marks those inside it (see
+    /// [`FolioTotals`]).
+    #[serde(skip)]
+    recent_releases: FastMap<u32, Vec<RecentRelease>>,
 }
+
+/// A pin release waiting to be placed inside a call or outside any.
+#[derive(Clone, Copy, Debug)]
+struct RecentRelease {
+    ts_ns: u64,
+    refs: u32,
+    /// Already counted inside an unpin call (which may itself run inside a pin call: an I/O
+    /// completion in interrupt context on a thread that is pinning).
+    in_unpin: bool,
+}
+
+/// Bound of [`PinLedger::recent_releases`] per thread: a thread that releases pins and never
+/// pins (interrupt context on an idle CPU) must not grow it without end.
+const RECENT_RELEASES_MAX: usize = 1 << 14;
 
 /// GUP_PIN_COUNTING_BIAS: what one pin adds to a small folio's refcount. 1 << 10 in every
 /// kernel since 5.7; a #define, so BTF cannot give it.
@@ -73,6 +92,16 @@ pub struct FolioTotals {
     /// Folio events of release batches cut short by the in-kernel walk bound. Their counts
     /// also moved with the pages not walked, so the bias rule is not checked on them.
     pub truncated_releases: u64,
+    /// Releases of zero-page pins the kernel skipped: an unpin call counts them among its
+    /// pages, vmstat does not.
+    pub zero_page_releases: u64,
+    /// Pin releases made by a thread while it was inside a pin call: the call's own pins given
+    /// back (vmstat counted them acquired too), or an I/O completion in interrupt context on
+    /// that thread. The per-call count adds them to the call's pins.
+    pub released_in_pin_calls: u64,
+    /// Pin releases made inside an unpin call: the only ones the per-call release count has
+    /// (the others are `gup_put_folio` outside any `unpin_*`, or inside a pin call).
+    pub released_in_unpin_calls: u64,
 }
 
 /// A transition whose refcount/pincount change is not what the bias rule says.
@@ -214,6 +243,9 @@ impl PinLedger {
             self.totals.mmap_lock_events += 1;
             return;
         }
+        if matches!(class, HookClass::Pin | HookClass::Unpin) {
+            self.classify_recent_releases(event, class);
+        }
         let process = self.processes.entry(event.tgid).or_default();
         // The latest name wins: a process's first events often come from its own execve
         // (argument copying through get_user_pages_remote), under the parent's name.
@@ -252,8 +284,19 @@ impl PinLedger {
             if t.bits & folio_bit::TRUNCATED != 0 {
                 f.truncated_releases += 1;
             }
-            if !skipped_zero_page(t) {
+            if skipped_zero_page(t) {
+                f.zero_page_releases += u64::from(t.refs);
+            } else {
                 f.released += u64::from(t.refs);
+                let recent = self.recent_releases.entry(event.tid).or_default();
+                if recent.len() >= RECENT_RELEASES_MAX {
+                    recent.drain(..RECENT_RELEASES_MAX / 2);
+                }
+                recent.push(RecentRelease {
+                    ts_ns: event.ts_ns,
+                    refs: t.refs,
+                    in_unpin: false,
+                });
             }
             self.pending_releases.entry(event.tid).or_default().push(*t);
             return;
@@ -281,6 +324,31 @@ impl PinLedger {
 
     /// A release call's folios, checked once per folio with all the references the call
     /// dropped on it (its counts were read at the call's entry and return).
+    /// A pin or unpin call of `event.tid` returned: its releases since the call started were
+    /// made inside it. A pin call's event ends the list (earlier releases were inside no pin
+    /// call); an unpin call's event only marks its own, since it may run inside a pin call
+    /// whose event comes later.
+    fn classify_recent_releases(&mut self, event: &TraceEvent, class: HookClass) {
+        let start = event.ts_ns.saturating_sub(event.duration_ns);
+        let inside = |r: &&mut RecentRelease| r.ts_ns >= start;
+        if class == HookClass::Pin {
+            let Some(mut recent) = self.recent_releases.remove(&event.tid) else {
+                return;
+            };
+            let pages: u64 = recent
+                .iter_mut()
+                .filter(inside)
+                .map(|r| u64::from(r.refs))
+                .sum();
+            self.folios.released_in_pin_calls += pages;
+        } else if let Some(recent) = self.recent_releases.get_mut(&event.tid) {
+            for r in recent.iter_mut().filter(inside).filter(|r| !r.in_unpin) {
+                r.in_unpin = true;
+                self.folios.released_in_unpin_calls += u64::from(r.refs);
+            }
+        }
+    }
+
     fn check_release_batch(&mut self, call: &TraceEvent, batch: Vec<FolioTransition>) {
         if batch.iter().any(|t| t.bits & folio_bit::TRUNCATED != 0) {
             return;
@@ -515,6 +583,60 @@ mod tests {
         l.apply(&call);
         assert_eq!(l.folios.released, 3);
         assert_eq!((l.folios.bias_checked, l.folios.bias_anomalies), (2, 0));
+    }
+
+    #[test]
+    fn releases_are_placed_inside_the_pin_or_unpin_call_that_was_running() {
+        let mut l = PinLedger::new(0);
+        let rel = PIN | RELEASE;
+        // Thread 7: a release before any call (gup_put_folio on its own), then a pin call
+        // from 10 to 20 ns with one release inside it, then an unpin call from 30 to 40 ns
+        // with two releases inside it and a zero-page release.
+        l.apply(&folio_ev(
+            5,
+            Hook::GupPutFolio,
+            0xa000,
+            1,
+            rel,
+            (1025, 0),
+            (1, 0),
+        ));
+        l.apply(&folio_ev(
+            12,
+            Hook::GupPutFolio,
+            0xb000,
+            1,
+            rel,
+            (1025, 0),
+            (1, 0),
+        ));
+        let mut pin = ev(20, 7, Hook::PinUserPagesFast, 4);
+        (pin.tid, pin.duration_ns) = (7, 10);
+        l.apply(&pin);
+        let unpin = Hook::UnpinUserPages;
+        l.apply(&folio_ev(32, unpin, 0xc000, 1, rel, (1025, 0), (1, 0)));
+        l.apply(&folio_ev(33, unpin, 0xd000, 1, rel, (1025, 0), (1, 0)));
+        let zero = rel | folio_bit::ZERO_PAGE;
+        l.apply(&folio_ev(34, unpin, 0xe000, 1, zero, (9, 0), (9, 0)));
+        let mut call = ev(40, 7, unpin, 3);
+        (call.tid, call.duration_ns) = (7, 10);
+        l.apply(&call);
+        let f = &l.folios;
+        assert_eq!(f.released, 4);
+        assert_eq!(f.released_in_pin_calls, 1, "only the release at 12 ns");
+        assert_eq!(f.released_in_unpin_calls, 2);
+        assert_eq!(f.zero_page_releases, 1);
+        // An I/O completion unpins 2 pages in interrupt context (52-53 ns) while thread 7 is
+        // inside a pin call (50-60 ns): inside both.
+        l.apply(&folio_ev(52, unpin, 0xf000, 2, rel | LARGE, (3, 2), (1, 0)));
+        let mut irq = ev(53, 7, unpin, 2);
+        (irq.tid, irq.duration_ns) = (7, 2);
+        l.apply(&irq);
+        let mut pin = ev(60, 7, Hook::PinUserPagesFast, 6);
+        (pin.tid, pin.duration_ns) = (7, 10);
+        l.apply(&pin);
+        let f = &l.folios;
+        assert_eq!((f.released_in_pin_calls, f.released_in_unpin_calls), (3, 4));
     }
 
     #[test]

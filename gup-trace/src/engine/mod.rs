@@ -49,7 +49,7 @@ impl PinEngine {
         PinEngine {
             reorder: reorder::ReorderBuffer::new(REORDER_HOLD_NS),
             ledger: PinLedger::new(start_ns),
-            state: PinState::new(foll_longterm),
+            state: PinState::new(foll_longterm, rules.long_pin_ns),
             blocking: blocking::BlockingState::default(),
             rules,
             newest_ns: start_ns,

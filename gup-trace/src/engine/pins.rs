@@ -15,6 +15,7 @@ use crate::events::{Comm, TraceEvent};
 
 use super::{
     FastMap,
+    findings::HeldFolio,
     ledger::{PIN_COUNTING_BIAS, refs_by_folio, skipped_zero_page},
 };
 
@@ -99,12 +100,29 @@ pub(super) fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok
     s.serialize_str(hook.name())
 }
 
-/// Who took a pin: a process, through a call site, long-term or not.
+/// Who holds a pin: the process whose memory it pins, through a call site, long-term or not;
+/// and the process that took it when that was another one (a kernel worker pinning a
+/// process's pages with `pin_user_pages_remote`, a kthread that adopted its mm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub process: ProcessId,
     pub site: SiteId,
     pub longterm: bool,
+    pub taker: Option<ProcessId>,
+}
+
+/// Short-term pins of one owner that were held longer than the long-pin threshold before they
+/// were released: a finding even though nothing is left held.
+#[derive(Clone, Debug, Default)]
+pub struct LongRelease {
+    pub pages: u64,
+    pub folios: u64,
+    /// When the oldest of them was taken, and the longest any of them was held.
+    pub oldest_ns: u64,
+    pub longest_ns: u64,
+    /// When the last of them was released.
+    pub released_ns: u64,
+    pub examples: Vec<HeldFolio>,
 }
 
 /// Log2 buckets of durations in ns: percentiles without keeping every sample.
@@ -195,6 +213,10 @@ fn pins_in(t: &FolioTransition) -> u32 {
 #[derive(Default)]
 pub struct PinState {
     foll_longterm: u32,
+    /// How long a short-term pin may be held before its release is a finding (0: never).
+    long_pin_ns: u64,
+    /// Short-term pins released after being held longer than that, by owner.
+    pub long_releases: FastMap<OwnerId, LongRelease>,
     pub folios: FastMap<u64, FolioState>,
     pub processes: Vec<ProcessRecord>,
     /// The current lifetime of each tgid.
@@ -227,15 +249,21 @@ pub struct PinState {
 /// Emptied per-call vectors kept for reuse.
 const SPARE_VECS: usize = 64;
 
+/// Folios kept as examples of long-held pins released.
+const LONG_RELEASE_EXAMPLES: usize = 4;
+
 /// Unbalanced releases kept as evidence; the count goes on.
 const UNBALANCED_KEPT: usize = 64;
 
 impl PinState {
     /// `foll_longterm` is the running kernel's FOLL_LONGTERM bit (0x10000 up to 6.4, 0x100
     /// after), read from BTF.
-    pub fn new(foll_longterm: u32) -> PinState {
+    /// `long_pin_ns`: how long a pin without FOLL_LONGTERM may be held; one released later is
+    /// kept in [`PinState::long_releases`].
+    pub fn new(foll_longterm: u32, long_pin_ns: u64) -> PinState {
         PinState {
             foll_longterm,
+            long_pin_ns,
             ..PinState::default()
         }
     }
@@ -271,16 +299,21 @@ impl PinState {
 
     /// The process `e` comes from, created on first sight.
     fn process(&mut self, e: &TraceEvent) -> ProcessId {
-        let id = match self.live.get(&e.tgid) {
+        self.process_named(e.tgid, e.comm, e.ts_ns)
+    }
+
+    /// The process `tgid` (current lifetime), created on first sight, named `comm`.
+    fn process_named(&mut self, tgid: u32, comm: Comm, ts_ns: u64) -> ProcessId {
+        let id = match self.live.get(&tgid) {
             Some(&id) => id,
             None => {
                 let id = self.processes.len() as ProcessId;
                 self.processes.push(ProcessRecord {
-                    tgid: e.tgid,
-                    first_ns: e.ts_ns,
+                    tgid,
+                    first_ns: ts_ns,
                     ..ProcessRecord::default()
                 });
-                self.live.insert(e.tgid, id);
+                self.live.insert(tgid, id);
                 id
             }
         };
@@ -289,9 +322,18 @@ impl PinState {
         // (argument copying through get_user_pages_remote), under the parent's name. Events
         // after its exit come from its teardown (closing an io_uring) and keep the name.
         if p.exited_ns.is_none() {
-            p.comm = e.comm;
+            p.comm = comm;
         }
         id
+    }
+
+    /// Who holds the pins `e` (a GUP call) took: the owner of the memory when it is another
+    /// process than the caller `p`, which is then kept as the taker.
+    fn holder(&mut self, e: &TraceEvent, p: ProcessId) -> (ProcessId, Option<ProcessId>) {
+        match e.taken_for() {
+            Some((tgid, comm)) => (self.process_named(tgid, comm, e.ts_ns), Some(p)),
+            None => (p, None),
+        }
     }
 
     /// A new task: if its pid was a process we knew, that process is gone and the pid reused,
@@ -362,10 +404,12 @@ impl PinState {
                 if let Some(grabs) = self.pending.remove(&e.tid) {
                     let longterm = e.gup_flags & self.foll_longterm != 0;
                     let site = self.site(e.stack_id, e.hook);
+                    let (process, taker) = self.holder(e, p);
                     let owner = self.owner(Owner {
-                        process: p,
+                        process,
                         site,
                         longterm,
+                        taker,
                     });
                     let mut grabs = grabs;
                     for (t, ts_ns) in grabs.drain(..) {
@@ -429,6 +473,7 @@ impl PinState {
                     process: p,
                     site,
                     longterm: false,
+                    taker: None,
                 });
                 self.take(owner, t, e.ts_ns);
             }
@@ -524,6 +569,27 @@ impl PinState {
             processes[owner.process as usize].pins_released += u64::from(n);
             sites[owner.site as usize].pins_released += u64::from(n);
             self.pinned_now -= u64::from(n);
+            let held_ns = call.ts_ns.saturating_sub(hold.since_ns);
+            if !owner.longterm && self.long_pin_ns > 0 && held_ns > self.long_pin_ns {
+                let long = self.long_releases.entry(hold.owner).or_insert(LongRelease {
+                    oldest_ns: hold.since_ns,
+                    ..LongRelease::default()
+                });
+                long.pages += u64::from(n);
+                long.folios += 1;
+                long.oldest_ns = long.oldest_ns.min(hold.since_ns);
+                long.longest_ns = long.longest_ns.max(held_ns);
+                long.released_ns = long.released_ns.max(call.ts_ns);
+                if long.examples.len() < LONG_RELEASE_EXAMPLES {
+                    long.examples.push(HeldFolio {
+                        folio: t.folio,
+                        pfn: folio.pfn,
+                        order: folio.order,
+                        refs: n,
+                        since_ns: hold.since_ns,
+                    });
+                }
+            }
         }
         folio.holds.retain(|h| h.refs > 0);
         // The rest were pins from before tracing began (or by tasks a filter hides).

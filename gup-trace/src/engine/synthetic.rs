@@ -69,6 +69,26 @@ pub fn pin_call(ts: u64, tgid: u32, folios: &[u64], flags: u32, stack: u32) -> V
     out
 }
 
+/// [`pin_call`] by a kernel thread `worker` on the memory of process `owner`
+/// (`pin_user_pages_remote` on its mm): the grabs and the call carry the owner.
+pub fn remote_pin_call(ts: u64, worker: u32, owner: u32, folios: &[u64]) -> Vec<TraceEvent> {
+    let mut out = pin_call(ts, worker, folios, 0, 9);
+    for e in &mut out {
+        e.comm = "kworker/u8:1".into();
+        e.owner_tgid = owner;
+        e.owner_comm = format!("proc{owner}").as_str().into();
+        e.owner_bits = gup_trace_common::owner_bit::KNOWN
+            | gup_trace_common::owner_bit::REMOTE_MM
+            | gup_trace_common::owner_bit::KTHREAD_CALLER;
+        if e.kind == EventKind::Call {
+            e.hook = Hook::PinUserPagesRemote;
+        } else {
+            e.call_hook = Some(Hook::PinUserPagesRemote);
+        }
+    }
+    out
+}
+
 pub fn grab(ts: u64, tgid: u32, t: FolioTransition) -> TraceEvent {
     let mut e = event(EventKind::Folio, Hook::TryGrabFolioFast, ts, tgid);
     e.call_hook = Some(Hook::PinUserPagesFast);

@@ -368,3 +368,96 @@ fn the_peak_counts_pins_taken_and_released_between_two_looks() {
     assert_eq!(e.state.take_peak(), 1);
     assert_eq!(e.state.take_peak(), 1, "still pinned");
 }
+
+#[test]
+fn a_remote_pin_is_held_by_the_owner_of_the_memory_and_taken_by_the_worker() {
+    // A kernel worker pins process 100's pages (pin_user_pages_remote on its mm) and keeps
+    // them; 100 exits: the orphans are 100's, taken by the worker.
+    let mut e = engine();
+    run(&mut e, [fork(1 * MS, 1, 100)]);
+    run(&mut e, remote_pin_call(10 * MS, 55, 100, &[F1, F2]));
+    run(&mut e, [exit(1 * S, 100)]);
+    let found = problems(&e, 4 * S);
+    let [Finding::OrphanedPins(held)] = found.as_slice() else {
+        panic!("expected one orphaned-pins finding, got {found:?}");
+    };
+    assert_eq!((held.tgid, held.comm.as_str()), (100, "proc100"));
+    let taker = held.taken_by.as_ref().expect("the worker is named");
+    assert_eq!((taker.tgid, taker.comm.as_str()), (55, "kworker/u8:1"));
+    assert_eq!(
+        (held.pages, held.entry.name()),
+        (2, "pin_user_pages_remote")
+    );
+    let owner = e.state.processes.iter().find(|p| p.tgid == 100).unwrap();
+    let worker = e.state.processes.iter().find(|p| p.tgid == 55).unwrap();
+    assert_eq!((owner.pins_taken, worker.pins_taken), (2, 0));
+    assert_eq!(worker.pin_calls, 1, "the call is the worker's");
+}
+
+#[test]
+fn a_pin_on_the_callers_own_memory_has_no_taker() {
+    let mut e = engine();
+    let mut call = pin_call(10 * MS, 100, &[F1], 0, 7);
+    for ev in &mut call {
+        ev.owner_tgid = 100;
+        ev.owner_bits = gup_trace_common::owner_bit::KNOWN;
+    }
+    run(&mut e, call);
+    run(&mut e, [exit(1 * S, 100)]);
+    let found = problems(&e, 4 * S);
+    let [Finding::OrphanedPins(held)] = found.as_slice() else {
+        panic!("expected one orphaned-pins finding, got {found:?}");
+    };
+    assert_eq!((held.tgid, held.taken_by.clone()), (100, None));
+}
+
+fn long_pin_engine(long_pin_ns: u64) -> PinEngine {
+    PinEngine::new(
+        0,
+        LONGTERM,
+        FindingRules {
+            long_pin_ns,
+            ..FindingRules::default()
+        },
+    )
+}
+
+#[test]
+fn a_short_term_pin_released_after_the_threshold_is_a_finding_with_its_hold_time() {
+    // O_DIRECT from a slow device: pinned at 1 s, released at 13 s; --long-pin 5.
+    let mut e = long_pin_engine(5 * S);
+    run(&mut e, pin_call(1 * S, 100, &[F1], 0, 7));
+    run(&mut e, unpin_call(13 * S, 100, &[(F1, small(1), small(0))]));
+    run(&mut e, [exit(14 * S, 100)]);
+    assert!(e.state.folios.is_empty(), "nothing is held any more");
+    let found = problems(&e, 20 * S);
+    let [Finding::LongHeldPin(held)] = found.as_slice() else {
+        panic!("expected one long-held finding, got {found:?}");
+    };
+    assert!(held.released);
+    assert_eq!((held.tgid, held.pages, held.folios), (100, 1, 1));
+    assert_eq!(held.held_ns, 12 * S + 1, "from the grab to the release");
+    assert_eq!(held.examples.len(), 1);
+}
+
+#[test]
+fn pins_released_within_the_threshold_or_longterm_are_no_finding() {
+    let mut e = long_pin_engine(5 * S);
+    run(&mut e, pin_call(1 * S, 100, &[F1], 0, 7));
+    run(&mut e, unpin_call(4 * S, 100, &[(F1, small(1), small(0))]));
+    run(&mut e, pin_call(5 * S, 100, &[F2], LONGTERM, 7));
+    run(&mut e, unpin_call(30 * S, 100, &[(F2, small(1), small(0))]));
+    assert!(problems(&e, 40 * S).is_empty());
+}
+
+#[test]
+fn a_short_term_pin_still_held_says_how_long_so_far() {
+    let mut e = long_pin_engine(5 * S);
+    run(&mut e, pin_call(1 * S, 100, &[F1], 0, 7));
+    let found = problems(&e, 8 * S);
+    let [Finding::LongHeldPin(held)] = found.as_slice() else {
+        panic!("expected one long-held finding, got {found:?}");
+    };
+    assert!(!held.released);
+    assert_eq!(held.held_ns, 7 * S + 1);
+}

@@ -14,12 +14,12 @@ use gup_trace_common::{FolioLayout, Hook, grab_rule};
 #[error("{0}")]
 pub struct LayoutError(pub String);
 
-fn missing(what: &str) -> LayoutError {
+pub(super) fn missing(what: &str) -> LayoutError {
     LayoutError(format!("kernel BTF lacks {what}"))
 }
 
 /// The struct of that name with members (BTF also holds empty forward declarations).
-fn find_struct(btf: &Btf, name: &str) -> Option<btf_rs::Struct> {
+pub(super) fn find_struct(btf: &Btf, name: &str) -> Option<btf_rs::Struct> {
     btf.resolve_types_by_name(name)
         .ok()?
         .into_iter()
@@ -46,7 +46,7 @@ fn underlying(btf: &Btf, mut ty: Type) -> Option<Type> {
 
 /// Byte offset of member `name` in `st`, searching through anonymous structs and unions (where
 /// struct page keeps almost everything).
-fn member_offset(btf: &Btf, st: &btf_rs::Struct, name: &str) -> Option<u32> {
+pub(super) fn member_offset(btf: &Btf, st: &btf_rs::Struct, name: &str) -> Option<u32> {
     for member in &st.members {
         let member_name = btf.resolve_name(member).unwrap_or_default();
         if member_name == name {

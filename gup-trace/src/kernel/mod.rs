@@ -6,6 +6,7 @@
 //! stable kernels backport renames, and distributions differ in what they allow.
 
 mod layout;
+mod mm_owner;
 
 use std::{collections::HashSet, fmt, fs, io, path::Path};
 
@@ -14,7 +15,7 @@ use aya::{
     Btf, Ebpf,
     programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
-use gup_trace_common::{CmaOffsets, FolioLayout, Hook, HookClass};
+use gup_trace_common::{CmaOffsets, FolioLayout, Hook, HookClass, MmOwnerLayout};
 pub use layout::{LayoutError, page_size, unread_layout};
 use serde::Serialize;
 
@@ -36,6 +37,8 @@ pub struct KernelFacts {
     pub foll: FollFlags,
     /// Where the per-folio hooks read a folio's counts; an error turns those hooks off.
     pub folio_layout: Result<FolioLayout, LayoutError>,
+    /// Where the owner of a GUP call's memory is read; an error credits pins to the caller.
+    pub mm_owner: Result<MmOwnerLayout, LayoutError>,
     /// Offset of `success` in the mmap_lock_acquire_returned record; 0 when unknown.
     pub lock_success_offset: u32,
     /// Offsets of `pid` and `clone_flags` in the task_newtask record; 0 when unknown.
@@ -112,8 +115,18 @@ impl KernelFacts {
                 reason.unwrap_or("kernel lacks BTF").to_string(),
             )),
         };
+        let mm_owner = match &types {
+            Some(types) => mm_owner::read(types),
+            None => Err(LayoutError(
+                btf_error
+                    .as_deref()
+                    .unwrap_or("kernel lacks BTF")
+                    .to_string(),
+            )),
+        };
         Ok(KernelFacts {
             release,
+            mm_owner,
             symbols: kallsyms.functions,
             btf,
             btf_error,
@@ -389,6 +402,10 @@ pub struct Capabilities {
     #[serde(skip)]
     pub foll: FollFlags,
     pub hooks: Vec<HookReport>,
+    /// Why the owner of a pinned mm cannot be read (None: it is, pins are credited to the
+    /// process whose memory they pin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owners_unread: Option<String>,
 }
 
 impl Capabilities {
@@ -492,6 +509,7 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> (Capabilities, Links)
         foll_pin: facts.foll_pin,
         foll: facts.foll.clone(),
         hooks,
+        owners_unread: facts.mm_owner.as_ref().err().map(|e| e.to_string()),
     };
     (capabilities, links)
 }

@@ -40,6 +40,14 @@ pub fn capabilities(caps: &Capabilities, verbose: bool) -> String {
             let _ = writeln!(out, "      cost: {cost}");
         }
     }
+    if let Some(why) = &caps.owners_unread {
+        let _ = writeln!(
+            out,
+            "  owners of pinned memory are not read ({why}): pins are credited to the task \
+             that took them, and a kernel worker pinning a process's pages is not that \
+             process's"
+        );
+    }
     let pins = caps.attached(HookClass::Pin);
     let unpins = caps.attached(HookClass::Unpin);
     if pins == 0 && unpins == 0 {
@@ -90,11 +98,18 @@ mod tests {
                     cost: None,
                 },
             ],
+            owners_unread: Some("kernel BTF lacks mm_struct.owner".into()),
         };
         let text = capabilities(&caps, false);
         assert_eq!(text.matches("fentry refused: EPERM").count(), 1, "{text}");
         assert!(text.contains("pin_user_pages, unpin_user_page"), "{text}");
         assert!(text.contains("attached via tracepoint"), "{text}");
         assert!(text.contains("FOLL_PIN = 0x80000"), "{text}");
+        assert!(
+            text.contains(
+                "owners of pinned memory are not read (kernel BTF lacks mm_struct.owner)"
+            ),
+            "{text}"
+        );
     }
 }

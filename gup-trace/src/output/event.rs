@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use gup_trace_common::{EventKind, Hook, HookClass};
+use gup_trace_common::{EventKind, Hook, HookClass, owner_bit};
 use serde::Serialize;
 
 use super::{
@@ -98,6 +98,9 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         _ if is_gup_call(e) => {
             let _ = write!(line, "  {:#014x}  {}", e.start, foll.describe(e.gup_flags));
             let _ = write!(line, "{}", call_detail(e));
+            if let Some((tgid, comm)) = e.taken_for() {
+                let _ = write!(line, "  on the memory of pid {tgid} ({comm})");
+            }
         }
         _ => {}
     }
@@ -181,6 +184,20 @@ pub struct EventRecord<'a> {
     /// Folio and mmap_lock drop events: the GUP entry point in progress on the thread.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub during: Option<&'static str>,
+    /// GUP calls and their grabs: the process whose memory they pin (it holds the pins;
+    /// `pid` took them), when the kernel let it be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OwnerRecord {
+    pub pid: u32,
+    pub comm: Comm,
+    /// The mm came from the call's argument (`*_remote`), not the caller's own.
+    pub remote_mm: bool,
+    /// The caller is a kernel thread.
+    pub kthread_caller: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -278,6 +295,12 @@ impl<'a> EventRecord<'a> {
                 .call_hook
                 .filter(|_| e.kind != EventKind::Call)
                 .map(Hook::name),
+            owner: e.owner().map(|(pid, comm)| OwnerRecord {
+                pid,
+                comm,
+                remote_mm: e.owner_bits & owner_bit::REMOTE_MM != 0,
+                kthread_caller: e.kthread_caller(),
+            }),
         }
     }
 }
@@ -374,5 +397,34 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(failed["stack_error"], "not recorded");
+        assert!(without.get("owner").is_none(), "no owner read, none shown");
+    }
+
+    #[test]
+    fn a_call_on_another_process_memory_names_its_owner() {
+        let foll = FollFlags {
+            source: "test",
+            flags: vec![],
+        };
+        let mut e = pin_event(None);
+        e.hook = Hook::PinUserPagesRemote;
+        (e.tgid, e.comm) = (40, "kworker/0:1".into());
+        (e.owner_tgid, e.owner_comm) = (311, "pinleak-user".into());
+        e.owner_bits = owner_bit::KNOWN | owner_bit::REMOTE_MM | owner_bit::KTHREAD_CALLER;
+        let line = event_line(&e, 0, &foll);
+        assert!(
+            line.contains("kworker/0:1")
+                && line.ends_with("on the memory of pid 311 (pinleak-user)"),
+            "{line}"
+        );
+        let v = serde_json::to_value(EventRecord::new(&e, 0, &foll, None, 8)).unwrap();
+        assert_eq!(v["pid"], 40);
+        assert_eq!(
+            v["owner"],
+            serde_json::json!({"pid": 311, "comm": "pinleak-user", "remote_mm": true, "kthread_caller": true})
+        );
+        // Its own memory: the owner is in the JSON, the line says nothing more.
+        (e.owner_tgid, e.owner_comm) = (40, "kworker/0:1".into());
+        assert!(!event_line(&e, 0, &foll).contains("memory of"));
     }
 }

@@ -22,6 +22,11 @@ fn at(ns: u64, start_ns: u64) -> String {
     format!("{:.2} s", ns.saturating_sub(start_ns) as f64 / 1e9)
 }
 
+/// A duration in seconds.
+fn seconds(ns: u64) -> String {
+    format!("{:.2} s", ns as f64 / 1e9)
+}
+
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -74,16 +79,30 @@ pub fn finding_text(
             );
             held_detail(&mut out, h, start_ns, stacks, stack_depth);
         }
+        Finding::LongHeldPin(h) if h.released => {
+            let _ = writeln!(
+                out,
+                "  {title}: pid {} ({}) held {} in {} without FOLL_LONGTERM for up to {} before \
+                 releasing them: such pins block page migration and compaction while held",
+                h.tgid,
+                h.comm,
+                plural(h.pages, "page", "pages"),
+                plural(h.folios, "folio", "folios"),
+                seconds(h.held_ns),
+            );
+            held_detail(&mut out, h, start_ns, stacks, stack_depth);
+        }
         Finding::LongHeldPin(h) => {
             let _ = writeln!(
                 out,
-                "  {title}: pid {} ({}) holds {} in {} without FOLL_LONGTERM, the oldest since {}: \
-                 such pins block page migration and compaction",
+                "  {title}: pid {} ({}) holds {} in {} without FOLL_LONGTERM, the oldest since {} \
+                 ({}): such pins block page migration and compaction",
                 h.tgid,
                 h.comm,
                 plural(h.pages, "page", "pages"),
                 plural(h.folios, "folio", "folios"),
                 at(h.oldest_ns, start_ns),
+                seconds(h.held_ns),
             );
             held_detail(&mut out, h, start_ns, stacks, stack_depth);
         }
@@ -236,7 +255,11 @@ fn held_detail(
 ) {
     let _ = writeln!(
         out,
-        "      taken through {}{}, the oldest at {}",
+        "      taken{} through {}{}, the oldest at {}",
+        h.taken_by.as_ref().map_or(String::new(), |t| format!(
+            " by pid {} ({}) on its memory",
+            t.tgid, t.comm
+        )),
         h.entry.name(),
         if h.longterm { " (FOLL_LONGTERM)" } else { "" },
         at(h.oldest_ns, start_ns)
@@ -342,12 +365,15 @@ mod tests {
             tgid: 311,
             comm: "pinleak-user".into(),
             exited_ns: Some(3_500_000_000),
+            taken_by: None,
             entry: gup_trace_common::Hook::PinUserPagesFast,
             stack_id: Some(4),
             longterm: true,
             pages: 64,
             folios: 64,
             oldest_ns: 1_250_000_000,
+            held_ns: 0,
+            released: false,
             examples: vec![HeldFolio {
                 folio: 0xffff_ea00_0012_3400,
                 pfn: 0x48d0,
@@ -392,6 +418,52 @@ mod tests {
         assert_eq!(v["problem"], true);
         assert_eq!(v["pages"], 64);
         assert_eq!(v["entry"], "pin_user_pages_fast");
+    }
+
+    #[test]
+    fn pins_taken_by_another_task_name_both_owner_and_taker() {
+        let Finding::OrphanedPins(mut h) = orphan() else {
+            unreachable!()
+        };
+        h.taken_by = Some(crate::engine::findings::Taker {
+            tgid: 57,
+            comm: "kworker/u8:2".into(),
+        });
+        let finding = Finding::OrphanedPins(h);
+        let mut stacks = |_id: u32| -> CallStack { Err("none".into()) };
+        let text = findings_text(std::slice::from_ref(&finding), 0, &mut stacks, 8);
+        assert!(
+            text.contains("pid 311 (pinleak-user) exited")
+                && text.contains("taken by pid 57 (kworker/u8:2) on its memory through"),
+            "{text}"
+        );
+        let v = serde_json::to_value(FindingRecord::new(&finding, &mut stacks, 8)).unwrap();
+        assert_eq!(v["comm"], "pinleak-user");
+        assert_eq!(v["taken_by"]["comm"], "kworker/u8:2");
+        assert_eq!(v["taken_by"]["tgid"], 57);
+    }
+
+    #[test]
+    fn a_long_held_pin_released_says_how_long_it_was_held() {
+        let Finding::OrphanedPins(mut h) = orphan() else {
+            unreachable!()
+        };
+        (h.released, h.held_ns, h.longterm, h.exited_ns) = (true, 12_340_000_000, false, None);
+        let finding = Finding::LongHeldPin(h);
+        let mut stacks = |_id: u32| -> CallStack { Err("none".into()) };
+        let text = findings_text(std::slice::from_ref(&finding), 0, &mut stacks, 8);
+        assert!(
+            text.contains("held 64 pages in 64 folios without FOLL_LONGTERM for up to 12.34 s before releasing them"),
+            "{text}"
+        );
+        let v = serde_json::to_value(FindingRecord::new(&finding, &mut stacks, 8)).unwrap();
+        assert_eq!(v["finding"], "long_held_pin");
+        assert_eq!(v["released"], true);
+        assert_eq!(v["held_ns"], 12_340_000_000u64);
+        assert!(
+            v.get("taken_by").is_none(),
+            "no taker when the owner took them"
+        );
     }
 
     #[test]

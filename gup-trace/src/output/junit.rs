@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 use crate::engine::Finding;
 
 /// The kinds that fail a check, one test case each, in this order.
-const CASES: [&str; 3] = [
+const CASES: [&str; 4] = [
     "orphaned pins",
     "unbalanced release",
     "long-held short-term pin",
+    "blocked migration",
 ];
 
 /// A test suite named after `command`; `details` gives the text of each finding.
@@ -109,7 +110,7 @@ mod tests {
             format!("{} by a<b\n", f.kind())
         });
         assert!(
-            xml.contains("name=\"gup-trace check ./t &amp; x\" tests=\"3\" failures=\"1\""),
+            xml.contains("name=\"gup-trace check ./t &amp; x\" tests=\"4\" failures=\"1\""),
             "{xml}"
         );
         assert!(

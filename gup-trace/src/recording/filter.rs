@@ -34,7 +34,9 @@ impl ProcessFilter {
     }
 
     /// Whether a replay applies `e`. Releases pass whoever made them, as in a live session: a
-    /// pin is often released by another task, and without the release it would look held.
+    /// pin is often released by another task, and without the release it would look held. A
+    /// GUP call passes when its caller or the owner of the memory it works on does (a kernel
+    /// worker pinning a process's pages), as in the kernel side; the cgroup is the caller's.
     pub fn keeps(&self, e: &TraceEvent) -> bool {
         let release = e.hook.class() == HookClass::Unpin
             || e.folio.is_some_and(|f| f.bits & folio_bit::RELEASE != 0);
@@ -42,9 +44,15 @@ impl ProcessFilter {
         if release || e.kind == EventKind::ProcessFork {
             return true;
         }
-        self.pid.is_none_or(|p| p == e.tgid)
+        let caller = self.pid.is_none_or(|p| p == e.tgid)
             && self.comm.as_deref().is_none_or(|c| e.comm == c)
-            && self.cgroup_id.is_none_or(|c| c == e.cgroup_id)
+            && self.cgroup_id.is_none_or(|c| c == e.cgroup_id);
+        caller
+            || e.owner().is_some_and(|(tgid, comm)| {
+                self.cgroup_id.is_none()
+                    && self.pid.is_none_or(|p| p == tgid)
+                    && self.comm.as_deref().is_none_or(|c| comm == c)
+            })
     }
 }
 
@@ -62,4 +70,47 @@ pub fn describe(pid: Option<u32>, comm: Option<&str>, cgroup: Option<&dyn Displa
         out.push(format!("cgroup {cgroup}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use gup_trace_common::owner_bit;
+
+    use super::*;
+    use crate::engine::synthetic::{pin_call, remote_pin_call};
+
+    /// A worker's pin of a followed process's memory passes a filter on that process, as in
+    /// the kernel side; a pin of someone else's memory does not.
+    #[test]
+    fn a_call_passes_when_its_caller_or_its_memorys_owner_does() {
+        let by_pid = ProcessFilter {
+            pid: Some(100),
+            ..ProcessFilter::default()
+        };
+        let by_comm = ProcessFilter {
+            comm: Some("proc100".into()),
+            ..ProcessFilter::default()
+        };
+        for filter in [&by_pid, &by_comm] {
+            assert!(
+                remote_pin_call(1, 55, 100, &[1])
+                    .iter()
+                    .all(|e| filter.keeps(e))
+            );
+            assert!(
+                !remote_pin_call(1, 55, 200, &[1])
+                    .iter()
+                    .any(|e| filter.keeps(e))
+            );
+            assert!(pin_call(1, 100, &[1], 0, 1).iter().all(|e| filter.keeps(e)));
+        }
+        // The owner's cgroup is not read: with --cgroup, the caller decides alone.
+        let by_cgroup = ProcessFilter {
+            cgroup_id: Some(7),
+            ..ProcessFilter::default()
+        };
+        let mut call = remote_pin_call(1, 55, 100, &[1]);
+        call[0].owner_bits = owner_bit::KNOWN;
+        assert!(!by_cgroup.keeps(&call[0]));
+    }
 }

@@ -57,7 +57,8 @@ use crate::{
 
 pub const MAGIC: [u8; 8] = *b"GUPTRACE";
 /// The version this gup-trace writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: events carry the owner of the memory a GUP call works on (`owner_*`).
+pub const FORMAT_VERSION: u32 = 2;
 /// Magic, version, the two sizes and the metadata length.
 const FIXED_HEADER: usize = 8 + 4 * 4;
 /// Raw bytes a chunk collects before it is packed and written.

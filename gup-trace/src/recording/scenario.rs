@@ -144,6 +144,40 @@ pub fn scenario() -> Vec<u8> {
     w.finish(&end).unwrap().0
 }
 
+/// A kernel worker (pid 55) pins 2 folios of process 300's memory (`pin_user_pages_remote`
+/// on its mm) and keeps them; 300 exits; 10 s pass.
+pub fn remote_scenario() -> Vec<u8> {
+    let start = START_NS;
+    let mut records = pin_call(start + 100 * MS, 55, "kworker/u8:1", &[7, 8], 0, 11);
+    for r in &mut records {
+        // SAFETY: one whole Event's bytes, as put_event wrote them; read unaligned.
+        let mut e: gup_trace_common::Event = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
+        e.owner_tgid = 300;
+        e.owner_comm = comm("victim");
+        e.owner_bits = gup_trace_common::owner_bit::KNOWN | gup_trace_common::owner_bit::REMOTE_MM;
+        r.clear();
+        put_event(r, &e);
+    }
+    records.push(plain(
+        EventKind::ProcessExit,
+        Hook::SchedProcessExit,
+        start + 500 * MS,
+        300,
+        "victim",
+        0,
+    ));
+    let mut w = RecordingWriter::new(Vec::new(), &metadata(), Compression::Lz4).unwrap();
+    for (id, frames) in stacks() {
+        w.stack(id, &Ok(frames.into())).unwrap();
+    }
+    for r in &records {
+        w.record(r).unwrap();
+    }
+    let end_ns = start + 10 * S;
+    let end = w.end_totals(end_ns, 0);
+    w.finish(&end).unwrap().0
+}
+
 pub fn replay_with(bytes: &[u8], rules: FindingRules) -> Replay {
     Replay::read(RecordingReader::new(bytes).unwrap(), rules).unwrap()
 }

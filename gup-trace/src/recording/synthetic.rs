@@ -102,6 +102,9 @@ pub fn event(
         path: CallPath::ZERO,
         lock: LockStats::ZERO,
         folio: FolioTransition::ZERO,
+        owner_tgid: 0,
+        owner_bits: 0,
+        owner_comm: [0; COMM_LEN],
     }
 }
 

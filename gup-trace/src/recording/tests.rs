@@ -174,11 +174,12 @@ fn a_recording_cut_at_any_byte_reads_a_prefix_and_says_it_was_truncated() {
 #[test]
 fn another_format_version_or_event_size_is_refused_with_the_reason() {
     let (bytes, _) = small_recording(3, 100, Compression::Lz4);
-    let mut newer = bytes.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let err = format!("{:#}", RecordingReader::new(&newer[..]).err().unwrap());
+    // Version 1: events without their memory's owner, as every recording before owners.
+    let mut older = bytes.clone();
+    older[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let err = format!("{:#}", RecordingReader::new(&older[..]).err().unwrap());
     assert!(
-        err.contains("recording format version 2")
+        err.contains("recording format version 1")
             && err.contains(&format!("reads version {FORMAT_VERSION} only"))
             && err.contains(&format!(
                 "written by gup-trace {}",

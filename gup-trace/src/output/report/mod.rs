@@ -177,9 +177,13 @@ pub struct SiteEntry {
 /// Pins one process still held at the end, taken through one call site.
 #[derive(Debug, Serialize)]
 pub struct HeldEntry {
+    /// The process whose memory is pinned (it holds the pins).
     pub pid: u32,
     pub comm: String,
     pub exited_s: Option<f64>,
+    /// The process that took them, when another (a kernel worker on its behalf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<TakerEntry>,
     pub entry: &'static str,
     pub stack_id: Option<u32>,
     pub longterm: bool,
@@ -188,6 +192,13 @@ pub struct HeldEntry {
     /// When the oldest was taken, in seconds into the recording, and its age at the end.
     pub oldest_s: f64,
     pub age_s: f64,
+}
+
+/// Who took pins on another process's memory.
+#[derive(Debug, Serialize)]
+pub struct TakerEntry {
+    pub pid: u32,
+    pub comm: String,
 }
 
 /// mmap_lock inside one process's GUP calls, as the report states it.
@@ -259,6 +270,13 @@ impl HeldEntry {
             pid: p.pid,
             comm: p.comm.clone(),
             exited_s: p.exited_ns.map(|t| secs(t, start_ns)),
+            taken_by: h.taker.map(|t| {
+                let t = a.process(t);
+                TakerEntry {
+                    pid: t.pid,
+                    comm: t.comm.clone(),
+                }
+            }),
             entry: s.entry,
             stack_id: s.stack_id,
             longterm: h.longterm,

@@ -3,7 +3,7 @@ use crate::{
     engine::FindingRules,
     recording::{
         Compression, ReadStatus,
-        scenario::{replay, replay_with, scenario},
+        scenario::{remote_scenario, replay, replay_with, scenario},
         synthetic::write_recording,
     },
 };
@@ -201,4 +201,27 @@ fn utc_dates() {
     assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
     assert_eq!(utc(1_795_000_000.0), "2026-11-18 11:06:40 UTC");
     assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+}
+
+#[test]
+fn pins_a_worker_took_on_a_process_memory_are_reported_as_that_process_taken_by_the_worker() {
+    let replay = replay(&remote_scenario());
+    let findings = replay.findings();
+    let report = Report::new(&replay, &findings, OPTS);
+    let [held] = report.outstanding.rows.as_slice() else {
+        panic!("one holder: {:?}", report.outstanding.rows);
+    };
+    assert_eq!(
+        (held.pid, held.comm.as_str(), held.pages),
+        (300, "victim", 2)
+    );
+    let taker = held.taken_by.as_ref().expect("the worker is named");
+    assert_eq!((taker.pid, taker.comm.as_str()), (55, "kworker/u8:1"));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["outstanding"]["rows"][0]["taken_by"]["pid"], 55);
+    let text = text::text(&report, "");
+    assert!(
+        text.contains("victim") && text.contains("taken by pid 55 (kworker/u8:1)"),
+        "{text}"
+    );
 }

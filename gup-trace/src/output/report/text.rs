@@ -219,7 +219,7 @@ pub fn text(report: &Report, findings_text: &str) -> String {
         for h in &report.outstanding.rows {
             let _ = writeln!(
                 out,
-                "  {:>7}  {:<16} {:>7} {:>7} {:>8.2} s {:>7.2} s  {}{}{}",
+                "  {:>7}  {:<16} {:>7} {:>7} {:>8.2} s {:>7.2} s  {}{}{}{}",
                 h.pid,
                 h.comm,
                 h.pages,
@@ -229,7 +229,11 @@ pub fn text(report: &Report, findings_text: &str) -> String {
                 h.entry,
                 if h.longterm { " LONGTERM" } else { "" },
                 h.exited_s
-                    .map_or(String::new(), |t| format!(" (exited at {t:.2} s)"))
+                    .map_or(String::new(), |t| format!(" (exited at {t:.2} s)")),
+                h.taken_by.as_ref().map_or(String::new(), |t| format!(
+                    " taken by pid {} ({})",
+                    t.pid, t.comm
+                ))
             );
         }
     }

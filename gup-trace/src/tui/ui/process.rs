@@ -91,6 +91,15 @@ fn lines(p: &ProcessRow, snap: &DashboardSnapshot, theme: &Theme) -> Vec<Line<'s
         }
         lines.push(Line::raw(""));
     }
+    if !p.taken_by.is_empty() {
+        lines.push(Line::styled("pins on its memory taken by others:", h));
+        for (pid, comm, pages) in &p.taken_by {
+            lines.push(Line::raw(format!(
+                "  pid {pid:<7} {comm:<16} {pages:>7} pages"
+            )));
+        }
+        lines.push(Line::raw(""));
+    }
     lines.push(Line::styled(
         format!(
             "pinned folios ({} of {}, oldest first):",

@@ -5,14 +5,20 @@
 //! packages of its dependencies that kbuild reads (`linux-headers-*-common`, `linux-kbuild-*`),
 //! downloaded and unpacked with `dpkg-deb -x` under `<workspace>/target/vm/headers/<release>/`
 //! (once; the machine's dpkg never sees them). The module is built in
-//! `<workspace>/target/vm/kmod/<release>/` with the compiler the kernel was built with, which
-//! must exist on this machine: a kernel built by a newer gcc than the machine has (Debian 13's
-//! gcc-14 on a Debian 12 machine) gets an error that says why, not a module of doubtful ABI.
+//! `<workspace>/target/vm/kmod/<release>/` with the compiler the kernel was built with: on this
+//! machine when it has that compiler and can run the kbuild programs (Debian 12's kernels on
+//! Debian 12), otherwise in the Debian 13 build root of [`buildroot`] (Debian 13's kernels are
+//! built with gcc-14 and their kbuild programs need glibc >= 2.38). A kernel neither can build
+//! for gets an error that says why, not a module of doubtful ABI.
+
+mod buildroot;
+
+pub use buildroot::BuildRoot;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -43,7 +49,8 @@ fn fixture_dir() -> PathBuf {
 }
 
 /// `cargo xtask kmod`: builds the module for each kernel series, then prints one line per
-/// kernel (the .ko, or why it cannot be built here). Fails if any kernel failed.
+/// kernel (the .ko, or why it cannot be built here). Fails if any kernel whose headers exist
+/// failed.
 pub fn run(opts: &Options) -> Result<()> {
     let series = opts.kernels.series();
     let user = user_program()?;
@@ -59,10 +66,15 @@ pub fn run(opts: &Options) -> Result<()> {
     for (s, result) in &rows {
         match result {
             Ok((release, ko)) => println!("{s}: {release}: {}", ko.display()),
+            Err(e) if NoHeaders::is_cause_of(e) => println!("{s}: no module: {e:#}"),
             Err(e) => println!("{s}: cannot build: {e:#}"),
         }
     }
-    let failed = rows.iter().filter(|(_, r)| r.is_err()).count();
+    // A kernel whose headers are not to be had is no failure: nothing here could build for it.
+    let failed = rows
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_err_and(|e| !NoHeaders::is_cause_of(e)))
+        .count();
     if failed > 0 {
         bail!(
             "the module cannot be built for {failed} of {} kernels",
@@ -80,19 +92,48 @@ pub fn guest_files(kernel: &Kernel) -> Result<Vec<(PathBuf, String)>> {
     ])
 }
 
-/// pinleak.ko for `kernel`, built (or rebuilt, if the sources changed) from the fixture.
+/// pinleak.ko for `kernel`, built (or rebuilt, if the sources changed) from the fixture, on
+/// this machine or in the build root (see [`host_problems`]).
 pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
     let headers = headers(kernel)?;
-    let compiler = check_buildable(&headers, kernel)?;
+    let config = headers.tree.join(".config");
+    let config_text =
+        fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
+    let (compiler, version_text) = kernel_compiler(&config_text).ok_or_else(|| {
+        anyhow!(
+            "{} has no CONFIG_CC_VERSION_TEXT: cannot tell which compiler built the kernel",
+            config.display()
+        )
+    })?;
     let build = vm_dir().join("kmod").join(&kernel.release);
     create_dir(&build)?;
+    let problems = host_problems(&headers, &compiler)?;
+    if problems.is_empty() {
+        println!(
+            "kmod: building pinleak.ko for {} with {compiler}",
+            kernel.release
+        );
+        build_on_host(&headers, &build, &compiler)
+    } else {
+        println!(
+            "kmod: this machine cannot build modules for {} ({}): building in the Debian 13 build root",
+            kernel.release,
+            problems.join("; ")
+        );
+        build_in_root(kernel, &headers, &build, &compiler, &version_text).with_context(|| {
+            format!(
+                "pinleak.ko cannot be built for {} on this machine ({}), nor in the build root",
+                kernel.release,
+                problems.join("; ")
+            )
+        })
+    }
+}
+
+fn build_on_host(headers: &Headers, build: &Path, compiler: &str) -> Result<PathBuf> {
     for name in MODULE_SOURCES {
         copy_if_changed(&fixture_dir().join(name), &build.join(name))?;
     }
-    println!(
-        "kmod: building pinleak.ko for {} with {compiler}",
-        kernel.release
-    );
     let mut make = Command::new("make");
     make.arg("-C")
         .arg(&headers.tree)
@@ -102,6 +143,49 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = capture(&mut make)?;
+    built_module(&out, &describe(&make), build)
+}
+
+/// Builds in the build root's `/build/pinleak/<release>` and copies the .ko out to `build`.
+fn build_in_root(
+    kernel: &Kernel,
+    headers: &Headers,
+    build: &Path,
+    compiler: &str,
+    version_text: &str,
+) -> Result<PathBuf> {
+    let root = BuildRoot::ensure()?;
+    if !root.has_program(compiler) {
+        bail!(
+            "the kernel was built with {version_text}, and the build root has no {compiler} either"
+        );
+    }
+    root.install_headers(&kernel.release, &headers.root)?;
+    let inside = format!("/build/pinleak/{}", kernel.release);
+    let dir = root.host_path(&inside);
+    create_dir(&dir)?;
+    for name in MODULE_SOURCES {
+        copy_if_changed(&fixture_dir().join(name), &dir.join(name))?;
+    }
+    println!(
+        "kmod: building pinleak.ko for {} with {compiler} in the build root",
+        kernel.release
+    );
+    let (out, command) = root.make(&[
+        "-C".to_string(),
+        format!("/usr/src/{}", kernels::headers_package(kernel)),
+        format!("M={inside}"),
+        format!("CC={compiler}"),
+        "modules".to_string(),
+    ])?;
+    let ko = built_module(&out, &command, &dir)?;
+    let copied = build.join("pinleak.ko");
+    copy_if_changed(&ko, &copied)?;
+    Ok(copied)
+}
+
+/// `dir`/pinleak.ko once make succeeded, or why not with the end of make's output.
+fn built_module(out: &Output, command: &str, dir: &Path) -> Result<PathBuf> {
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -109,17 +193,15 @@ pub fn module_for(kernel: &Kernel) -> Result<PathBuf> {
     );
     if !out.status.success() {
         bail!(
-            "{} failed ({}):\n{}",
-            describe(&make),
+            "{command} failed ({}):\n{}",
             out.status,
             last_lines(&log, 15)
         );
     }
-    let ko = build.join("pinleak.ko");
+    let ko = dir.join("pinleak.ko");
     if !ko.exists() {
         bail!(
-            "{} succeeded but left no {}:\n{}",
-            describe(&make),
+            "{command} succeeded but left no {}:\n{}",
             ko.display(),
             last_lines(&log, 15)
         );
@@ -163,6 +245,8 @@ fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
 
 /// An unpacked headers package with the packages it needs.
 struct Headers {
+    /// `target/vm/headers/<release>`: the unpacked packages (`usr/`) and their list.
+    root: PathBuf,
     /// `<root>/usr/src/linux-headers-<release>`: what `make -C` gets.
     tree: PathBuf,
     /// `<root>/usr/lib/linux-kbuild-*`: the kbuild programs (fixdep, modpost, objtool).
@@ -185,7 +269,7 @@ fn headers(kernel: &Kernel) -> Result<Headers> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("linux-kbuild-"))
         })
         .collect();
-    Ok(Headers { tree, kbuild })
+    Ok(Headers { root, tree, kbuild })
 }
 
 /// Downloads `linux-headers-<release>` and the dependencies kbuild reads, unpacks them into
@@ -268,7 +352,7 @@ fn no_headers_error(kernel: &Kernel) -> anyhow::Error {
         .filter(|n| n.starts_with(&prefix) && n.ends_with("-cloud-amd64"))
         .collect();
     same_series.sort();
-    anyhow!(
+    anyhow::Error::new(NoHeaders(format!(
         "the package lists have no {} (the mirror keeps the image of {} but not its headers); \
          headers of series {}: {}",
         kernels::headers_package(kernel),
@@ -279,12 +363,32 @@ fn no_headers_error(kernel: &Kernel) -> anyhow::Error {
         } else {
             same_series.join(" ")
         }
-    )
+    )))
+}
+
+/// The one reason a kernel of the matrix may go without the module: its headers package is not
+/// to be had (the full matrix requires the module scenarios on every other kernel).
+#[derive(Debug)]
+pub struct NoHeaders(String);
+
+impl std::fmt::Display for NoHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoHeaders {}
+
+impl NoHeaders {
+    /// Whether `error` (or an error it wraps) is a [`NoHeaders`].
+    pub fn is_cause_of(error: &anyhow::Error) -> bool {
+        error.chain().any(|e| e.is::<NoHeaders>())
+    }
 }
 
 /// The packages of a headers package's Depends field that kbuild needs: the common headers
 /// and the kbuild programs, pinned to the version asked for when there is one (`name=version`).
-/// The compiler (gcc-N, linux-compiler-*) is the machine's business: see [`check_buildable`].
+/// The compiler (gcc-N, linux-compiler-*) comes from this machine or the build root.
 fn kbuild_dependencies(depends: &str) -> Vec<String> {
     depends
         .split(',')
@@ -312,24 +416,14 @@ fn relocate_makefile(text: &str, root: &str) -> String {
         .replace("=/usr/src/", &format!("={root}/usr/src/"))
 }
 
-/// The compiler to build with, once the kernel's own compiler and the kbuild programs are
-/// known to work on this machine; otherwise every reason they do not.
-fn check_buildable(headers: &Headers, kernel: &Kernel) -> Result<String> {
-    let config = headers.tree.join(".config");
-    let config_text =
-        fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
-    let (compiler, version_text) = kernel_compiler(&config_text).ok_or_else(|| {
-        anyhow!(
-            "{} has no CONFIG_CC_VERSION_TEXT: cannot tell which compiler built the kernel",
-            config.display()
-        )
-    })?;
+/// Why this machine cannot build modules for the kernel of `headers` (none: it can): the
+/// kernel's compiler missing, or kbuild programs that need a newer C library than it has.
+fn host_problems(headers: &Headers, compiler: &str) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    if find_in_path(&compiler).is_none() {
+    if find_in_path(compiler).is_none() {
         problems.push(format!(
-            "the kernel was built with {version_text}, and this machine has no {compiler} \
-             (modules must be built with the kernel's compiler: its flags, e.g. gcc 14's \
-             -fmin-function-alignment, are not all known to an older gcc)"
+            "no {compiler}, the kernel's compiler (modules must be built with it: its flags, \
+             e.g. gcc 14's -fmin-function-alignment, are not all known to an older gcc)"
         ));
     }
     let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -349,25 +443,11 @@ fn check_buildable(headers: &Headers, kernel: &Kernel) -> Result<String> {
     for (need, mut programs) in missing {
         programs.sort();
         problems.push(format!(
-            "kbuild programs ({}) cannot run here: {need} (they are built for a newer Debian)",
+            "kbuild programs ({}) cannot run here: {need}",
             programs.join(", ")
         ));
     }
-    if problems.is_empty() {
-        return Ok(compiler);
-    }
-    let mut message = format!(
-        "pinleak.ko cannot be built for {} on this machine: {}",
-        kernel.release,
-        problems.join("; ")
-    );
-    if let Some(hint) = gcc12_sibling(kernel) {
-        message.push_str(&format!(
-            ". The Debian 12 build of the same version, {hint}, is built with gcc-12: \
-             boot that one (--kernel {hint})"
-        ));
-    }
-    Err(anyhow!(message))
+    Ok(problems)
 }
 
 /// The compiler command and its version text from the kernel's .config, e.g.
@@ -449,21 +529,6 @@ fn parse_ldd_unresolved(ldd: &str) -> Vec<String> {
     needs.sort();
     needs.dedup();
     needs
-}
-
-/// For a Debian 13 build ("…+deb13-cloud-amd64"), the Debian 12 build of the same version if
-/// the package lists have its headers.
-fn gcc12_sibling(kernel: &Kernel) -> Option<String> {
-    let sibling = kernel.release.replace("+deb13-", "+deb12-");
-    if sibling == kernel.release {
-        return None;
-    }
-    let mut cmd = kernels::apt_command("apt-cache").ok()?;
-    cmd.args(["show", "--no-all-versions"])
-        .arg(format!("linux-headers-{sibling}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd.status().ok().filter(|s| s.success()).map(|_| sibling)
 }
 
 fn last_lines(text: &str, n: usize) -> String {
