@@ -168,7 +168,7 @@ fn blocked_text(
     let (start, end) = b.blocked.range();
     let _ = writeln!(
         out,
-        "  {title}: {} of pfn {start:#x}-{end:#x} by pid {} ({}) blocked from {} to {}: {}          failed to migrate in {}, {}{}",
+        "  {title}: {} of pfn {start:#x}-{end:#x} by pid {} ({}) blocked from {} to {}: {}          failed to migrate in {}, {}{}{}",
         b.blocked.name(),
         b.by_tgid,
         b.by_comm,
@@ -187,6 +187,15 @@ fn blocked_text(
         ),
         b.busy_pfn
             .map_or(String::new(), |p| format!(", first busy pfn {p:#x}")),
+        // CMA allocations: how often cma_alloc found the range busy.
+        if b.busy_retries > 0 {
+            format!(
+                ", {} on the range",
+                plural(b.busy_retries, "busy retry", "busy retries")
+            )
+        } else {
+            String::new()
+        },
     );
     let _ = writeln!(
         out,
