@@ -71,6 +71,9 @@ macro_rules! hooks {
                     HookClass::Migration => match self {
                         Hook::MmMigratePages => Some("migrate"),
                         Hook::TestPagesIsolated => Some("page_isolation"),
+                        Hook::CmaAllocStart | Hook::CmaAllocBusyRetry | Hook::CmaAllocFinish => {
+                            Some("cma")
+                        }
                         _ => None,
                     },
                     _ => None,
@@ -121,6 +124,9 @@ hooks! {
     MmMigratePages = 30, "mm_migrate_pages", Migration;
     TestPagesIsolated = 31, "test_pages_isolated", Migration;
     OfflinePages = 32, "offline_pages", Migration;
+    CmaAllocStart = 33, "cma_alloc_start", Migration;
+    CmaAllocBusyRetry = 34, "cma_alloc_busy_retry", Migration;
+    CmaAllocFinish = 35, "cma_alloc_finish", Migration;
 }
 
 /// Marks "no GUP call in progress" in [`Event::call_hook`].
@@ -169,6 +175,28 @@ pub enum EventKind {
     Isolation = 7,
     /// `offline_pages` returned.
     OfflineEnd = 8,
+    /// A CMA allocation found a pfn range busy and moved on to the next (`cma_alloc_busy_retry`),
+    /// aggregated per thread and range like `Isolation` (see `cma_event`).
+    CmaBusy = 9,
+    /// A CMA allocation ended (`cma_alloc_finish`), successful or not (see `cma_event`).
+    CmaAllocEnd = 10,
+}
+
+/// Which [`Event`] fields the `CmaBusy` and `CmaAllocEnd` events fill.
+pub mod cma_event {
+    //! - `CmaBusy`: `start`, `requested` the pfn range `[start, requested)` that could not be
+    //!   allocated (busy pages in it), `pages` the pages asked for, `folio.refs` the retries
+    //!   aggregated, `duration_ns` from the first to the last.
+    //! - `CmaAllocEnd`: `pages` the pages asked for, `start` the first pfn allocated (0 when
+    //!   the allocation failed), `error` its errno (0 or negative), `folio.refs` the busy
+    //!   retries inside it, `duration_ns` since `cma_alloc_start` on the thread (0 if unseen).
+    //!
+    //! Both carry the CMA area's name (its first [`AREA_NAME_LEN`] bytes) in `path`, see
+    //! [`crate::CallPath::with_name`]: a CMA event is no GUP call, so that part is free.
+
+    /// Bytes of the area name an event carries (the kernel's CMA_MAX_NAME is 64; hugetlb's
+    /// areas are "hugetlb0", ..., the DMA one "reserved").
+    pub const AREA_NAME_LEN: usize = 16;
 }
 
 /// Which [`Event`] fields the `Migration`, `Isolation` and `OfflineEnd` events fill (the
@@ -203,6 +231,8 @@ impl EventKind {
             6 => Some(EventKind::Migration),
             7 => Some(EventKind::Isolation),
             8 => Some(EventKind::OfflineEnd),
+            9 => Some(EventKind::CmaBusy),
+            10 => Some(EventKind::CmaAllocEnd),
             _ => None,
         }
     }
@@ -313,6 +343,34 @@ impl CallPath {
         slow_walks: 0,
         walked: 0,
     };
+
+    /// A CMA event's path: the area name's bytes in `fast_refs` and `slow_refs` (see
+    /// [`cma_event`]).
+    pub const fn with_name(name: [u8; cma_event::AREA_NAME_LEN]) -> CallPath {
+        let mut low = [0u8; 8];
+        let mut high = [0u8; 8];
+        let mut i = 0;
+        while i < 8 {
+            low[i] = name[i];
+            high[i] = name[i + 8];
+            i += 1;
+        }
+        CallPath {
+            fast_refs: u64::from_le_bytes(low),
+            slow_refs: u64::from_le_bytes(high),
+            slow_walks: 0,
+            walked: 0,
+        }
+    }
+
+    /// The name [`CallPath::with_name`] stored, up to its NUL.
+    pub fn name(&self) -> ([u8; cma_event::AREA_NAME_LEN], usize) {
+        let mut name = [0u8; cma_event::AREA_NAME_LEN];
+        name[..8].copy_from_slice(&self.fast_refs.to_le_bytes());
+        name[8..].copy_from_slice(&self.slow_refs.to_le_bytes());
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        (name, len)
+    }
 }
 
 /// mmap_lock as seen by one outermost GUP call on its own thread.
@@ -525,6 +583,36 @@ pub mod global {
     pub const ISOLATED_START_OFFSET: &str = "ISOLATED_START_OFFSET";
     pub const ISOLATED_END_OFFSET: &str = "ISOLATED_END_OFFSET";
     pub const ISOLATED_FIN_OFFSET: &str = "ISOLATED_FIN_OFFSET";
+    /// A [`crate::CmaOffsets`]: where the cma tracepoints' records keep their fields.
+    pub const CMA_OFFSETS: &str = "CMA_OFFSETS";
+}
+
+/// Offsets of the fields the cma tracepoints' programs read, from the tracefs formats (0:
+/// unknown, and that tracepoint reports nothing). `*_name` is the `__data_loc` word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CmaOffsets {
+    pub start_name: u32,
+    pub retry_name: u32,
+    pub retry_pfn: u32,
+    pub retry_count: u32,
+    pub finish_name: u32,
+    pub finish_pfn: u32,
+    pub finish_count: u32,
+    pub finish_errorno: u32,
+}
+
+impl CmaOffsets {
+    pub const UNKNOWN: CmaOffsets = CmaOffsets {
+        start_name: 0,
+        retry_name: 0,
+        retry_pfn: 0,
+        retry_count: 0,
+        finish_name: 0,
+        finish_pfn: 0,
+        finish_count: 0,
+        finish_errorno: 0,
+    };
 }
 
 /// Indices into the `SETTINGS` array: switches userspace sets after the programs are attached
@@ -540,6 +628,8 @@ unsafe impl aya::Pod for Event {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FolioLayout {}
 #[cfg(feature = "user")]
+unsafe impl aya::Pod for CmaOffsets {}
+#[cfg(feature = "user")]
 unsafe impl aya::Pod for MmOwnerLayout {}
 
 #[cfg(test)]
@@ -553,5 +643,16 @@ mod tests {
             assert_eq!(Hook::from_id(*hook as u32), Some(*hook));
         }
         assert_eq!(Hook::from_id(HOOK_COUNT as u32), None);
+    }
+
+    #[test]
+    fn a_cma_area_name_survives_the_path_fields() {
+        let mut raw = [0u8; cma_event::AREA_NAME_LEN];
+        raw[..9].copy_from_slice(b"hugetlb10");
+        let (name, len) = CallPath::with_name(raw).name();
+        assert_eq!(&name[..len], b"hugetlb10");
+        let full = *b"0123456789abcdef";
+        let (name, len) = CallPath::with_name(full).name();
+        assert_eq!(&name[..len], &full);
     }
 }

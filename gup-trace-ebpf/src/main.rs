@@ -13,6 +13,7 @@
 //!   the filters.
 //! - `migration`: what pins block: the migrate and page_isolation tracepoints and memory
 //!   offlining (called by `entry_points` for `offline_pages`).
+//! - `cma`: what pins block in CMA allocations: the cma tracepoints (busy ranges, ends).
 //! - `calls`: per-thread nesting of GUP and release calls, the call events, mmap_lock
 //!   correlation.
 //! - `folio`: finding a page's folio and reading its counts with the layout from userspace;
@@ -27,6 +28,7 @@
 #![feature(macro_metavar_expr_concat)]
 
 mod calls;
+mod cma;
 mod entry_points;
 mod folio;
 mod maps;

@@ -117,7 +117,11 @@ impl TraceEvent {
             // gup_trace_common::migration_event).
             folio: matches!(
                 kind,
-                EventKind::Folio | EventKind::Migration | EventKind::Isolation
+                EventKind::Folio
+                    | EventKind::Migration
+                    | EventKind::Isolation
+                    | EventKind::CmaBusy
+                    | EventKind::CmaAllocEnd
             )
             .then_some(raw.folio),
             owner_tgid: raw.owner_tgid,

@@ -184,6 +184,7 @@ impl Session {
                 &facts.isolated_offsets[2],
                 true,
             )
+            .override_global(global::CMA_OFFSETS, &facts.cma_offsets, true)
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;

@@ -18,6 +18,7 @@ mod vm;
 mod vm_blocking;
 mod vm_boot;
 mod vm_check;
+mod vm_cma;
 mod vm_run;
 mod vm_test;
 
@@ -61,6 +62,9 @@ enum Task {
     /// Only vm-test's "what pins block" scenarios (movablecore, scsi_debug, io_uring) on the
     /// chosen kernels.
     VmBlocking(vm_blocking::Options),
+    /// Only vm-test's CMA scenario (hugetlb_cma, a gigantic page blocked by dd's O_DIRECT
+    /// pin) on the chosen kernels; kernels without the cma tracepoints skip it.
+    VmCma(vm_cma::Options),
 }
 
 fn main() -> Result<()> {
@@ -76,6 +80,7 @@ fn main() -> Result<()> {
         Task::Bench(opts) => bench::run(&opts),
         Task::VmBoot(opts) => vm_boot::run(&opts),
         Task::VmBlocking(opts) => vm_blocking::run_alone(&opts),
+        Task::VmCma(opts) => vm_cma::run_alone(&opts),
     }
 }
 

@@ -184,7 +184,7 @@ fn boot_and_judge(
 }
 
 /// A numeric `NAME=value` of the kernel's config.
-fn config_value(kernel: &Kernel, name: &str) -> Result<u64> {
+pub fn config_value(kernel: &Kernel, name: &str) -> Result<u64> {
     let path = kernel
         .config
         .as_ref()

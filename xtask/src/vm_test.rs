@@ -24,7 +24,7 @@ use crate::{
     paths::vm_dir,
     series::KernelSeriesList,
     vm::{self, Boot, VERDICT_PREFIX},
-    vm_blocking, vm_check,
+    vm_blocking, vm_check, vm_cma,
 };
 
 const SELFTEST_SCRIPT: &str = r#"
@@ -128,7 +128,17 @@ pub fn run(opts: &Options) -> Result<()> {
         blocking.push(vm_blocking::run(kernel, &binary, &logs));
     }
     vm_blocking::print_table(&blocking);
-    let failed_blocking = blocking.iter().filter(|r| !r.failures.is_empty()).count();
+    let mut cma = Vec::new();
+    for kernel in &kernels {
+        println!(
+            "vm-test: {}: CMA allocation blocked by a pin ...",
+            kernel.release
+        );
+        cma.push(vm_cma::run(kernel, &binary, &logs));
+    }
+    vm_cma::print_table(&cma);
+    let failed_blocking = blocking.iter().filter(|r| !r.failures.is_empty()).count()
+        + cma.iter().filter(|r| r.failure.is_some()).count();
 
     let failed = rows.iter().filter(|r| r.failure.is_some()).count();
     let failed_checks = checks.iter().filter(|r| !r.failures.is_empty()).count();

@@ -11,7 +11,7 @@
 use gup_trace_common::{EventKind, Hook, HookClass, folio_bit};
 use serde::Serialize;
 
-use crate::events::TraceEvent;
+use crate::events::{Comm, TraceEvent};
 
 use super::{FastMap, findings::HeldFolio, pins::PinState};
 
@@ -27,21 +27,32 @@ pub enum Blocked {
     /// A pfn range that could not be isolated outside memory offlining (alloc_contig_range:
     /// contiguous allocations).
     Isolation { start_pfn: u64, end_pfn: u64 },
+    /// A contiguous allocation from the CMA area `area` (cma_alloc) that found the pfn range
+    /// `[start_pfn, end_pfn)` busy.
+    CmaAllocation {
+        area: Comm,
+        start_pfn: u64,
+        end_pfn: u64,
+    },
 }
 
 impl Blocked {
     pub fn range(&self) -> (u64, u64) {
         match *self {
             Blocked::MemoryOffline { start_pfn, end_pfn }
-            | Blocked::Isolation { start_pfn, end_pfn } => (start_pfn, end_pfn),
+            | Blocked::Isolation { start_pfn, end_pfn }
+            | Blocked::CmaAllocation {
+                start_pfn, end_pfn, ..
+            } => (start_pfn, end_pfn),
         }
     }
 
-    /// "memory offline", "isolation": what the text calls it.
-    pub fn name(&self) -> &'static str {
+    /// "memory offline", "isolation", "CMA allocation (hugetlb0)": what the text calls it.
+    pub fn name(&self) -> String {
         match self {
-            Blocked::MemoryOffline { .. } => "memory offline",
-            Blocked::Isolation { .. } => "isolation",
+            Blocked::MemoryOffline { .. } => "memory offline".to_string(),
+            Blocked::Isolation { .. } => "isolation".to_string(),
+            Blocked::CmaAllocation { area, .. } => format!("CMA allocation ({area})"),
         }
     }
 }
@@ -88,6 +99,8 @@ pub struct BlockedMigration {
     pub migrate_attempts: u64,
     pub migrate_failed: u64,
     pub isolation_failures: u64,
+    /// CMA allocations: times the allocation found the range busy (cma_alloc_busy_retry).
+    pub busy_retries: u64,
     /// The first pfn the kernel could not isolate (test_pages_isolated's fin_pfn), if it said.
     pub busy_pfn: Option<u64>,
     /// How the blocked operation ended: 0 done, a negative errno given up (-EINTR: interrupted,
@@ -180,6 +193,64 @@ impl IsolationStep {
     }
 }
 
+/// One cma_alloc_busy_retry event (aggregated retries on one range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmaStep {
+    pub area: Comm,
+    pub start_pfn: u64,
+    pub end_pfn: u64,
+    pub retries: u32,
+}
+
+impl CmaStep {
+    pub fn of(e: &TraceEvent) -> Option<CmaStep> {
+        if e.kind != EventKind::CmaBusy {
+            return None;
+        }
+        Some(CmaStep {
+            area: area_of(e),
+            start_pfn: e.start,
+            end_pfn: e.requested,
+            retries: e.folio.unwrap_or_default().refs.max(1),
+        })
+    }
+}
+
+/// One cma_alloc_finish event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmaEnd {
+    pub area: Comm,
+    /// The first pfn allocated (None: failed), pages asked for, errno, busy retries in it.
+    pub pfn: Option<u64>,
+    pub pages: u64,
+    pub error: i32,
+    pub retries: u32,
+}
+
+impl CmaEnd {
+    pub fn of(e: &TraceEvent) -> Option<CmaEnd> {
+        if e.kind != EventKind::CmaAllocEnd {
+            return None;
+        }
+        Some(CmaEnd {
+            area: area_of(e),
+            pfn: (e.error == 0 && e.start != 0).then_some(e.start),
+            pages: e.pages,
+            error: e.error,
+            retries: e.folio.unwrap_or_default().refs,
+        })
+    }
+}
+
+/// The CMA area a cma event names (see `gup_trace_common::cma_event`).
+fn area_of(e: &TraceEvent) -> Comm {
+    let (name, len) = e.path.name();
+    let mut bytes = [0u8; gup_trace_common::COMM_LEN];
+    let n = len.min(gup_trace_common::COMM_LEN - 1);
+    bytes[..n].copy_from_slice(&name[..n]);
+    Comm::new(bytes)
+}
+
 /// A FOLL_GET reference seen taken (its release is not traced).
 #[derive(Clone, Copy, Debug)]
 struct GetRef {
@@ -235,6 +306,8 @@ impl BlockingState {
             EventKind::Migration => self.apply_migration(e, pins),
             EventKind::Isolation => self.apply_isolation(e, pins),
             EventKind::OfflineEnd => self.apply_offline_end(e),
+            EventKind::CmaBusy => self.apply_cma_busy(e, pins),
+            EventKind::CmaAllocEnd => self.apply_cma_end(e),
             // Its references went with it (the kernel drops them at exit at the latest).
             EventKind::ProcessExit => self.gets.retain(|_, g| g.tgid != e.tgid),
             _ => {}
@@ -304,6 +377,9 @@ impl BlockingState {
         };
         let blocked = if self.open(offline).is_some() {
             offline
+        } else if let Some(i) = self.open_cma(e.tgid, step.start_pfn, step.end_pfn) {
+            // cma_alloc isolates the range it tries: the failure belongs to that allocation.
+            self.blocked[i].blocked
         } else {
             Blocked::Isolation {
                 start_pfn: step.start_pfn,
@@ -341,6 +417,63 @@ impl BlockingState {
         }
     }
 
+    /// A CMA allocation found a range busy: the holders in it, and the isolation failure the
+    /// same task reported about it before (that was this allocation's) folded in.
+    fn apply_cma_busy(&mut self, e: &TraceEvent, pins: &PinState) {
+        let Some(step) = CmaStep::of(e) else { return };
+        let blocked = Blocked::CmaAllocation {
+            area: step.area,
+            start_pfn: step.start_pfn,
+            end_pfn: step.end_pfn,
+        };
+        let isolation = self.blocked.iter().rposition(|b| {
+            let (start, end) = b.blocked.range();
+            matches!(b.blocked, Blocked::Isolation { .. })
+                && b.outcome.is_none()
+                && b.by_tgid == e.tgid
+                && start < step.end_pfn
+                && end > step.start_pfn
+        });
+        let folded = isolation.map(|i| self.blocked.remove(i));
+        let holders = holders_in(pins, &self.gets, step.start_pfn, step.end_pfn);
+        let b = self.blocked_entry(e, blocked, holders);
+        b.busy_retries += u64::from(step.retries);
+        if let Some(f) = folded {
+            b.first_ns = b.first_ns.min(f.first_ns);
+            b.isolation_failures += f.isolation_failures;
+            b.busy_pfn = b.busy_pfn.or(f.busy_pfn);
+            if b.holders.is_empty() {
+                b.holders = f.holders;
+            }
+        }
+    }
+
+    /// A CMA allocation ended: its open findings (this task, this area) get its outcome.
+    fn apply_cma_end(&mut self, e: &TraceEvent) {
+        let Some(end) = CmaEnd::of(e) else { return };
+        for b in &mut self.blocked {
+            if matches!(b.blocked, Blocked::CmaAllocation { area, .. } if area == end.area)
+                && b.by_tgid == e.tgid
+                && b.outcome.is_none()
+            {
+                b.outcome = Some(end.error);
+                b.ended_ns = Some(e.ts_ns);
+            }
+        }
+    }
+
+    /// The open CMA allocation finding of `tgid` over a range overlapping `[start, end)`.
+    fn open_cma(&self, tgid: u32, start: u64, end: u64) -> Option<usize> {
+        self.blocked.iter().rposition(|b| {
+            let (s, e) = b.blocked.range();
+            matches!(b.blocked, Blocked::CmaAllocation { .. })
+                && b.outcome.is_none()
+                && b.by_tgid == tgid
+                && s < end
+                && e > start
+        })
+    }
+
     /// The still-open finding about `blocked`, if any.
     fn open(&self, blocked: Blocked) -> Option<usize> {
         self.blocked
@@ -372,6 +505,7 @@ impl BlockingState {
                     migrate_attempts: 0,
                     migrate_failed: 0,
                     isolation_failures: 0,
+                    busy_retries: 0,
                     busy_pfn: None,
                     outcome: None,
                     ended_ns: None,
@@ -634,6 +768,83 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[1].outcome, Some(-EINTR));
         assert!(found[1].holders.is_empty(), "nobody held it any more");
+    }
+
+    fn cma_event(kind: EventKind, hook: Hook, ts: u64, start: u64, end: u64) -> TraceEvent {
+        let mut e = event(kind, hook, ts, 900);
+        let mut name = [0u8; gup_trace_common::cma_event::AREA_NAME_LEN];
+        name[..8].copy_from_slice(b"hugetlb0");
+        e.path = gup_trace_common::CallPath::with_name(name);
+        e.start = start;
+        e.requested = end;
+        e.stack_id = Some(66);
+        e
+    }
+
+    #[test]
+    fn a_cma_allocation_that_found_its_range_busy_names_the_pin_holder() {
+        let mut e = engine();
+        let pfn = F1 >> 6;
+        run(&mut e, pin_call(10 * MS, 100, &[F1], 0, 7));
+        run(&mut e, pin_call(11 * MS, 200, &[F2], 0, 8));
+        // The allocating task's isolation failure comes first, then the busy range.
+        let mut isolation = cma_event(
+            EventKind::Isolation,
+            Hook::TestPagesIsolated,
+            1 * S,
+            pfn - 4,
+            pfn + 4,
+        );
+        let mut f = transition(0, 2, 0, (0, 0), (0, 0));
+        f.pfn = pfn;
+        isolation.folio = Some(f);
+        let mut busy = cma_event(
+            EventKind::CmaBusy,
+            Hook::CmaAllocBusyRetry,
+            2 * S,
+            pfn - 4,
+            pfn + 4,
+        );
+        busy.folio = Some(transition(0, 3, 0, (0, 0), (0, 0)));
+        let mut end = cma_event(EventKind::CmaAllocEnd, Hook::CmaAllocFinish, 3 * S, 0, 0);
+        end.error = -16;
+        run(&mut e, [isolation, busy, end]);
+        let [b] = e.blocking.blocked.as_slice() else {
+            panic!(
+                "one finding, the isolation folded in: {:?}",
+                e.blocking.blocked
+            )
+        };
+        assert_eq!(b.blocked.name(), "CMA allocation (hugetlb0)");
+        assert_eq!(b.blocked.range(), (pfn - 4, pfn + 4));
+        assert_eq!((b.busy_retries, b.isolation_failures), (3, 2));
+        assert_eq!(
+            (b.busy_pfn, b.outcome, b.first_ns),
+            (Some(pfn), Some(-16), 1 * S)
+        );
+        let [h] = b.holders.as_slice() else {
+            panic!("only the holder inside the range: {:?}", b.holders)
+        };
+        assert_eq!(
+            (h.tgid, h.kind, h.entry, h.stack_id),
+            (100, HoldKind::Pin, Hook::PinUserPagesFast, Some(7))
+        );
+        let json = serde_json::to_value(b).unwrap();
+        assert_eq!(json["what"], "cma_allocation");
+        assert_eq!(json["area"], "hugetlb0");
+        // After the holder let go, the next allocation succeeds: no new finding.
+        run(&mut e, unpin_call(4 * S, 100, &[(F1, small(1), small(0))]));
+        let mut ok = cma_event(
+            EventKind::CmaAllocEnd,
+            Hook::CmaAllocFinish,
+            5 * S,
+            pfn - 4,
+            0,
+        );
+        ok.pages = 8;
+        run(&mut e, [ok]);
+        assert_eq!(e.blocking.blocked.len(), 1);
+        assert_eq!(e.blocking.blocked[0].outcome, Some(-16));
     }
 
     #[test]

@@ -223,7 +223,14 @@ impl PinLedger {
             }
             (EventKind::ProcessExit | EventKind::ProcessFork, _) => return,
             // What pins block is the blocking view's (engine::blocking), not the totals'.
-            (EventKind::Migration | EventKind::Isolation | EventKind::OfflineEnd, _) => return,
+            (
+                EventKind::Migration
+                | EventKind::Isolation
+                | EventKind::OfflineEnd
+                | EventKind::CmaBusy
+                | EventKind::CmaAllocEnd,
+                _,
+            ) => return,
             _ => {}
         }
         if event.hook.class() == HookClass::Unpin

@@ -289,7 +289,11 @@ impl PinState {
             }
             EventKind::ProcessFork => self.apply_fork(e),
             // What pins block: engine::blocking reads these against the folios here.
-            EventKind::Migration | EventKind::Isolation | EventKind::OfflineEnd => {}
+            EventKind::Migration
+            | EventKind::Isolation
+            | EventKind::OfflineEnd
+            | EventKind::CmaBusy
+            | EventKind::CmaAllocEnd => {}
         }
     }
 

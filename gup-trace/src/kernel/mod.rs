@@ -15,7 +15,7 @@ use aya::{
     Btf, Ebpf,
     programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
-use gup_trace_common::{FolioLayout, Hook, HookClass, MmOwnerLayout};
+use gup_trace_common::{CmaOffsets, FolioLayout, Hook, HookClass, MmOwnerLayout};
 pub use layout::{LayoutError, page_size, unread_layout};
 use serde::Serialize;
 
@@ -47,6 +47,8 @@ pub struct KernelFacts {
     pub migrate_offsets: [u32; 3],
     /// Offsets of `start_pfn`, `end_pfn`, `fin_pfn` in test_pages_isolated's record.
     pub isolated_offsets: [u32; 3],
+    /// Where the cma tracepoints keep their fields (zero where the kernel has none: no CMA).
+    pub cma_offsets: CmaOffsets,
     /// `enum migrate_reason` from BTF (`MR_COMPACTION`, ...): the names of
     /// mm_migrate_pages' reasons, which moved between kernels (MR_DEMOTION, MR_DAMON).
     pub migrate_reasons: Vec<(String, u32)>,
@@ -145,6 +147,7 @@ impl KernelFacts {
             isolated_offsets: ["start_pfn", "end_pfn", "fin_pfn"].map(|f| {
                 tracepoint_field_offset("page_isolation/test_pages_isolated", f).unwrap_or(0)
             }),
+            cma_offsets: cma_offsets(),
             migrate_reasons: types
                 .as_ref()
                 .map(|b| btf_enum_constants(b, "MR_"))
@@ -197,6 +200,32 @@ impl Kallsyms {
 }
 
 /// A field's offset in a tracepoint's record, from its tracefs `format` file.
+/// The cma tracepoints' field offsets (all 0 on kernels without CONFIG_CMA).
+fn cma_offsets() -> CmaOffsets {
+    let at = |event: &str, field: &str| tracepoint_field_offset(&format!("cma/{event}"), field);
+    CmaOffsets {
+        start_name: at("cma_alloc_start", "name").unwrap_or(0),
+        retry_name: at("cma_alloc_busy_retry", "name").unwrap_or(0),
+        retry_pfn: at("cma_alloc_busy_retry", "pfn").unwrap_or(0),
+        retry_count: at("cma_alloc_busy_retry", "count").unwrap_or(0),
+        finish_name: at("cma_alloc_finish", "name").unwrap_or(0),
+        finish_pfn: at("cma_alloc_finish", "pfn").unwrap_or(0),
+        finish_count: at("cma_alloc_finish", "count").unwrap_or(0),
+        finish_errorno: at("cma_alloc_finish", "errorno").unwrap_or(0),
+    }
+}
+
+/// Whether tracefs is readable and lacks `category/name`: the kernel was built without it
+/// (the cma tracepoints need CONFIG_CMA), which is no failure to attach.
+fn tracepoint_missing(category: &str, name: &str) -> bool {
+    TRACEFS_ROOTS
+        .iter()
+        .find(|root| Path::new(&format!("{root}/events")).is_dir())
+        .is_some_and(|root| !Path::new(&format!("{root}/events/{category}/{name}")).exists())
+}
+
+const TRACEFS_ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
 fn tracepoint_field_offset(event: &str, field: &str) -> Option<u32> {
     let format = [
         "/sys/kernel/tracing/events",
@@ -461,6 +490,9 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> (Capabilities, Links)
         .iter()
         .map(|&hook| {
             let status = match (hook.tracepoint_category(), &facts.folio_layout) {
+                (Some(category), _) if tracepoint_missing(category, hook.name()) => {
+                    HookStatus::NotInKernel
+                }
                 (Some(_), _) => attach_tracepoint(ebpf, hook, &mut links),
                 _ if !facts.has_symbol(hook.name()) => HookStatus::NotInKernel,
                 (_, Err(e)) if hook.class() == HookClass::Grab => HookStatus::Failed {

@@ -52,6 +52,12 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
             "-".to_string(),
             e.hook.name(),
         ),
+        (EventKind::CmaBusy, _) => ("cma!", e.pages.to_string(), e.hook.name()),
+        (EventKind::CmaAllocEnd, _) => (
+            if e.error < 0 { "cma!" } else { "cma" },
+            e.pages.to_string(),
+            e.hook.name(),
+        ),
         _ => {
             let (what, pages) = match e.hook.class() {
                 HookClass::Pin if e.error < 0 => ("pin!", format!("err {}", e.error)),
@@ -79,6 +85,9 @@ pub fn event_line(e: &TraceEvent, start_ns: u64, foll: &FollFlags) -> String {
         }
         (EventKind::Migration | EventKind::Isolation | EventKind::OfflineEnd, _) => {
             let _ = write!(line, "  {}", super::migration::detail(e));
+        }
+        (EventKind::CmaBusy | EventKind::CmaAllocEnd, _) => {
+            let _ = write!(line, "  {}", super::cma::detail(e));
         }
         (EventKind::MmapLockDrop, _) => {
             let _ = write!(line, "  {:#014x}  dropped during", e.start);
@@ -166,6 +175,9 @@ pub struct EventRecord<'a> {
     /// Migration, isolation and offline events: what the kernel moved or could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migration: Option<super::migration::MigrationRecord>,
+    /// CMA busy ranges and allocation ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cma: Option<super::cma::CmaRecord>,
     /// Fork events: the new process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub child: Option<u32>,
@@ -237,6 +249,8 @@ impl<'a> EventRecord<'a> {
                 (EventKind::Migration, _) => "migration",
                 (EventKind::Isolation, _) => "isolation",
                 (EventKind::OfflineEnd, _) => "offline_end",
+                (EventKind::CmaBusy, _) => "cma_busy",
+                (EventKind::CmaAllocEnd, _) => "cma_alloc",
                 (EventKind::MmapLockDrop, _) => "mmap_lock_drop",
                 (EventKind::MmapLockRelease, _) => "mmap_lock",
                 (EventKind::ProcessExit, _) => "exit",
@@ -275,6 +289,7 @@ impl<'a> EventRecord<'a> {
                 .filter(|_| e.kind == EventKind::Folio)
                 .map(FolioRecord::from),
             migration: super::migration::MigrationRecord::of(e),
+            cma: super::cma::CmaRecord::of(e),
             child: (e.kind == EventKind::ProcessFork).then_some(e.start as u32),
             during: e
                 .call_hook

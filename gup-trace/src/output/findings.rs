@@ -169,7 +169,7 @@ fn blocked_text(
     let _ = writeln!(
         out,
         "  {title}: {} of pfn {start:#x}-{end:#x} by pid {} ({}) blocked from {} to {}: {} \
-         failed to migrate in {}, {}{}",
+         failed to migrate in {}, {}{}{}",
         b.blocked.name(),
         b.by_tgid,
         b.by_comm,
@@ -188,6 +188,15 @@ fn blocked_text(
         ),
         b.busy_pfn
             .map_or(String::new(), |p| format!(", first busy pfn {p:#x}")),
+        // CMA allocations: how often cma_alloc found the range busy.
+        if b.busy_retries > 0 {
+            format!(
+                ", {} on the range",
+                plural(b.busy_retries, "busy retry", "busy retries")
+            )
+        } else {
+            String::new()
+        },
     );
     let _ = writeln!(
         out,
@@ -483,6 +492,7 @@ mod tests {
             migrate_attempts: 29,
             migrate_failed: 1827,
             isolation_failures: 0,
+            busy_retries: 0,
             busy_pfn: None,
             outcome: Some(-4),
             ended_ns: Some(14_650_000_000),

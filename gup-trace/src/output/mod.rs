@@ -5,6 +5,7 @@
 //! form.
 
 mod capabilities;
+mod cma;
 mod duration;
 mod event;
 mod findings;
