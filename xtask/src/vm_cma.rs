@@ -63,6 +63,7 @@ gup-trace record -o /tmp/rec.gtr 2>/tmp/rec.err &
 R=$!
 while ! grep -q "recording to" /tmp/rec.err && kill -0 $R 2>/dev/null; do sleep 0.2; done
 kill -0 $R 2>/dev/null || echo "GUPTRACE-CMA-ERROR record: $(tail -3 /tmp/rec.err | tr '\n' ' ')"
+grep -i cma /tmp/rec.err | sed 's/^/capabilities: /'
 echo "GUPTRACE-CMA-BEFORE $(cat $H/nr_hugepages) $(counts)"
 echo 1 > $H/nr_hugepages
 echo "GUPTRACE-CMA-FREE-ALLOC $(cat $H/nr_hugepages) $(counts)"
@@ -149,7 +150,8 @@ fn boot_and_judge(kernel: &Kernel, binary: &Path, logs: &Path, row: &mut CmaRow)
     let console = vm::boot(&Boot {
         cmdline: CMDLINE.to_string(),
         memory_mb: MEMORY_MB,
-        ..Boot::new(kernel, initramfs, Duration::from_secs(600))
+        // Writing the 3.4 GiB filler under TCG takes about 5 minutes on an idle host.
+        ..Boot::new(kernel, initramfs, Duration::from_secs(900))
     })?;
     row.seconds = console.wall.as_secs_f64();
     let log = logs.join(format!("{}-cma.log", kernel.release));
