@@ -78,7 +78,7 @@ echo "GUPTRACE-CMA-FILLED $FILL"
 echo 0 > $H/nr_hugepages
 
 for m in scsi_common scsi_mod sd_mod; do insmod $M/$m.ko; done
-insmod $M/scsi_debug.ko dev_size_mb=8
+insmod $M/scsi_debug.ko dev_size_mb=16
 DEV=""
 for i in 1 2 3 4 5 6 7 8 9 10; do
     for b in /sys/block/sd*; do [ -b /dev/${b##*/} ] && DEV=/dev/${b##*/}; done
@@ -88,7 +88,9 @@ done
 echo "GUPTRACE-SCSI-DEBUG ${DEV:-none}"
 grep -E "MemFree|CmaFree" /proc/meminfo
 echo DELAY_JIFFIES > /sys/bus/pseudo/drivers/scsi_debug/delay
-dd if=$DEV of=/dev/null iflag=direct bs=1M count=1 2>/dev/null &
+# 8 MiB: the first pages come from the per-CPU lists (filled before, outside the area), the
+# rest from the buddy lists, which serve movable allocations from the area now.
+dd if=$DEV of=/dev/null iflag=direct bs=8M count=1 2>/dev/null &
 D=$!
 echo "GUPTRACE-DD $D"
 sleep 3
