@@ -88,7 +88,9 @@ fn boot(series: &str, guest: &Guest) -> Result<Console> {
 const DEMO_SCRIPT: &str = r#"
 echo
 echo "=== gup-trace demo on Linux $(uname -r) ==="
-gup-trace trace --stacks > /tmp/trace.out 2>&1 &
+# The file exists before tail opens it (the shell creates it only in the trace's child).
+: > /tmp/trace.out
+gup-trace trace --stacks >> /tmp/trace.out 2>&1 &
 TRACE=$!
 tail -f /tmp/trace.out &
 TAIL=$!
@@ -102,7 +104,8 @@ sleep 1
 kill -TERM $TRACE
 wait $TRACE
 STATUS=$?
-sleep 0.5
+# busybox tail -f looks at the file once a second: let it show the summary before it goes.
+sleep 2
 kill $TAIL
 echo "=== workload ==="
 cat /tmp/workload.out
@@ -129,6 +132,9 @@ pub fn run_trace(series: &str) -> Result<()> {
     match console.find(VERDICT_PREFIX) {
         Some("trace-exit=0 check-exit=1") => {}
         other => bail!("the demo did not finish cleanly ({other:?})"),
+    }
+    if !console.text.contains("summary over") {
+        bail!("the trace's summary never reached the console: nothing to compare with vmstat");
     }
     let (differ, unexplained) = summary_marks(&console.text);
     if !differ.is_empty() {
