@@ -63,6 +63,7 @@ gup-trace record -o /tmp/rec.gtr 2>/tmp/rec.err &
 R=$!
 while ! grep -q "recording to" /tmp/rec.err && kill -0 $R 2>/dev/null; do sleep 0.2; done
 kill -0 $R 2>/dev/null || echo "GUPTRACE-CMA-ERROR record: $(tail -3 /tmp/rec.err | tr '\n' ' ')"
+grep -i cma /tmp/rec.err | sed 's/^/capabilities: /'
 echo "GUPTRACE-CMA-BEFORE $(cat $H/nr_hugepages) $(counts)"
 echo 1 > $H/nr_hugepages
 echo "GUPTRACE-CMA-FREE-ALLOC $(cat $H/nr_hugepages) $(counts)"
@@ -77,7 +78,7 @@ echo "GUPTRACE-CMA-FILLED $FILL"
 echo 0 > $H/nr_hugepages
 
 for m in scsi_common scsi_mod sd_mod; do insmod $M/$m.ko; done
-insmod $M/scsi_debug.ko dev_size_mb=8
+insmod $M/scsi_debug.ko dev_size_mb=16
 DEV=""
 for i in 1 2 3 4 5 6 7 8 9 10; do
     for b in /sys/block/sd*; do [ -b /dev/${b##*/} ] && DEV=/dev/${b##*/}; done
@@ -87,7 +88,9 @@ done
 echo "GUPTRACE-SCSI-DEBUG ${DEV:-none}"
 grep -E "MemFree|CmaFree" /proc/meminfo
 echo DELAY_JIFFIES > /sys/bus/pseudo/drivers/scsi_debug/delay
-dd if=$DEV of=/dev/null iflag=direct bs=1M count=1 2>/dev/null &
+# 8 MiB: the first pages come from the per-CPU lists (filled before, outside the area), the
+# rest from the buddy lists, which serve movable allocations from the area now.
+dd if=$DEV of=/dev/null iflag=direct bs=8M count=1 2>/dev/null &
 D=$!
 echo "GUPTRACE-DD $D"
 sleep 3
@@ -149,7 +152,8 @@ fn boot_and_judge(kernel: &Kernel, binary: &Path, logs: &Path, row: &mut CmaRow)
     let console = vm::boot(&Boot {
         cmdline: CMDLINE.to_string(),
         memory_mb: MEMORY_MB,
-        ..Boot::new(kernel, initramfs, Duration::from_secs(600))
+        // Writing the 3.4 GiB filler under TCG takes about 5 minutes on an idle host.
+        ..Boot::new(kernel, initramfs, Duration::from_secs(900))
     })?;
     row.seconds = console.wall.as_secs_f64();
     let log = logs.join(format!("{}-cma.log", kernel.release));
