@@ -61,10 +61,10 @@ enum Task {
     VmBoot(vm_boot::Options),
     /// Only vm-test's "what pins block" scenarios (movablecore, scsi_debug, io_uring) on the
     /// chosen kernels.
-    VmBlocking(vm_blocking::Options),
+    VmBlocking(vm_test::ScenarioOptions),
     /// Only vm-test's CMA scenario (hugetlb_cma, a gigantic page blocked by dd's O_DIRECT
     /// pin) on the chosen kernels; kernels without the cma tracepoints skip it.
-    VmCma(vm_cma::Options),
+    VmCma(vm_test::ScenarioOptions),
 }
 
 fn main() -> Result<()> {
@@ -79,8 +79,8 @@ fn main() -> Result<()> {
         Task::Kmod(opts) => kmod::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
         Task::VmBoot(opts) => vm_boot::run(&opts),
-        Task::VmBlocking(opts) => vm_blocking::run_alone(&opts),
-        Task::VmCma(opts) => vm_cma::run_alone(&opts),
+        Task::VmBlocking(opts) => vm_test::run_alone::<vm_blocking::BlockingRow>(&opts),
+        Task::VmCma(opts) => vm_test::run_alone::<vm_cma::CmaRow>(&opts),
     }
 }
 

@@ -366,35 +366,18 @@ mod tests {
     }
 }
 
-/// `cargo xtask vm-blocking`'s flags.
-#[derive(clap::Args)]
-pub struct Options {
-    #[command(flatten)]
-    pub kernels: crate::series::KernelSeriesList,
-}
-
-/// Only these scenarios, on the chosen kernels (vm-test runs them after its own).
-pub fn run_alone(opts: &Options) -> Result<()> {
-    let binary = crate::build::gup_trace_release()?;
-    let kernels = crate::kernels::resolve(&opts.kernels.series())?;
-    let logs = vm_dir().join("logs");
-    fs::create_dir_all(&logs)?;
-    let rows: Vec<BlockingRow> = kernels
-        .iter()
-        .map(|k| {
-            println!("vm-blocking: {} ...", k.release);
-            run(k, &binary, &logs)
-        })
-        .collect();
-    print_table(&rows);
-    let failed = rows.iter().filter(|r| !r.failures.is_empty()).count();
-    if failed > 0 {
-        bail!(
-            "{failed} of {} kernels failed the blocking scenarios",
-            rows.len()
-        );
+impl crate::vm_test::ScenarioRow for BlockingRow {
+    const TASK: &'static str = "vm-blocking";
+    const WHAT: &'static str = "the blocking scenarios";
+    fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> BlockingRow {
+        run(kernel, binary, logs)
     }
-    Ok(())
+    fn failed(&self) -> bool {
+        !self.failures.is_empty()
+    }
+    fn print_table(rows: &[BlockingRow]) {
+        print_table(rows)
+    }
 }
 
 pub fn print_table(rows: &[BlockingRow]) {

@@ -264,30 +264,18 @@ pub fn judge(text: &str) -> Result<String> {
     ))
 }
 
-#[derive(clap::Args)]
-pub struct Options {
-    #[command(flatten)]
-    pub kernels: crate::series::KernelSeriesList,
-}
-
-pub fn run_alone(opts: &Options) -> Result<()> {
-    let binary = crate::build::gup_trace_release()?;
-    let kernels = crate::kernels::resolve(&opts.kernels.series())?;
-    let logs = vm_dir().join("logs");
-    fs::create_dir_all(&logs)?;
-    let rows: Vec<CmaRow> = kernels
-        .iter()
-        .map(|k| {
-            println!("vm-cma: {} ...", k.release);
-            run(k, &binary, &logs)
-        })
-        .collect();
-    print_table(&rows);
-    let failed = rows.iter().filter(|r| r.failure.is_some()).count();
-    if failed > 0 {
-        bail!("{failed} of {} kernels failed the CMA scenario", rows.len());
+impl crate::vm_test::ScenarioRow for CmaRow {
+    const TASK: &'static str = "vm-cma";
+    const WHAT: &'static str = "the CMA scenario";
+    fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CmaRow {
+        run(kernel, binary, logs)
     }
-    Ok(())
+    fn failed(&self) -> bool {
+        self.failure.is_some()
+    }
+    fn print_table(rows: &[CmaRow]) {
+        print_table(rows)
+    }
 }
 
 pub fn print_table(rows: &[CmaRow]) {

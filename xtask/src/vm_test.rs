@@ -577,3 +577,44 @@ mod tests {
         assert_eq!(module_member(listing, "vfat"), None);
     }
 }
+
+/// One kernel's result of a scenario set that `vm-test` runs after its own and that a task of
+/// its own (`vm-blocking`, `vm-cma`) runs alone on chosen kernels.
+pub trait ScenarioRow: Sized {
+    /// The task's name, for progress lines.
+    const TASK: &'static str;
+    /// What failed, for the final error ("the CMA scenario").
+    const WHAT: &'static str;
+    fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> Self;
+    fn failed(&self) -> bool;
+    fn print_table(rows: &[Self]);
+}
+
+/// `cargo xtask vm-blocking` and `vm-cma`: only those scenarios, on the chosen kernels.
+#[derive(clap::Args)]
+pub struct ScenarioOptions {
+    #[command(flatten)]
+    pub kernels: KernelSeriesList,
+}
+
+/// Boots each chosen kernel for the scenario set `R`, prints its table, and fails when a
+/// kernel failed.
+pub fn run_alone<R: ScenarioRow>(opts: &ScenarioOptions) -> Result<()> {
+    let binary = build::gup_trace_release()?;
+    let kernels = kernels::resolve(&opts.kernels.series())?;
+    let logs = vm_dir().join("logs");
+    fs::create_dir_all(&logs)?;
+    let rows: Vec<R> = kernels
+        .iter()
+        .map(|k| {
+            println!("{}: {} ...", R::TASK, k.release);
+            R::run(k, &binary, &logs)
+        })
+        .collect();
+    R::print_table(&rows);
+    let failed = rows.iter().filter(|r| r.failed()).count();
+    if failed > 0 {
+        bail!("{failed} of {} kernels failed {}", rows.len(), R::WHAT);
+    }
+    Ok(())
+}

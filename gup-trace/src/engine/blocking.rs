@@ -663,21 +663,10 @@ fn holders_in(
 mod tests {
     use gup_trace_common::{EventKind, Hook, folio_bit};
 
-    use super::super::{FindingRules, PinEngine, synthetic::*};
+    use super::super::{PinEngine, synthetic::*};
     use super::*;
 
     const EINTR: i32 = 4;
-
-    fn engine() -> PinEngine {
-        PinEngine::new(0, LONGTERM, FindingRules::default())
-    }
-
-    fn run(engine: &mut PinEngine, events: impl IntoIterator<Item = TraceEvent>) {
-        for e in events {
-            engine.push(e);
-        }
-        engine.flush();
-    }
 
     /// An aggregated failed migration inside `offline_pages` of `[start, end)`.
     fn offline_migration(ts: u64, start: u64, end: u64, failed: u64) -> TraceEvent {

@@ -4,6 +4,7 @@
 
 use gup_trace_common::{EventKind, FolioTransition, Hook, folio_bit};
 
+use super::{FindingRules, PinEngine};
 use crate::events::TraceEvent;
 
 pub const MS: u64 = 1_000_000;
@@ -14,6 +15,19 @@ pub const LONGTERM: u32 = 0x100;
 pub const F1: u64 = 0xffff_ea00_0000_1000;
 pub const F2: u64 = 0xffff_ea00_0000_2000;
 pub const HUGE: u64 = 0xffff_ea00_0020_0000;
+
+/// An engine that started at 0, with FOLL_LONGTERM as [`LONGTERM`] and the default rules.
+pub fn engine() -> PinEngine {
+    PinEngine::new(0, LONGTERM, FindingRules::default())
+}
+
+/// Pushes `events` through `engine` and flushes its reorder buffer.
+pub fn run(engine: &mut PinEngine, events: impl IntoIterator<Item = TraceEvent>) {
+    for e in events {
+        engine.push(e);
+    }
+    engine.flush();
+}
 
 pub fn event(kind: EventKind, hook: Hook, ts: u64, tgid: u32) -> TraceEvent {
     let mut e = TraceEvent::sample(kind, hook, ts, tgid, 0);

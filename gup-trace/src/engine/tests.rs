@@ -3,18 +3,6 @@
 use gup_trace_common::{EventKind, Hook, folio_bit};
 
 use super::{synthetic::*, *};
-use crate::events::TraceEvent;
-
-fn engine() -> PinEngine {
-    PinEngine::new(0, LONGTERM, FindingRules::default())
-}
-
-fn run(engine: &mut PinEngine, events: impl IntoIterator<Item = TraceEvent>) {
-    for e in events {
-        engine.push(e);
-    }
-    engine.flush();
-}
 
 fn problems(engine: &PinEngine, now: u64) -> Vec<Finding> {
     engine
