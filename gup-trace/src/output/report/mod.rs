@@ -50,40 +50,19 @@ pub struct LongtermSection {
     pub rows: Vec<LongtermEntry>,
 }
 
-/// One GUP call and the migrations inside it.
+/// One GUP call and the migrations inside it, placed in the recording's time.
 #[derive(Debug, Serialize)]
 pub struct LongtermEntry {
     pub time_s: f64,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub entry: &'static str,
-    pub pages: u64,
-    pub requested: u64,
-    pub error: i32,
-    pub migrated: u64,
-    pub failed: u64,
-    pub retries: u32,
-    pub duration_ns: u64,
-    pub enomem_after_failed_migration: bool,
+    #[serde(flatten)]
+    pub call: LongtermMigration,
 }
 
 impl LongtermEntry {
     fn of(m: &LongtermMigration, start_ns: u64) -> LongtermEntry {
         LongtermEntry {
             time_s: secs(m.ts_ns, start_ns),
-            pid: m.tgid,
-            tid: m.tid,
-            comm: m.comm.clone(),
-            entry: m.entry.name(),
-            pages: m.pages,
-            requested: m.requested,
-            error: m.error,
-            migrated: m.migrated,
-            failed: m.failed,
-            retries: m.retries,
-            duration_ns: m.duration_ns,
-            enomem_after_failed_migration: m.enomem_after_failed_migration,
+            call: m.clone(),
         }
     }
 }

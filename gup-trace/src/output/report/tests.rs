@@ -225,3 +225,54 @@ fn pins_a_worker_took_on_a_process_memory_are_reported_as_that_process_taken_by_
         "{text}"
     );
 }
+
+#[test]
+fn a_longterm_call_that_migrated_reads_as_one_line_and_one_json_row() {
+    let call = crate::engine::blocking::LongtermMigration {
+        ts_ns: 1_500_000_000,
+        tgid: 100,
+        tid: 101,
+        comm: "fio".into(),
+        entry: gup_trace_common::Hook::PinUserPagesFast,
+        stack_id: Some(7),
+        pages: 64,
+        requested: 64,
+        error: 0,
+        migrated: 542,
+        failed: 2,
+        retries: 2,
+        duration_ns: 2_000_000,
+        enomem_after_failed_migration: false,
+    };
+    let section = LongtermSection {
+        totals: LongtermTotals {
+            calls: 1,
+            migrated: 542,
+            failed: 2,
+            retries: 2,
+            enomem_calls: 0,
+        },
+        rows: vec![LongtermEntry::of(&call, 1_000_000_000)],
+    };
+    let mut out = String::new();
+    super::text::longterm_text(&mut out, &section);
+    let line = out.lines().last().unwrap();
+    assert!(
+        line.contains(
+            "0.500 s  pid 100 (fio) pin_user_pages_fast: 542 migrated, 2 failed, 2 migrations in"
+        ) && line.ends_with("64 pins taken for 64 pages asked"),
+        "{out}"
+    );
+    let v = serde_json::to_value(&section).unwrap();
+    assert_eq!(v["migrated"], 542);
+    let row = &v["rows"][0];
+    assert_eq!(
+        (&row["time_s"], &row["tgid"], &row["entry"], &row["retries"]),
+        (
+            &serde_json::json!(0.5),
+            &serde_json::json!(100),
+            &serde_json::json!("pin_user_pages_fast"),
+            &serde_json::json!(2)
+        )
+    );
+}

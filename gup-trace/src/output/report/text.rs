@@ -276,21 +276,22 @@ pub fn text(report: &Report, findings_text: &str) -> String {
 }
 
 /// The FOLL_LONGTERM calls that migrated memory first, one line each.
-fn longterm_text(out: &mut String, l: &super::LongtermSection) {
+pub(super) fn longterm_text(out: &mut String, l: &super::LongtermSection) {
     let _ = writeln!(
         out,
         "\nFOLL_LONGTERM calls that migrated movable memory first ({} calls: {} folios migrated, \
          {} failed, {} migrations; {} failed with -ENOMEM after failed migration)",
         l.totals.calls, l.totals.migrated, l.totals.failed, l.totals.retries, l.totals.enomem_calls
     );
-    for c in &l.rows {
+    for row in &l.rows {
+        let c = &row.call;
         let _ = writeln!(
             out,
             "  {:>8.3} s  pid {} ({}) {}: {} migrated, {} failed, {} migration{} in {}; {}",
-            c.time_s,
-            c.pid,
+            row.time_s,
+            c.tgid,
             c.comm,
-            c.entry,
+            c.entry.name(),
             c.migrated,
             c.failed,
             c.retries,
