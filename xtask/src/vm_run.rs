@@ -27,6 +27,13 @@ pub struct Options {
     /// its driver at /bin/pinleak-user (see `cargo xtask kmod`).
     #[arg(long)]
     pub kmod: bool,
+    /// More kernel command line (e.g. `movablecore=256M`, `hugetlb_cma=1G`), after the
+    /// defaults.
+    #[arg(long, value_name = "PARAMS")]
+    pub append: Option<String>,
+    /// Guest memory in MiB (default: the matrix's).
+    #[arg(long, value_name = "MIB")]
+    pub memory_mb: Option<u64>,
     /// The command, run by busybox sh as root (the NVMe scratch disk is /dev/nvme0n1).
     #[arg(trailing_var_arg = true, required = true)]
     pub command: Vec<String>,
@@ -50,10 +57,13 @@ pub fn run(opts: &Options) -> Result<()> {
         files.extend(kmod::guest_files(&kernel)?);
     }
     vm::build_initramfs(&initramfs, &files, &script)?;
-    let console = vm::boot(&Boot {
-        echo: true,
-        ..Boot::new(&kernel, initramfs, Duration::from_secs(opts.timeout))
-    })?;
+    let mut boot = Boot::new(&kernel, initramfs, Duration::from_secs(opts.timeout));
+    boot.echo = true;
+    boot.cmdline = opts.append.clone().unwrap_or_default();
+    if let Some(mb) = opts.memory_mb {
+        boot.memory_mb = mb;
+    }
+    let console = vm::boot(&boot)?;
     match console.find(VERDICT_PREFIX) {
         Some("exit=0") => Ok(()),
         other => bail!("the command did not succeed in the guest ({other:?})"),
