@@ -66,8 +66,9 @@ pub struct FlagValue {
 /// without it mounted; as root we can mount it ourselves rather than fail.
 fn ensure_tracefs() {
     let target = c"/sys/kernel/tracing";
-    if Path::new("/sys/kernel/tracing/events").exists()
-        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    if TRACEFS_ROOTS
+        .iter()
+        .any(|root| Path::new(&format!("{root}/events")).exists())
     {
         return;
     }
@@ -224,15 +225,13 @@ fn tracepoint_missing(category: &str, name: &str) -> bool {
         .is_some_and(|root| !Path::new(&format!("{root}/events/{category}/{name}")).exists())
 }
 
+/// Where tracefs may be mounted: its own mount point, or under debugfs on older set-ups.
 const TRACEFS_ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 fn tracepoint_field_offset(event: &str, field: &str) -> Option<u32> {
-    let format = [
-        "/sys/kernel/tracing/events",
-        "/sys/kernel/debug/tracing/events",
-    ]
-    .iter()
-    .find_map(|root| fs::read_to_string(format!("{root}/{event}/format")).ok())?;
+    let format = TRACEFS_ROOTS
+        .iter()
+        .find_map(|root| fs::read_to_string(format!("{root}/events/{event}/format")).ok())?;
     parse_field_offset(&format, field)
 }
 
