@@ -368,6 +368,7 @@ mod tests {
 
 impl crate::vm_test::ScenarioRow for BlockingRow {
     const TASK: &'static str = "vm-blocking";
+    const PROGRESS: &'static str = "what pins block";
     const WHAT: &'static str = "the blocking scenarios";
     fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> BlockingRow {
         run(kernel, binary, logs)

@@ -266,6 +266,7 @@ pub fn judge(text: &str) -> Result<String> {
 
 impl crate::vm_test::ScenarioRow for CmaRow {
     const TASK: &'static str = "vm-cma";
+    const PROGRESS: &'static str = "CMA allocation blocked by a pin";
     const WHAT: &'static str = "the CMA scenario";
     fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CmaRow {
         run(kernel, binary, logs)

@@ -122,23 +122,11 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     print_check_table(&checks);
 
-    let mut blocking = Vec::new();
-    for kernel in &kernels {
-        println!("vm-test: {}: what pins block ...", kernel.release);
-        blocking.push(vm_blocking::run(kernel, &binary, &logs));
-    }
-    vm_blocking::print_table(&blocking);
-    let mut cma = Vec::new();
-    for kernel in &kernels {
-        println!(
-            "vm-test: {}: CMA allocation blocked by a pin ...",
-            kernel.release
-        );
-        cma.push(vm_cma::run(kernel, &binary, &logs));
-    }
-    vm_cma::print_table(&cma);
-    let failed_blocking = blocking.iter().filter(|r| !r.failures.is_empty()).count()
-        + cma.iter().filter(|r| r.failure.is_some()).count();
+    let blocking: Vec<vm_blocking::BlockingRow> =
+        scenario_rows("vm-test", &kernels, &binary, &logs);
+    let cma: Vec<vm_cma::CmaRow> = scenario_rows("vm-test", &kernels, &binary, &logs);
+    let failed_blocking =
+        blocking.iter().filter(|r| r.failed()).count() + cma.iter().filter(|r| r.failed()).count();
 
     let failed = rows.iter().filter(|r| r.failure.is_some()).count();
     let failed_checks = checks.iter().filter(|r| !r.failures.is_empty()).count();
@@ -583,6 +571,8 @@ mod tests {
 pub trait ScenarioRow: Sized {
     /// The task's name, for progress lines.
     const TASK: &'static str;
+    /// What a guest of the set shows, for progress lines.
+    const PROGRESS: &'static str;
     /// What failed, for the final error ("the CMA scenario").
     const WHAT: &'static str;
     fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> Self;
@@ -604,17 +594,28 @@ pub fn run_alone<R: ScenarioRow>(opts: &ScenarioOptions) -> Result<()> {
     let kernels = kernels::resolve(&opts.kernels.series())?;
     let logs = vm_dir().join("logs");
     fs::create_dir_all(&logs)?;
-    let rows: Vec<R> = kernels
-        .iter()
-        .map(|k| {
-            println!("{}: {} ...", R::TASK, k.release);
-            R::run(k, &binary, &logs)
-        })
-        .collect();
-    R::print_table(&rows);
+    let rows: Vec<R> = scenario_rows(R::TASK, &kernels, &binary, &logs);
     let failed = rows.iter().filter(|r| r.failed()).count();
     if failed > 0 {
         bail!("{failed} of {} kernels failed {}", rows.len(), R::WHAT);
     }
     Ok(())
+}
+
+/// Boots each kernel for the scenario set `R` and prints its table.
+fn scenario_rows<R: ScenarioRow>(
+    task: &str,
+    kernels: &[Kernel],
+    binary: &Path,
+    logs: &Path,
+) -> Vec<R> {
+    let rows: Vec<R> = kernels
+        .iter()
+        .map(|k| {
+            println!("{task}: {}: {} ...", k.release, R::PROGRESS);
+            R::run(k, binary, logs)
+        })
+        .collect();
+    R::print_table(&rows);
+    rows
 }
