@@ -88,9 +88,9 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         );
         print!("{}", report::text(&report, &findings_text));
     }
-    if let crate::recording::ReadStatus::Damaged(why) = &replay.status {
+    if let crate::recording::ReadStatus::Damaged(damage) = &replay.status {
         eprintln!(
-            "gup-trace: warning: {}: the recording is damaged ({why}); reported up to there",
+            "gup-trace: warning: {}: the recording is damaged ({damage}); reported up to there",
             args.file.display()
         );
     }

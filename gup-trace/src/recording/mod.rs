@@ -10,10 +10,19 @@
 //! ```text
 //! header   "GUPTRACE"  u32 format version  u32 size_of::<Event>()
 //!          u32 size_of::<FolioTransition>()  u32 metadata length  metadata (JSON)
+//!          u32 CRC32C of the header before it
 //! chunks   u8 codec (0 stored, 1 LZ4 block)  [u8; 3] zero  u32 raw length  u32 stored length
+//!          u32 CRC32C of the stored bytes  u32 CRC32C of the chunk header before it
 //!          stored bytes, which unpack to whole items:
 //! item     u8 tag  u32 payload length  payload
 //! ```
+//!
+//! Checksums (format 3): a damaged header is refused; a damaged chunk (its header or its bytes)
+//! ends the read there, with its number and byte offset ([`Damage`]): everything before it is
+//! given, nothing after it (lengths past a damaged chunk cannot be trusted, so skipping it
+//! would mean guessing). The chunk header's own checksum is checked before its lengths are
+//! used, so a damaged length is told from a file cut short. Format 2 recordings (no
+//! checksums, 12-byte chunk headers) are still read, unchecked.
 //!
 //! Items: a ring-buffer record; a kernel stack (id and named frames, once per id, before the
 //! first record that uses it); the kernel's counters and /proc/vmstat's pin counters, at the
@@ -56,16 +65,25 @@ use crate::{
 };
 
 pub const MAGIC: [u8; 8] = *b"GUPTRACE";
-/// The version this gup-trace writes and the only one it reads.
+/// The version this gup-trace writes.
 /// 2: events carry the owner of the memory a GUP call works on (`owner_*`).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: the header and every chunk carry CRC32C checksums.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest version this gup-trace reads (without checksums before version 3).
+pub const OLDEST_READ_VERSION: u32 = 2;
+const CHECKSUMS_SINCE: u32 = 3;
 /// Magic, version, the two sizes and the metadata length.
-const FIXED_HEADER: usize = 8 + 4 * 4;
+pub(crate) const FIXED_HEADER: usize = 8 + 4 * 4;
+/// The header's checksum, after the metadata.
+pub(crate) const HEADER_CHECKSUM: usize = 4;
 /// Raw bytes a chunk collects before it is packed and written.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// More than any chunk or metadata block a writer makes: a larger length is damage.
 const MAX_BLOCK: usize = 64 << 20;
-const CHUNK_HEADER: usize = 12;
+/// A chunk header: codec, lengths and the two checksums.
+const CHUNK_HEADER: usize = 20;
+/// A chunk header of format 2: codec and lengths.
+const CHUNK_HEADER_V2: usize = 12;
 const ITEM_HEADER: usize = 5;
 
 mod tag {
@@ -294,6 +312,8 @@ impl<W: Write> RecordingWriter<W> {
             header.extend_from_slice(&n.to_le_bytes());
         }
         header.extend_from_slice(&json);
+        let crc = crc32c::crc32c(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
         out.write_all(&header)?;
         out.flush()?;
         Ok(RecordingWriter {
@@ -436,6 +456,10 @@ impl<W: Write> RecordingWriter<W> {
         self.packed[0] = packed_codec;
         self.packed[4..8].copy_from_slice(&(raw.len() as u32).to_le_bytes());
         self.packed[8..12].copy_from_slice(&stored.to_le_bytes());
+        let data_crc = crc32c::crc32c(&self.packed[CHUNK_HEADER..]);
+        self.packed[12..16].copy_from_slice(&data_crc.to_le_bytes());
+        let head_crc = crc32c::crc32c(&self.packed[..16]);
+        self.packed[16..20].copy_from_slice(&head_crc.to_le_bytes());
         // One write per chunk: a recorder killed between writes leaves whole chunks.
         self.out.write_all(&self.packed)?;
         self.stats.file_bytes += self.packed.len() as u64;
@@ -493,8 +517,29 @@ pub enum ReadStatus {
     /// The file ends before the end marker: the recorder was killed or the disk filled. Every
     /// whole chunk was read.
     Truncated,
-    /// A chunk that cannot be unpacked or parsed: reading stopped before it.
-    Damaged(String),
+    /// A chunk that fails its checksum or cannot be unpacked or parsed: reading stopped
+    /// there (the items before it were given).
+    Damaged(Damage),
+}
+
+/// Where a recording is damaged, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Damage {
+    /// The chunk's number, counting from 1.
+    pub chunk: u64,
+    /// Byte offset of the chunk's header in the file.
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "chunk {} at byte offset {}: {}",
+            self.chunk, self.offset, self.reason
+        )
+    }
 }
 
 /// Reads a recording back, item by item.
@@ -506,6 +551,11 @@ pub struct RecordingReader<R: Read> {
     packed: Vec<u8>,
     /// File offset of the next chunk.
     offset: u64,
+    /// The chunk being read: its number (from 1) and file offset.
+    chunk_no: u64,
+    chunk_offset: u64,
+    /// Whether chunks carry checksums (format 3 on).
+    checksums: bool,
     pub status: ReadStatus,
     /// Records and events read so far.
     pub records: u64,
@@ -582,12 +632,29 @@ impl<R: Read> RecordingReader<R> {
             .and_then(|v| v["gup_trace_version"].as_str().map(str::to_string))
             .unwrap_or_else(|| "of unknown version".into());
         let this = env!("CARGO_PKG_VERSION");
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             bail!(
                 "recording format version {version} (written by gup-trace {writer}); this \
-                 gup-trace ({this}) reads version {FORMAT_VERSION} only: report it with a \
-                 gup-trace that reads it"
+                 gup-trace ({this}) reads versions {OLDEST_READ_VERSION} to {FORMAT_VERSION} \
+                 only: report it with a gup-trace that reads it"
             );
+        }
+        let checksums = version >= CHECKSUMS_SINCE;
+        if checksums {
+            let mut crc = [0u8; HEADER_CHECKSUM];
+            if read_full(&mut input, &mut crc)? < HEADER_CHECKSUM {
+                bail!(
+                    "the recording ends inside its header (before its checksum): the recorder \
+                     stopped before it wrote anything"
+                );
+            }
+            let want = crc32c::crc32c_append(crc32c::crc32c(&fixed), &json);
+            if le32(&crc) != want {
+                bail!(
+                    "the recording's header is damaged (its CRC32C checksum does not match): \
+                     the file was changed after it was written; nothing in it can be trusted"
+                );
+            }
         }
         let (ours, our_folio) = (size_of::<Event>(), size_of::<FolioTransition>());
         if event_size != ours || folio_size != our_folio {
@@ -611,7 +678,10 @@ impl<R: Read> RecordingReader<R> {
             chunk: Vec::new(),
             at: 0,
             packed: Vec::new(),
-            offset: (FIXED_HEADER + meta_len) as u64,
+            offset: (FIXED_HEADER + meta_len + if checksums { HEADER_CHECKSUM } else { 0 }) as u64,
+            chunk_no: 0,
+            chunk_offset: 0,
+            checksums,
             status: ReadStatus::Reading,
             records: 0,
             events: 0,
@@ -631,7 +701,7 @@ impl<R: Read> RecordingReader<R> {
             }
             let rest = &self.chunk[self.at..];
             if rest.len() < ITEM_HEADER || rest.len() - ITEM_HEADER < le32(&rest[1..]) as usize {
-                return Ok(self.damaged("a chunk ends inside an item"));
+                return Ok(self.damaged("it ends inside an item"));
             }
             let (tag, len) = (rest[0], le32(&rest[1..]) as usize);
             let start = self.at + ITEM_HEADER;
@@ -669,23 +739,41 @@ impl<R: Read> RecordingReader<R> {
         }
     }
 
+    /// Ends the read: the current chunk is damaged.
     fn damaged(&mut self, why: &str) -> Option<Item<'static>> {
-        self.status = ReadStatus::Damaged(format!("{why} (chunk before offset {})", self.offset));
+        self.status = ReadStatus::Damaged(Damage {
+            chunk: self.chunk_no,
+            offset: self.chunk_offset,
+            reason: why.to_string(),
+        });
         None
     }
 
     /// Reads and unpacks the next chunk; at the end of what can be read, sets the status.
     fn next_chunk(&mut self) -> Result<()> {
+        self.chunk_no += 1;
+        self.chunk_offset = self.offset;
         let mut head = [0u8; CHUNK_HEADER];
-        let n = read_full(&mut self.input, &mut head).context("reading the recording failed")?;
-        if n < CHUNK_HEADER {
+        let head_len = if self.checksums {
+            CHUNK_HEADER
+        } else {
+            CHUNK_HEADER_V2
+        };
+        let head = &mut head[..head_len];
+        let n = read_full(&mut self.input, head).context("reading the recording failed")?;
+        if n < head_len {
             self.status = ReadStatus::Truncated;
+            return Ok(());
+        }
+        if self.checksums && crc32c::crc32c(&head[..16]) != le32(&head[16..]) {
+            self.damaged("its header fails its CRC32C checksum");
             return Ok(());
         }
         let (codec, raw_len, stored_len) = (head[0], le32(&head[4..]), le32(&head[8..]));
         let (raw_len, stored_len) = (raw_len as usize, stored_len as usize);
+        let data_crc = self.checksums.then(|| le32(&head[12..]));
         if raw_len == 0 || raw_len > MAX_BLOCK || stored_len > MAX_BLOCK || head[1..4] != [0; 3] {
-            self.damaged("a chunk header is malformed");
+            self.damaged("its header is malformed");
             return Ok(());
         }
         self.packed.resize(stored_len, 0);
@@ -695,7 +783,11 @@ impl<R: Read> RecordingReader<R> {
             self.status = ReadStatus::Truncated;
             return Ok(());
         }
-        self.offset += (CHUNK_HEADER + stored_len) as u64;
+        if data_crc.is_some_and(|crc| crc32c::crc32c(&self.packed) != crc) {
+            self.damaged("its bytes fail their CRC32C checksum");
+            return Ok(());
+        }
+        self.offset += (head_len + stored_len) as u64;
         self.chunk.resize(raw_len, 0);
         let unpacked = match codec {
             codec::STORED if stored_len == raw_len => {
@@ -707,7 +799,7 @@ impl<R: Read> RecordingReader<R> {
             _ => false,
         };
         if !unpacked {
-            self.damaged("a chunk cannot be unpacked");
+            self.damaged("it cannot be unpacked");
             return Ok(());
         }
         self.at = 0;
@@ -820,7 +912,7 @@ impl fmt::Display for ReadStatus {
             ReadStatus::Reading => f.write_str("still reading"),
             ReadStatus::Complete => f.write_str("complete"),
             ReadStatus::Truncated => f.write_str("truncated"),
-            ReadStatus::Damaged(why) => write!(f, "damaged: {why}"),
+            ReadStatus::Damaged(d) => write!(f, "damaged: {d}"),
         }
     }
 }

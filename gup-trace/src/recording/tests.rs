@@ -27,6 +27,34 @@ fn read_all(bytes: &[u8]) -> Result<(Metadata, Vec<Owned>, ReadStatus)> {
     Ok((r.meta.clone(), items, r.status.clone()))
 }
 
+/// Bytes of the header of a recording of [`metadata`], its checksum included.
+fn header_len() -> usize {
+    FIXED_HEADER + serde_json::to_vec(&metadata()).unwrap().len() + HEADER_CHECKSUM
+}
+
+/// Writes the header's checksum anew, after a test changed a field of the header.
+fn reseal_header(bytes: &mut [u8]) {
+    let end = header_len() - HEADER_CHECKSUM;
+    let crc = crc32c::crc32c(&bytes[..end]);
+    bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The same recording in format 2, as a gup-trace before checksums wrote it: no header
+/// checksum, 12-byte chunk headers.
+fn as_format_2(bytes: &[u8]) -> Vec<u8> {
+    let header = header_len();
+    let mut old = bytes[..header - HEADER_CHECKSUM].to_vec();
+    old[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let mut at = header;
+    while at < bytes.len() {
+        let stored = le32(&bytes[at + 8..]) as usize;
+        old.extend_from_slice(&bytes[at..at + CHUNK_HEADER_V2]);
+        old.extend_from_slice(&bytes[at + CHUNK_HEADER..at + CHUNK_HEADER + stored]);
+        at += CHUNK_HEADER + stored;
+    }
+    old
+}
+
 fn counters(ts_ns: u64, end: bool) -> CounterSnapshot {
     CounterSnapshot {
         ts_ns,
@@ -139,7 +167,7 @@ fn compression_shrinks_records() {
 #[test]
 fn a_recording_cut_at_any_byte_reads_a_prefix_and_says_it_was_truncated() {
     let (bytes, expected) = small_recording(60, 7, Compression::Lz4);
-    let header = FIXED_HEADER + serde_json::to_vec(&metadata()).unwrap().len();
+    let header = header_len();
     let mut last_events = 0;
     for cut in 0..=bytes.len() {
         let result = read_all(&bytes[..cut]);
@@ -180,7 +208,7 @@ fn another_format_version_or_event_size_is_refused_with_the_reason() {
     let err = format!("{:#}", RecordingReader::new(&older[..]).err().unwrap());
     assert!(
         err.contains("recording format version 1")
-            && err.contains(&format!("reads version {FORMAT_VERSION} only"))
+            && err.contains(&format!("reads versions 2 to {FORMAT_VERSION} only"))
             && err.contains(&format!(
                 "written by gup-trace {}",
                 env!("CARGO_PKG_VERSION")
@@ -190,6 +218,7 @@ fn another_format_version_or_event_size_is_refused_with_the_reason() {
     let mut bigger = bytes.clone();
     let size = size_of::<Event>() as u32;
     bigger[12..16].copy_from_slice(&(size + 8).to_le_bytes());
+    reseal_header(&mut bigger);
     let err = format!("{:#}", RecordingReader::new(&bigger[..]).err().unwrap());
     assert!(
         err.contains(&format!("events are {} bytes", size + 8))
@@ -198,6 +227,7 @@ fn another_format_version_or_event_size_is_refused_with_the_reason() {
     );
     let mut folio = bytes.clone();
     folio[16..20].copy_from_slice(&40u32.to_le_bytes());
+    reseal_header(&mut folio);
     let err = format!("{:#}", RecordingReader::new(&folio[..]).err().unwrap());
     assert!(err.contains("40-byte folio entries"), "{err}");
     let err = format!(
@@ -210,25 +240,81 @@ fn another_format_version_or_event_size_is_refused_with_the_reason() {
 #[test]
 fn a_damaged_chunk_stops_reading_with_what_came_before() {
     let (bytes, expected) = small_recording(20, 10, Compression::Lz4);
-    let header = FIXED_HEADER + serde_json::to_vec(&metadata()).unwrap().len();
+    let header = header_len();
+    let damage = |chunk, offset, reason: &str| {
+        ReadStatus::Damaged(Damage {
+            chunk,
+            offset: offset as u64,
+            reason: reason.into(),
+        })
+    };
     // The first chunk's codec byte.
     let mut bad = bytes.clone();
     bad[header] = 9;
     let (_, items, status) = read_all(&bad).unwrap();
     assert!(items.is_empty());
-    assert!(
-        matches!(&status, ReadStatus::Damaged(why) if why.contains("cannot be unpacked")),
-        "{status:?}"
+    assert_eq!(
+        status,
+        damage(1, header, "its header fails its CRC32C checksum")
     );
-    // The second chunk's length, past the file's end: truncated, after the first chunk.
+    // The second chunk's length, past the file's end: damage, not a file cut short, and
+    // everything of the first chunk.
     let first = le32(&bytes[header + 8..]) as usize;
     let second = header + CHUNK_HEADER + first;
-    let mut cut = bytes.clone();
-    cut[second + 8..second + 12].copy_from_slice(&(1u32 << 20).to_le_bytes());
-    let (_, items, status) = read_all(&cut).unwrap();
-    assert_eq!(status, ReadStatus::Truncated);
+    let mut long = bytes.clone();
+    long[second + 8..second + 12].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    let (_, items, status) = read_all(&long).unwrap();
+    assert_eq!(
+        status,
+        damage(2, second, "its header fails its CRC32C checksum")
+    );
     assert_eq!(items[..], expected[..items.len()]);
     assert!(items.len() >= 10);
+    // One bit of the second chunk's bytes.
+    let mut flipped = bytes.clone();
+    flipped[second + CHUNK_HEADER + 3] ^= 0x10;
+    let (_, again, status) = read_all(&flipped).unwrap();
+    assert_eq!(
+        status,
+        damage(2, second, "its bytes fail their CRC32C checksum")
+    );
+    assert_eq!(again, items);
+    // Format 2 has no checksums: the same damaged codec byte is caught by the unpacking only.
+    let mut old = as_format_2(&bytes);
+    old[header - HEADER_CHECKSUM] = 9;
+    let (_, _, status) = read_all(&old).unwrap();
+    assert_eq!(
+        status,
+        damage(1, header - HEADER_CHECKSUM, "it cannot be unpacked")
+    );
+}
+
+#[test]
+fn a_damaged_header_is_refused() {
+    let (bytes, _) = small_recording(3, 100, Compression::Lz4);
+    // A bit of the metadata (inside the kernel release, say): nothing else would notice.
+    for at in [30, header_len() - HEADER_CHECKSUM - 3, header_len() - 1] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 4;
+        let err = format!("{:#}", RecordingReader::new(&bad[..]).err().unwrap());
+        assert!(
+            err.contains("header is damaged") && err.contains("CRC32C"),
+            "byte {at}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_format_2_recording_without_checksums_is_still_read() {
+    for compression in [Compression::None, Compression::Lz4] {
+        let (bytes, expected) = small_recording(200, 50, compression);
+        let old = as_format_2(&bytes);
+        assert!(old.len() < bytes.len());
+        let (meta, items, status) = read_all(&old).unwrap();
+        assert_eq!(meta, metadata());
+        assert_eq!(status, ReadStatus::Complete);
+        assert_eq!(items, expected);
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::{
         Finding,
         blocking::{LongtermMigration, LongtermTotals},
     },
-    recording::{Filters, Replay},
+    recording::{Damage, Filters, ReadStatus, Replay},
     session::KernelCounters,
     symbols::CallStack,
     vmstat::PinCounters,
@@ -97,6 +97,10 @@ pub struct Summary {
     pub stacks: usize,
     /// `complete`, `truncated` or `damaged: ...`.
     pub status: String,
+    /// The file ends before the end marker (the recorder was killed or the disk filled).
+    pub truncated: bool,
+    /// The chunk that failed its checksum (or could not be read): the report stops there.
+    pub damaged: Option<Damage>,
     /// Hooks the kernel has but gup-trace could not attach, and why.
     pub missing_hooks: Vec<MissingHook>,
     pub filters: Filters,
@@ -305,6 +309,11 @@ impl Summary {
             lost_events: replay.lost_events(),
             stacks: replay.stacks.len(),
             status: replay.status.to_string(),
+            truncated: replay.status == ReadStatus::Truncated,
+            damaged: match &replay.status {
+                ReadStatus::Damaged(d) => Some(d.clone()),
+                _ => None,
+            },
             missing_hooks: meta
                 .hooks
                 .iter()

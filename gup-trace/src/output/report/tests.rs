@@ -2,9 +2,9 @@ use super::*;
 use crate::{
     engine::FindingRules,
     recording::{
-        Compression, ReadStatus,
+        Compression, FIXED_HEADER, HEADER_CHECKSUM, ReadStatus, RecordingReader, Replay,
         scenario::{remote_scenario, replay, replay_with, scenario},
-        synthetic::write_recording,
+        synthetic::{Rng, metadata, write_recording},
     },
 };
 
@@ -275,4 +275,56 @@ fn a_longterm_call_that_migrated_reads_as_one_line_and_one_json_row() {
             &serde_json::json!(2)
         )
     );
+}
+
+/// The report of a recording as text and JSON, or the reader's refusal.
+fn report_of(bytes: &[u8]) -> Result<(ReadStatus, String), String> {
+    let rules = FindingRules {
+        grace_ns: 0,
+        ..FindingRules::default()
+    };
+    let reader = RecordingReader::new(bytes).map_err(|e| format!("{e:#}"))?;
+    let replay = Replay::read(reader, rules).map_err(|e| format!("{e:#}"))?;
+    let findings = replay.findings();
+    let report = Report::new(&replay, &findings, OPTS);
+    let json = serde_json::to_string(&report).unwrap();
+    Ok((
+        replay.status.clone(),
+        format!("{}\n{json}", text(&report, "")),
+    ))
+}
+
+#[test]
+fn a_flipped_bit_anywhere_in_the_body_is_detected_or_changes_nothing() {
+    let (bytes, _) = write_recording(Vec::new(), 5, 30_000, Compression::Lz4).unwrap();
+    let body = FIXED_HEADER + serde_json::to_vec(&metadata()).unwrap().len() + HEADER_CHECKSUM;
+    let (status, clean) = report_of(&bytes).unwrap();
+    assert_eq!(status, ReadStatus::Complete);
+    let mut rng = Rng::new(13);
+    let (mut detected, mut unchanged) = (0, 0);
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        let at = rng.range(body as u64, bytes.len() as u64) as usize;
+        let bit = 1u8 << rng.range(0, 8);
+        let mut bad = bytes.clone();
+        bad[at] ^= bit;
+        match report_of(&bad) {
+            Ok((ReadStatus::Damaged(d), text)) => {
+                assert!(d.offset <= at as u64, "damage at {at} placed after it: {d}");
+                assert!(text.starts_with("DAMAGED recording: chunk "), "{text}");
+                assert!(text.contains(r#""damaged":{"chunk":"#), "{text}");
+                detected += 1;
+            }
+            Ok((_, report)) if report == clean => unchanged += 1,
+            Ok((status, _)) => silent.push((at, bit, status)),
+            Err(why) => panic!("byte {at}: the body's damage refused the whole file: {why}"),
+        }
+    }
+    assert!(
+        silent.is_empty(),
+        "{} of 200 flips gave another report without saying the recording is damaged \
+         ({detected} detected, {unchanged} unchanged): {silent:?}",
+        silent.len()
+    );
+    assert!(detected > 150, "{detected} detected, {unchanged} unchanged");
 }

@@ -43,6 +43,14 @@ fn of(table_total: usize, shown: usize) -> String {
 pub fn text(report: &Report, findings_text: &str) -> String {
     let r = &report.recording;
     let mut out = String::new();
+    if let Some(d) = &r.damaged {
+        let _ = writeln!(
+            out,
+            "DAMAGED recording: chunk {} at byte offset {}: {}; reported up to there ({} \
+             events), nothing after it is read",
+            d.chunk, d.offset, d.reason, r.events
+        );
+    }
     let _ = writeln!(
         out,
         "recording by gup-trace {} on Linux {}, started {}, {:.2} s",
@@ -60,6 +68,7 @@ pub fn text(report: &Report, findings_text: &str) -> String {
             .map_or("unknown (no end counters)".into(), |n| n.to_string()),
         r.stacks,
         match r.status.as_str() {
+            _ if r.damaged.is_some() => "DAMAGED (see above)".to_string(),
             "truncated" => format!(
                 "TRUNCATED after {} events (the recorder did not finish: killed, or the disk \
                  filled)",
