@@ -364,49 +364,9 @@ impl Exporter {
         Ok(out)
     }
 
-    /// Pinned pages by owner: each comm of the `top` processes holding the most pins (the
-    /// analysis layer's order), the others summed into `other`. A comm stays while one of its
-    /// processes runs, holds pins, or exited less than `forget` ago.
+    /// Sets the pinned pages and bytes by owner (see [`owner_pages`]).
     fn owners(&self, analysis: &Analysis, now_ns: u64) {
-        let mut rows: Vec<&ProcessRow> = analysis
-            .processes
-            .iter()
-            .filter(|p| {
-                p.active()
-                    && (p.outstanding > 0
-                        || p.exited_ns
-                            .is_none_or(|t| now_ns.saturating_sub(t) < self.forget_ns))
-            })
-            .collect();
-        rows.sort_by(|a, b| ProcessRow::most_held_first(a, b));
-        let mut named: Vec<&str> = Vec::new();
-        let mut pages: HashMap<OwnerLabels, u64> = HashMap::new();
-        for p in rows {
-            if !named.contains(&p.comm.as_str()) && named.len() < self.top {
-                named.push(&p.comm);
-            }
-            let owner = if named.contains(&p.comm.as_str()) {
-                p.comm.clone()
-            } else {
-                "other".to_string()
-            };
-            for longterm in ["true", "false"] {
-                pages
-                    .entry(OwnerLabels {
-                        owner: owner.clone(),
-                        longterm,
-                    })
-                    .or_default();
-            }
-            for &(_, longterm, n) in &p.holdings {
-                *pages
-                    .entry(OwnerLabels {
-                        owner: owner.clone(),
-                        longterm: if longterm { "true" } else { "false" },
-                    })
-                    .or_default() += n;
-            }
-        }
+        let pages = owner_pages(&analysis.processes, now_ns, self.top, self.forget_ns);
         let m = &self.metrics;
         m.pinned_pages.clear();
         m.pinned_bytes.clear();
@@ -417,6 +377,53 @@ impl Exporter {
             m.pinned_pages.get_or_create(&labels).set(n as i64);
         }
     }
+}
+
+/// Pinned pages by owner: each comm of the `top` processes holding the most pins (the
+/// analysis layer's order), the others summed into `other`. A comm stays while one of its
+/// processes runs, holds pins, or exited less than `forget_ns` ago.
+fn owner_pages(
+    processes: &[ProcessRow],
+    now_ns: u64,
+    top: usize,
+    forget_ns: u64,
+) -> HashMap<OwnerLabels, u64> {
+    let mut rows: Vec<&ProcessRow> = processes
+        .iter()
+        .filter(|p| {
+            p.active()
+                && (p.outstanding > 0
+                    || p.exited_ns
+                        .is_none_or(|t| now_ns.saturating_sub(t) < forget_ns))
+        })
+        .collect();
+    rows.sort_by(|a, b| ProcessRow::most_held_first(a, b));
+    let mut named: Vec<&str> = Vec::new();
+    let mut pages: HashMap<OwnerLabels, u64> = HashMap::new();
+    for p in rows {
+        if !named.contains(&p.comm.as_str()) && named.len() < top {
+            named.push(&p.comm);
+        }
+        let owner = if named.contains(&p.comm.as_str()) {
+            p.comm.as_str()
+        } else {
+            "other"
+        };
+        for longterm in [true, false] {
+            let held: u64 = p
+                .holdings
+                .iter()
+                .filter(|h| h.1 == longterm)
+                .map(|h| h.2)
+                .sum();
+            let labels = OwnerLabels {
+                owner: owner.to_string(),
+                longterm: if longterm { "true" } else { "false" },
+            };
+            *pages.entry(labels).or_default() += held;
+        }
+    }
+    pages
 }
 
 /// gup-trace's own CPU seconds and resident bytes, from /proc/self.
@@ -608,6 +615,63 @@ pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn process(comm: &str, held: &[(bool, u64)], exited_ns: Option<u64>) -> ProcessRow {
+        ProcessRow {
+            comm: comm.into(),
+            taken: held.iter().map(|h| h.1).sum::<u64>() + 1,
+            outstanding: held.iter().map(|h| h.1).sum(),
+            holdings: held.iter().map(|&(l, n)| (0, l, n)).collect(),
+            exited_ns,
+            ..ProcessRow::default()
+        }
+    }
+
+    fn pages(map: &HashMap<OwnerLabels, u64>, owner: &str, longterm: &'static str) -> Option<u64> {
+        map.get(&OwnerLabels {
+            owner: owner.into(),
+            longterm,
+        })
+        .copied()
+    }
+
+    #[test]
+    fn owners_beyond_the_top_fold_into_other_and_exited_ones_leave() {
+        const S: u64 = 1_000_000_000;
+        let rows = vec![
+            process("fio", &[(true, 100), (false, 5)], None),
+            process("qemu", &[(true, 50)], None),
+            process("fio", &[(false, 7)], None),
+            process("dd", &[(false, 3)], None),
+            process("rdma", &[(true, 2)], None),
+            // Exited with pins: orphaned pins still count.
+            process("leaker", &[(false, 1)], Some(S)),
+            // Exited without pins: kept for a while, then gone.
+            process("recent", &[], Some(95 * S)),
+            process("gone", &[], Some(10 * S)),
+        ];
+        let map = owner_pages(&rows, 100 * S, 2, 30 * S);
+        assert_eq!(pages(&map, "fio", "true"), Some(100));
+        assert_eq!(pages(&map, "fio", "false"), Some(12));
+        assert_eq!(pages(&map, "qemu", "true"), Some(50));
+        assert_eq!(pages(&map, "other", "true"), Some(2));
+        assert_eq!(pages(&map, "other", "false"), Some(4));
+        assert_eq!(
+            pages(&map, "dd", "false"),
+            None,
+            "beyond the top 2: in other"
+        );
+        assert_eq!(
+            pages(&map, "gone", "false"),
+            None,
+            "exited 90 s ago, no pins"
+        );
+        assert_eq!(map.len(), 6, "{map:?}");
+        let all = owner_pages(&rows, 100 * S, 10, 30 * S);
+        assert_eq!(pages(&all, "recent", "false"), Some(0), "exited 5 s ago");
+        assert_eq!(pages(&all, "leaker", "false"), Some(1));
+        assert_eq!(pages(&all, "gone", "false"), None);
+    }
 
     #[test]
     fn openmetrics_only_when_asked_for() {
