@@ -105,6 +105,16 @@ struct HookLabels {
     reason: String,
 }
 
+/// Registers each metric field of `m` with its name, unit and help.
+macro_rules! register {
+    ($registry:ident, $m:ident, [$($field:ident: $name:literal, $unit:expr, $help:literal;)*]) => {
+        $(match $unit {
+            Some(unit) => $registry.register_with_unit($name, $help, unit, $m.$field.clone()),
+            None => $registry.register($name, $help, $m.$field.clone()),
+        })*
+    };
+}
+
 /// Every metric `serve` exports.
 struct Metrics {
     registry: Registry,
@@ -151,88 +161,25 @@ impl Metrics {
             rss: Gauge::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
-        r.register(
-            "pinned_pages",
-            "Pages pinned now (FOLL_PIN) by owner comm, FOLL_LONGTERM or not; top N owners, the rest in owner=\"other\"",
-            m.pinned_pages.clone(),
-        );
-        r.register_with_unit(
-            "pinned",
-            "Memory pinned now by owner comm, FOLL_LONGTERM or not",
-            Unit::Bytes,
-            m.pinned_bytes.clone(),
-        );
-        r.register_with_unit(
-            "oldest_pin_age",
-            "Age of the oldest outstanding pin (0: none)",
-            Unit::Seconds,
-            m.oldest_pin_age.clone(),
-        );
-        r.register(
-            "pins_pages",
-            "Pages pinned, by the entry point the pins were taken through",
-            m.pins.clone(),
-        );
-        r.register(
-            "releases_pages",
-            "Pinned pages released, by the entry point the pins were taken through",
-            m.releases.clone(),
-        );
-        r.register(
-            "foll_get_pages",
-            "Pages referenced by get_user_pages (FOLL_GET)",
-            m.get_pages.clone(),
-        );
-        r.register(
-            "gup_pages",
-            "Pages GUP calls got, by path (fast: the lockless walk; slow: under mmap_lock)",
-            m.gup_pages.clone(),
-        );
-        r.register_with_unit(
-            "gup_call_duration",
-            "GUP call latency, by entry point",
-            Unit::Seconds,
-            m.gup_latency.clone(),
-        );
-        r.register(
-            "findings",
-            "Findings that appeared (orphaned, unbalanced, long_held, bias_anomaly, blocked_migration, ...)",
-            m.findings.clone(),
-        );
-        r.register(
-            "kernel_foll_pin_acquired",
-            "The kernel's nr_foll_pin_acquired (/proc/vmstat)",
-            m.vmstat_acquired.clone(),
-        );
-        r.register(
-            "kernel_foll_pin_released",
-            "The kernel's nr_foll_pin_released (/proc/vmstat)",
-            m.vmstat_released.clone(),
-        );
-        r.register(
-            "lost_events",
-            "Events the kernel side could not hand over (ring buffer full)",
-            m.lost_events.clone(),
-        );
-        r.register("events", "Events taken in", m.events.clone());
-        r.register(
-            "hook_info",
-            "Each hook: whether it attached (how) or was refused (why)",
-            m.hooks.clone(),
-        );
-        r.register_with_unit(
-            "process_cpu",
-            "CPU time gup-trace itself used (user and system)",
-            Unit::Seconds,
-            m.cpu.clone(),
-        );
-        r.register_with_unit(
-            "process_resident_memory",
-            "gup-trace's own resident memory",
-            Unit::Bytes,
-            m.rss.clone(),
-        );
+        // Name (after the gup_trace_ prefix), unit, help.
+        register!(registry, m, [
+            pinned_pages: "pinned_pages", None, "Pages pinned now (FOLL_PIN) by owner comm, FOLL_LONGTERM or not; top N owners, the rest in owner=\"other\"";
+            pinned_bytes: "pinned", Some(Unit::Bytes), "Memory pinned now by owner comm, FOLL_LONGTERM or not";
+            oldest_pin_age: "oldest_pin_age", Some(Unit::Seconds), "Age of the oldest outstanding pin (0: none)";
+            pins: "pins_pages", None, "Pages pinned, by the entry point the pins were taken through";
+            releases: "releases_pages", None, "Pinned pages released, by the entry point the pins were taken through";
+            get_pages: "foll_get_pages", None, "Pages referenced by get_user_pages (FOLL_GET)";
+            gup_pages: "gup_pages", None, "Pages GUP calls got, by path (fast: the lockless walk; slow: under mmap_lock)";
+            gup_latency: "gup_call_duration", Some(Unit::Seconds), "GUP call latency, by entry point";
+            findings: "findings", None, "Findings that appeared (orphaned, unbalanced, long_held, bias_anomaly, blocked_migration, ...)";
+            vmstat_acquired: "kernel_foll_pin_acquired", None, "The kernel's nr_foll_pin_acquired (/proc/vmstat)";
+            vmstat_released: "kernel_foll_pin_released", None, "The kernel's nr_foll_pin_released (/proc/vmstat)";
+            lost_events: "lost_events", None, "Events the kernel side could not hand over (ring buffer full)";
+            events: "events", None, "Events taken in";
+            hooks: "hook_info", None, "Each hook: whether it attached (how) or was refused (why)";
+            cpu: "process_cpu", Some(Unit::Seconds), "CPU time gup-trace itself used (user and system)";
+            rss: "process_resident_memory", Some(Unit::Bytes), "gup-trace's own resident memory";
+        ]);
         for h in &caps.hooks {
             let (state, reason) = match &h.status {
                 HookStatus::Attached { kind } => ("attached", kind.to_string()),
