@@ -24,8 +24,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GET `path` from 127.0.0.1:`port`: the body (HTTP/1.0, so the server closes when done).
-fn get(port: u16, path: &str, accept: &str) -> std::io::Result<String> {
+/// GET `path` from 127.0.0.1:`port`: the status line and the body (HTTP/1.0, so the server
+/// closes when done).
+fn try_get(port: u16, path: &str, accept: &str) -> std::io::Result<(String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -35,8 +36,30 @@ fn get(port: u16, path: &str, accept: &str) -> std::io::Result<String> {
     let mut all = String::new();
     s.read_to_string(&mut all)?;
     let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// GET `path`, which must answer 200: the body.
+fn get(port: u16, path: &str, accept: &str) -> std::io::Result<String> {
+    let (head, body) = try_get(port, path, accept)?;
     assert!(head.contains(" 200 "), "GET {path}: {head}");
-    Ok(body.to_string())
+    Ok(body)
+}
+
+/// Waits until Prometheus answers /-/ready with 200 (it opens its storage first).
+fn wait_ready(port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_get(port, "/-/ready", "*/*") {
+            Ok((head, _)) if head.contains(" 200 ") => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "Prometheus not ready within 60 s: {other:?}; its log: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// /proc/vmstat's nr_foll_pin_acquired and nr_foll_pin_released.
@@ -180,6 +203,7 @@ fn prometheus_scrapes_serve_and_sees_vmstat_hooks_and_health() {
     let work = gup_trace(&["workload"]);
     assert_eq!(work.status.code(), Some(0), "{}", text(&work));
 
+    wait_ready(prom_port, &dir.join("prometheus.log"));
     let before = vmstat();
     let after_s = now_s();
     let (_, acquired) = sample_after(
