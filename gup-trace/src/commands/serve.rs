@@ -40,7 +40,7 @@ use crate::{
     analysis::{Analysis, ProcessRow, SiteStacks},
     engine::PinEngine,
     events::TraceEvent,
-    kernel::{Capabilities, HookStatus},
+    kernel::{HookReport, HookStatus},
     pipeline::{Events, LivePipeline, VmstatUse, stop_requested},
     session::{Session, monotonic_ns},
     symbols::CallStack,
@@ -126,6 +126,8 @@ struct Metrics {
     get_pages: Counter,
     gup_pages: Family<PathLabels, Counter>,
     gup_latency: Family<EntryLabels, Histogram>,
+    lock_wait: Histogram,
+    lock_hold: Histogram,
     findings: Family<KindLabels, Counter>,
     vmstat_acquired: Counter,
     vmstat_released: Counter,
@@ -137,7 +139,7 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new(caps: &Capabilities) -> Metrics {
+    fn new(hooks: &[HookReport]) -> Metrics {
         let mut registry = Registry::with_prefix("gup_trace");
         let m = Metrics {
             pinned_pages: Family::default(),
@@ -147,10 +149,9 @@ impl Metrics {
             releases: Family::default(),
             get_pages: Counter::default(),
             gup_pages: Family::default(),
-            gup_latency: Family::new_with_constructor(|| {
-                // 1 µs to about 4 s, a factor 4 apart.
-                Histogram::new(exponential_buckets(1e-6, 4.0, 12))
-            }),
+            gup_latency: Family::new_with_constructor(seconds_histogram),
+            lock_wait: seconds_histogram(),
+            lock_hold: seconds_histogram(),
             findings: Family::default(),
             vmstat_acquired: Counter::default(),
             vmstat_released: Counter::default(),
@@ -171,6 +172,8 @@ impl Metrics {
             get_pages: "foll_get_pages", None, "Pages referenced by get_user_pages (FOLL_GET)";
             gup_pages: "gup_pages", None, "Pages GUP calls got, by path (fast: the lockless walk; slow: under mmap_lock)";
             gup_latency: "gup_call_duration", Some(Unit::Seconds), "GUP call latency, by entry point";
+            lock_wait: "gup_mmap_lock_wait", Some(Unit::Seconds), "Time a GUP call waited for mmap_lock (calls that took it)";
+            lock_hold: "gup_mmap_lock_hold", Some(Unit::Seconds), "Time a GUP call held mmap_lock (calls that took it)";
             findings: "findings", None, "Findings that appeared (orphaned, unbalanced, long_held, bias_anomaly, blocked_migration, ...)";
             vmstat_acquired: "kernel_foll_pin_acquired", None, "The kernel's nr_foll_pin_acquired (/proc/vmstat)";
             vmstat_released: "kernel_foll_pin_released", None, "The kernel's nr_foll_pin_released (/proc/vmstat)";
@@ -180,7 +183,7 @@ impl Metrics {
             cpu: "process_cpu", Some(Unit::Seconds), "CPU time gup-trace itself used (user and system)";
             rss: "process_resident_memory", Some(Unit::Bytes), "gup-trace's own resident memory";
         ]);
-        for h in &caps.hooks {
+        for h in hooks {
             let (state, reason) = match &h.status {
                 HookStatus::Attached { kind } => ("attached", kind.to_string()),
                 HookStatus::NotInKernel => ("not_in_kernel", String::new()),
@@ -209,8 +212,17 @@ impl Metrics {
                     entry: e.hook.name(),
                 })
                 .observe(e.duration_ns as f64 / 1e9);
+            if e.lock.acquisitions > 0 {
+                self.lock_wait.observe(e.lock.wait_ns as f64 / 1e9);
+                self.lock_hold.observe(e.lock.hold_ns as f64 / 1e9);
+            }
         }
     }
+}
+
+/// Durations from 1 µs to about 4 s, buckets a factor 4 apart.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 4.0, 12))
 }
 
 /// Sets a counter to a total the engine keeps (never lower: a counter only goes up).
@@ -506,7 +518,7 @@ pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
     pipeline.poll_every(Duration::from_millis(100));
     let mut exporter = Exporter {
         pipeline,
-        metrics: Metrics::new(&caps),
+        metrics: Metrics::new(&caps.hooks),
         site_stacks: SiteStacks::new(1),
         top: args.top,
         forget_ns,
@@ -618,6 +630,43 @@ mod tests {
         assert_eq!(pages(&all, "recent", "false"), Some(0), "exited 5 s ago");
         assert_eq!(pages(&all, "leaker", "false"), Some(1));
         assert_eq!(pages(&all, "gone", "false"), None);
+    }
+
+    #[test]
+    fn gup_calls_fill_the_latency_and_mmap_lock_histograms() {
+        use crate::engine::synthetic;
+        use gup_trace_common::{EventKind, Hook};
+        let m = Metrics::new(&[]);
+        let mut events = synthetic::pin_call(1_000_000, 7, &[0x1000, 0x2000], 0, 1);
+        let call = events.last_mut().unwrap();
+        call.duration_ns = 3_000; // 3 µs: in the 4 µs bucket
+        (call.lock.acquisitions, call.lock.wait_ns, call.lock.hold_ns) = (1, 500, 20_000);
+        // A release call and a lockless call: latency only for GUP calls, lock only when taken.
+        events.push(synthetic::event(
+            EventKind::Call,
+            Hook::UnpinUserPages,
+            2_000_000,
+            7,
+        ));
+        let mut lockless = synthetic::event(EventKind::Call, Hook::PinUserPagesFast, 3_000_000, 7);
+        lockless.duration_ns = 100_000;
+        events.push(lockless);
+        for e in &events {
+            m.event(e);
+        }
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &m.registry).unwrap();
+        for line in [
+            "gup_trace_events_total 5",
+            "gup_trace_gup_call_duration_seconds_count{entry=\"pin_user_pages_fast\"} 2",
+            "gup_trace_gup_call_duration_seconds_bucket{entry=\"pin_user_pages_fast\",le=\"4e-06\"} 1",
+            "gup_trace_gup_mmap_lock_wait_seconds_count 1",
+            "gup_trace_gup_mmap_lock_hold_seconds_bucket{le=\"1.6e-05\"} 0",
+            "gup_trace_gup_mmap_lock_hold_seconds_bucket{le=\"6.4e-05\"} 1",
+        ] {
+            assert!(out.contains(line), "no {line} in\n{out}");
+        }
+        assert!(!out.contains("unpin_user_pages"), "{out}");
     }
 
     #[test]
