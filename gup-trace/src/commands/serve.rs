@@ -174,7 +174,7 @@ impl Metrics {
             gup_latency: "gup_call_duration", Some(Unit::Seconds), "GUP call latency, by entry point";
             lock_wait: "gup_mmap_lock_wait", Some(Unit::Seconds), "Time a GUP call waited for mmap_lock (calls that took it)";
             lock_hold: "gup_mmap_lock_hold", Some(Unit::Seconds), "Time a GUP call held mmap_lock (calls that took it)";
-            findings: "findings", None, "Findings that appeared (orphaned, unbalanced, long_held, bias_anomaly, blocked_migration, ...)";
+            findings: "findings", None, "Findings that appeared, by kind (orphaned pins, unbalanced release, long-held short-term pin, bias anomaly, blocked migration)";
             vmstat_acquired: "kernel_foll_pin_acquired", None, "The kernel's nr_foll_pin_acquired (/proc/vmstat)";
             vmstat_released: "kernel_foll_pin_released", None, "The kernel's nr_foll_pin_released (/proc/vmstat)";
             lost_events: "lost_events", None, "Events the kernel side could not hand over (ring buffer full)";
