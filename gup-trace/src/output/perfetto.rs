@@ -5,7 +5,8 @@
 //! with rust-protobuf), not hand-rolled bytes. The trace holds, per process, a track with a
 //! child track per thread: each GUP and unpin call is a slice there (entry point, pages,
 //! flags, fast/slow pages, mmap_lock drops as arguments); a counter track of the pages the
-//! process holds pinned, sampled as the recording is replayed; and the findings at the end
+//! process holds pinned, sampled as the recording is replayed, and a "holding pins" slice from
+//! its first pin to the release of its last; and the findings at the end
 //! of the recording as instants on the process they are about, their evidence (the finding
 //! as JSON) in the arguments.
 
@@ -56,6 +57,9 @@ fn counter_uuid(tgid: u32) -> u64 {
     3 << 40 | u64::from(tgid)
 }
 const MACHINE_UUID: u64 = 4 << 40;
+fn holding_uuid(tgid: u32) -> u64 {
+    5 << 40 | u64::from(tgid)
+}
 
 /// The packets of a trace being built, and the tracks described so far.
 #[derive(Default)]
@@ -153,6 +157,27 @@ impl Builder {
         self.summary.calls += 1;
     }
 
+    /// A process started holding pins (`begin`), or released its last one: the slice between
+    /// on its "holding pins" track.
+    fn holding(&mut self, ts_ns: u64, tgid: u32, comm: &str, begin: bool) {
+        let parent = self.process(tgid, comm);
+        let uuid = holding_uuid(tgid);
+        let mut t = TrackDescriptor::new();
+        t.set_uuid(uuid);
+        t.set_parent_uuid(parent);
+        t.set_name("holding pins".to_string());
+        self.describe(t);
+        let mut e = TrackEvent::new();
+        e.set_track_uuid(uuid);
+        if begin {
+            e.set_type(Type::TYPE_SLICE_BEGIN);
+            e.set_name("pins held".to_string());
+        } else {
+            e.set_type(Type::TYPE_SLICE_END);
+        }
+        self.packet(ts_ns, e);
+    }
+
     /// A sample of the pages a process holds pinned.
     fn pinned(&mut self, ts_ns: u64, tgid: u32, comm: &str, pages: u64) {
         let parent = self.process(tgid, comm);
@@ -203,8 +228,13 @@ pub fn perfetto_trace<R: Read>(
         let now = replayer.engine.newest_ns.min(until);
         for (i, p) in replayer.engine.state.processes.iter().enumerate() {
             let pages = p.outstanding();
-            if last.get(&i).copied().unwrap_or(0) != pages {
-                b.pinned(now, p.tgid, &p.comm.to_string(), pages);
+            let before = last.get(&i).copied().unwrap_or(0);
+            if before != pages {
+                let comm = p.comm.to_string();
+                if (before == 0) != (pages == 0) {
+                    b.holding(now, p.tgid, &comm, before == 0);
+                }
+                b.pinned(now, p.tgid, &comm, pages);
                 last.insert(i, pages);
             }
         }
@@ -281,7 +311,8 @@ mod tests {
             .map(|p| p.track_event())
             .collect();
         let count = |ty: Type| events.iter().filter(|e| e.type_() == ty).count();
-        assert_eq!(count(Type::TYPE_SLICE_BEGIN), summary.calls as usize);
+        // The calls, and the two "holding pins" slices (both still open at the end).
+        assert_eq!(count(Type::TYPE_SLICE_BEGIN), summary.calls as usize + 2);
         assert_eq!(count(Type::TYPE_SLICE_END), summary.calls as usize);
         assert!(summary.calls >= 3, "{summary:?}");
         // Every slice is on a thread track whose parent is a process track.
@@ -290,10 +321,11 @@ mod tests {
             .filter(|t| t.thread.is_some())
             .map(|t| (t.uuid(), t.parent_uuid()))
             .collect();
-        for e in events
-            .iter()
-            .filter(|e| e.type_() == Type::TYPE_SLICE_BEGIN)
-        {
+        let calls = events.iter().filter(|e| {
+            e.type_() == Type::TYPE_SLICE_BEGIN && thread_tracks.contains_key(&e.track_uuid())
+        });
+        assert_eq!(calls.clone().count() as u64, summary.calls);
+        for e in calls {
             let parent = thread_tracks[&e.track_uuid()];
             assert!(
                 tracks
@@ -310,6 +342,22 @@ mod tests {
             .collect();
         assert_eq!(counters.len() as u64, summary.counter_samples);
         assert!(counters.iter().any(|&v| v > 0), "{counters:?}");
+        // Holding pins: fio (3 pinned, 1 released) and its child (2, exits holding them) each
+        // open a slice that stays open.
+        let holding: HashMap<u64, &str> = tracks
+            .iter()
+            .filter(|t| t.name() == "holding pins")
+            .map(|t| (t.uuid(), t.name()))
+            .collect();
+        let on_holding = |ty: Type| {
+            events
+                .iter()
+                .filter(|e| holding.contains_key(&e.track_uuid()) && e.type_() == ty)
+                .count()
+        };
+        assert_eq!(holding.len(), 2, "{tracks:?}");
+        assert_eq!(on_holding(Type::TYPE_SLICE_BEGIN), 2);
+        assert_eq!(on_holding(Type::TYPE_SLICE_END), 0);
         // The orphaned pins are an instant with their evidence.
         let orphaned = events
             .iter()
