@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gup_trace::commands::{
     self, bench::BenchArgs, check::CheckArgs, probe::ProbeArgs, record::RecordArgs,
-    report::ReportArgs, selftest::SelftestArgs, top::TopArgs, trace::TraceArgs,
+    report::ReportArgs, selftest::SelftestArgs, serve::ServeArgs, top::TopArgs, trace::TraceArgs,
     workload::WorkloadArgs,
 };
 
@@ -38,6 +38,10 @@ enum Command {
     /// A live dashboard: pinned pages now, top pinning processes and call sites, pin ages,
     /// mmap_lock, findings as they appear; drill into a process or a finding.
     Top(TopArgs),
+    /// Export pinned memory, pins and releases, GUP latency, findings, vmstat's pin counters
+    /// and gup-trace's health as Prometheus/OpenMetrics metrics on /metrics (default
+    /// 127.0.0.1:9808), until SIGTERM.
+    Serve(ServeArgs),
     /// Record every event (and the kernel stacks) into a file, for `report` later or elsewhere.
     Record(RecordArgs),
     /// Replay a recording: top pinning processes and call sites, pins outstanding at the end,
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
             Command::Trace(args) => commands::trace::run(args, cli.verbose).await,
             Command::Check(args) => commands::check::run(args, cli.verbose).await,
             Command::Top(args) => commands::top::run(args, cli.verbose).await,
+            Command::Serve(args) => commands::serve::run(args, cli.verbose).await,
             Command::Record(args) => commands::record::run(args, cli.verbose).await,
             Command::Report(args) => commands::report::run(args),
             Command::Selftest(args) => commands::selftest::run(args, cli.verbose).await,

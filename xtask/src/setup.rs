@@ -22,7 +22,8 @@ const LLVM_MAJOR: u32 = 22;
 /// Debian packages: LLVM for bpf-linker, the tools that build and boot the test VMs, and what
 /// building the pinleak test module needs: the compiler Debian 12's kernels are built with,
 /// make, the libraries the kbuild programs link, pahole (module BTF), a static libc for
-/// pinleak-user, and debootstrap for the Debian 13 build root (see [`run_setup`]).
+/// pinleak-user, debootstrap for the Debian 13 build root (see [`run_setup`]), and Prometheus
+/// (with promtool) that scrapes `gup-trace serve` in its host test.
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -44,6 +45,7 @@ fn apt_packages() -> Vec<String> {
             "libssl3",
             "dwarves",
             "debootstrap",
+            "prometheus",
         ]
         .map(String::from),
     );

@@ -6,6 +6,7 @@ pub mod probe;
 pub mod record;
 pub mod report;
 pub mod selftest;
+pub mod serve;
 pub mod top;
 pub mod trace;
 pub mod workload;

@@ -2,7 +2,7 @@
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use super::FindingArgs;
 use clap::Args;
@@ -48,6 +48,15 @@ pub struct ReportArgs {
     /// With --tui: seconds of recording per step of the time cursor.
     #[arg(long, default_value_t = 1.0, value_name = "SECS", requires = "tui")]
     pub step: f64,
+    /// Write the recording as a Perfetto trace to this file (open it in the Perfetto UI):
+    /// per-process tracks with a track per thread, GUP and unpin calls as slices, pinned
+    /// pages as a counter per process, findings as instants with their evidence.
+    #[arg(long, value_name = "FILE.pftrace", conflicts_with_all = ["json", "tui"])]
+    pub perfetto: Option<PathBuf>,
+    /// With --perfetto: milliseconds of recording between samples of the pinned-pages
+    /// counters.
+    #[arg(long, default_value_t = 10, value_name = "MS", requires = "perfetto")]
+    pub counter_ms: u64,
     /// With --tui: milliseconds per step while playing (p).
     #[arg(long, default_value_t = 500, value_name = "MS", requires = "tui")]
     pub interval: u64,
@@ -67,6 +76,26 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         let step = super::seconds(args.step, "--step")?;
         let interval = std::time::Duration::from_millis(args.interval.max(20));
         crate::tui::replay::run(&args.file, rules, filter, step, interval)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = &args.perfetto {
+        let (bytes, summary) = output::perfetto::perfetto_trace(
+            RecordingReader::open(&args.file)?,
+            rules,
+            filter,
+            args.counter_ms.max(1) * 1_000_000,
+        )?;
+        std::fs::write(path, bytes)
+            .with_context(|| format!("cannot write the Perfetto trace {}", path.display()))?;
+        eprintln!(
+            "gup-trace: wrote {}: {} processes, {} threads, {} calls, {} counter samples, {} findings",
+            path.display(),
+            summary.processes,
+            summary.threads,
+            summary.calls,
+            summary.counter_samples,
+            summary.findings
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let opts = ReportOptions {

@@ -12,6 +12,7 @@ mod findings;
 mod folio;
 mod junit;
 mod migration;
+pub mod perfetto;
 pub mod report;
 mod stack;
 mod summary;

@@ -53,6 +53,9 @@ pub struct Replayer<R: Read> {
     ahead: VecDeque<TraceEvent>,
     batch: Vec<TraceEvent>,
     filter: ProcessFilter,
+    /// When set, every event applied is also kept here, in the order applied (what a
+    /// timeline is drawn from); the caller takes them out between steps.
+    pub applied: Option<Vec<TraceEvent>>,
 }
 
 impl<R: Read> Replayer<R> {
@@ -71,6 +74,7 @@ impl<R: Read> Replayer<R> {
             ahead: VecDeque::new(),
             batch: Vec::new(),
             filter: ProcessFilter::default(),
+            applied: None,
         }
     }
 
@@ -102,7 +106,7 @@ impl<R: Read> Replayer<R> {
         while let Some(e) = self.ahead.pop_front() {
             past_stop |= e.ts_ns > stop_after;
             if e.ts_ns <= until {
-                self.engine.push(e);
+                self.apply(e);
             } else {
                 kept.push_back(e);
             }
@@ -118,6 +122,9 @@ impl<R: Read> Replayer<R> {
                         for e in self.batch.drain(..).filter(|e| self.filter.keeps(e)) {
                             past_stop |= e.ts_ns > stop_after;
                             if e.ts_ns <= until {
+                                if let Some(applied) = &mut self.applied {
+                                    applied.push(e.clone());
+                                }
                                 self.engine.push(e);
                             } else {
                                 self.ahead.push_back(e);
@@ -145,6 +152,13 @@ impl<R: Read> Replayer<R> {
         }
         self.engine.flush();
         Ok(())
+    }
+
+    fn apply(&mut self, e: TraceEvent) {
+        if let Some(applied) = &mut self.applied {
+            applied.push(e.clone());
+        }
+        self.engine.push(e);
     }
 
     /// Records and events read so far.

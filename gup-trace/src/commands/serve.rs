@@ -1,0 +1,680 @@
+//! `gup-trace serve`: a Prometheus/OpenMetrics exporter on the one live pipeline.
+//!
+//! One task owns the pipeline and its engine and takes events in continuously; each scrape asks
+//! it (over a channel) for the metrics *now*: it flushes the engine, computes the analysis
+//! layer's view once, sets the metrics from it and encodes them. The HTTP side only forwards
+//! requests, so a slow scraper never holds up the intake. Owner series are rebuilt at every
+//! scrape: the top N comms by the processes holding the most pins, the rest folded into
+//! `other`, never pids; a comm whose processes all exited without pins leaves after `--forget`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    convert::Infallible,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::atomic::AtomicU64,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use clap::Args;
+use gup_trace_common::HookClass;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, header};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text, text},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{FindingArgs, SessionArgs, require_root, seconds};
+use crate::{
+    analysis::{Analysis, ProcessRow, SiteStacks},
+    engine::PinEngine,
+    events::TraceEvent,
+    kernel::{HookReport, HookStatus},
+    pipeline::{Events, LivePipeline, VmstatUse, stop_requested},
+    session::{Session, monotonic_ns},
+    symbols::CallStack,
+    vmstat::PinCounters,
+};
+
+/// 9808: an exporter port not taken in Prometheus's list of default port allocations.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9808";
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Serves GET /metrics: the Prometheus text format (0.0.4), or OpenMetrics 1.0 when the scraper \
+asks for application/openmetrics-text in its Accept header (Prometheus does). Logs go to \
+stderr; SIGTERM or Ctrl-C stops it (exit 0). See deploy/prometheus/ for a scrape config and \
+alerting rules.")]
+pub struct ServeArgs {
+    /// Address to serve /metrics on (9808: an unassigned exporter port).
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Owner (comm) series kept: the owners of the processes holding the most pins; the rest
+    /// are summed into owner="other".
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+    /// Seconds an exited process's comm keeps its series once it holds no pins.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub forget: f64,
+    #[command(flatten)]
+    pub findings: FindingArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// What the pins of one owner series are labelled with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerLabels {
+    owner: String,
+    longterm: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntryLabels {
+    entry: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    hook: &'static str,
+    class: String,
+    /// attached, not_in_kernel or refused.
+    state: &'static str,
+    /// How it attached (fentry, kprobe, tracepoint) or why it was refused.
+    reason: String,
+}
+
+/// Registers each metric field of `m` with its name, unit and help.
+macro_rules! register {
+    ($registry:ident, $m:ident, [$($field:ident: $name:literal, $unit:expr, $help:literal;)*]) => {
+        $(match $unit {
+            Some(unit) => $registry.register_with_unit($name, $help, unit, $m.$field.clone()),
+            None => $registry.register($name, $help, $m.$field.clone()),
+        })*
+    };
+}
+
+/// Every metric `serve` exports.
+struct Metrics {
+    registry: Registry,
+    pinned_pages: Family<OwnerLabels, Gauge>,
+    pinned_bytes: Family<OwnerLabels, Gauge>,
+    oldest_pin_age: Gauge<f64, AtomicU64>,
+    pins: Family<EntryLabels, Counter>,
+    releases: Family<EntryLabels, Counter>,
+    get_pages: Counter,
+    gup_pages: Family<PathLabels, Counter>,
+    gup_latency: Family<EntryLabels, Histogram>,
+    lock_wait: Histogram,
+    lock_hold: Histogram,
+    findings: Family<KindLabels, Counter>,
+    vmstat_acquired: Counter,
+    vmstat_released: Counter,
+    lost_events: Counter,
+    events: Counter,
+    hooks: Family<HookLabels, Gauge>,
+    cpu: Counter<f64, AtomicU64>,
+    rss: Gauge,
+}
+
+impl Metrics {
+    fn new(hooks: &[HookReport]) -> Metrics {
+        let mut registry = Registry::with_prefix("gup_trace");
+        let m = Metrics {
+            pinned_pages: Family::default(),
+            pinned_bytes: Family::default(),
+            oldest_pin_age: Gauge::default(),
+            pins: Family::default(),
+            releases: Family::default(),
+            get_pages: Counter::default(),
+            gup_pages: Family::default(),
+            gup_latency: Family::new_with_constructor(seconds_histogram),
+            lock_wait: seconds_histogram(),
+            lock_hold: seconds_histogram(),
+            findings: Family::default(),
+            vmstat_acquired: Counter::default(),
+            vmstat_released: Counter::default(),
+            lost_events: Counter::default(),
+            events: Counter::default(),
+            hooks: Family::default(),
+            cpu: Counter::default(),
+            rss: Gauge::default(),
+            registry: Registry::default(),
+        };
+        // Name (after the gup_trace_ prefix), unit, help.
+        register!(registry, m, [
+            pinned_pages: "pinned_pages", None, "Pages pinned now (FOLL_PIN) by owner comm, FOLL_LONGTERM or not; top N owners, the rest in owner=\"other\"";
+            pinned_bytes: "pinned", Some(Unit::Bytes), "Memory pinned now by owner comm, FOLL_LONGTERM or not";
+            oldest_pin_age: "oldest_pin_age", Some(Unit::Seconds), "Age of the oldest outstanding pin (0: none)";
+            pins: "pins_pages", None, "Pages pinned, by the entry point the pins were taken through";
+            releases: "releases_pages", None, "Pinned pages released, by the entry point the pins were taken through";
+            get_pages: "foll_get_pages", None, "Pages referenced by get_user_pages (FOLL_GET)";
+            gup_pages: "gup_pages", None, "Pages GUP calls got, by path (fast: the lockless walk; slow: under mmap_lock)";
+            gup_latency: "gup_call_duration", Some(Unit::Seconds), "GUP call latency, by entry point";
+            lock_wait: "gup_mmap_lock_wait", Some(Unit::Seconds), "Time a GUP call waited for mmap_lock (calls that took it)";
+            lock_hold: "gup_mmap_lock_hold", Some(Unit::Seconds), "Time a GUP call held mmap_lock (calls that took it)";
+            findings: "findings", None, "Findings that appeared, by kind (orphaned pins, unbalanced release, long-held short-term pin, bias anomaly, blocked migration)";
+            vmstat_acquired: "kernel_foll_pin_acquired", None, "The kernel's nr_foll_pin_acquired (/proc/vmstat)";
+            vmstat_released: "kernel_foll_pin_released", None, "The kernel's nr_foll_pin_released (/proc/vmstat)";
+            lost_events: "lost_events", None, "Events the kernel side could not hand over (ring buffer full)";
+            events: "events", None, "Events taken in";
+            hooks: "hook_info", None, "Each hook: whether it attached (how) or was refused (why)";
+            cpu: "process_cpu", Some(Unit::Seconds), "CPU time gup-trace itself used (user and system)";
+            rss: "process_resident_memory", Some(Unit::Bytes), "gup-trace's own resident memory";
+        ]);
+        for h in hooks {
+            let (state, reason) = match &h.status {
+                HookStatus::Attached { kind } => ("attached", kind.to_string()),
+                HookStatus::NotInKernel => ("not_in_kernel", String::new()),
+                HookStatus::Failed { reasons } => ("refused", reasons.join("; ")),
+            };
+            m.hooks
+                .get_or_create(&HookLabels {
+                    hook: h.hook.name(),
+                    class: format!("{:?}", h.hook.class()).to_lowercase(),
+                    state,
+                    reason,
+                })
+                .set(1);
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// Takes one event in: the counters that need every event (latency) are kept here.
+    fn event(&self, e: &TraceEvent) {
+        self.events.inc();
+        if e.kind == gup_trace_common::EventKind::Call
+            && matches!(e.hook.class(), HookClass::Pin | HookClass::Get)
+        {
+            self.gup_latency
+                .get_or_create(&EntryLabels {
+                    entry: e.hook.name(),
+                })
+                .observe(e.duration_ns as f64 / 1e9);
+            if e.lock.acquisitions > 0 {
+                self.lock_wait.observe(e.lock.wait_ns as f64 / 1e9);
+                self.lock_hold.observe(e.lock.hold_ns as f64 / 1e9);
+            }
+        }
+    }
+}
+
+/// Durations from 1 µs to about 4 s, buckets a factor 4 apart.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 4.0, 12))
+}
+
+/// Sets a counter to a total the engine keeps (never lower: a counter only goes up).
+fn set_total(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+/// The state a scrape reads from.
+struct Exporter {
+    pipeline: LivePipeline<Events<PinEngine>>,
+    metrics: Metrics,
+    site_stacks: SiteStacks,
+    top: usize,
+    forget_ns: u64,
+    page_size: u64,
+    folio_level: bool,
+    /// Findings present at the previous scrape: a finding counts once while it lasts.
+    seen_findings: HashSet<String>,
+}
+
+impl Exporter {
+    /// The metrics now, encoded as OpenMetrics or the Prometheus text format.
+    fn scrape(&mut self, openmetrics: bool) -> Result<String> {
+        let lost = self.pipeline.counters_since_start()?.lost_events;
+        let vmstat = PinCounters::read().ok();
+        let (events, stacks) = self.pipeline.sink_and_stacks();
+        let engine = &mut events.engine;
+        engine.flush();
+        let now_ns = monotonic_ns();
+        let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
+        let analysis = Analysis::new(engine, now_ns, None, &mut self.site_stacks, &mut lookup);
+        let m = &self.metrics;
+
+        set_total(&m.lost_events, lost);
+        if let Some(v) = vmstat {
+            set_total(&m.vmstat_acquired, v.acquired);
+            set_total(&m.vmstat_released, v.released);
+        }
+        self.owners(&analysis, now_ns);
+        let engine = &self.pipeline.sink_and_stacks().0.engine;
+        let oldest = analysis.processes.iter().filter_map(|p| p.oldest_ns).min();
+        let m = &self.metrics;
+        m.oldest_pin_age
+            .set(oldest.map_or(0.0, |t| now_ns.saturating_sub(t) as f64 / 1e9));
+
+        let mut by_entry: HashMap<&'static str, (u64, u64)> = HashMap::new();
+        for s in &analysis.sites {
+            let e = by_entry.entry(s.entry).or_default();
+            e.0 += s.taken;
+            e.1 += s.released;
+        }
+        for (entry, (taken, released)) in by_entry {
+            let labels = EntryLabels { entry };
+            set_total(&m.pins.get_or_create(&labels), taken);
+            set_total(&m.releases.get_or_create(&labels), released);
+        }
+        set_total(&m.get_pages, engine.ledger.totals.referenced);
+        set_total(
+            &m.gup_pages.get_or_create(&PathLabels { path: "fast" }),
+            analysis.fast_refs,
+        );
+        set_total(
+            &m.gup_pages.get_or_create(&PathLabels { path: "slow" }),
+            analysis.slow_refs,
+        );
+
+        let findings = engine.findings(now_ns, None, self.folio_level);
+        let mut present = HashSet::with_capacity(findings.len());
+        for f in &findings {
+            let key = crate::analysis::FindingSubject::of(f, &engine.state).key;
+            if !self.seen_findings.contains(&key) {
+                m.findings
+                    .get_or_create(&KindLabels { kind: f.kind() })
+                    .inc();
+            }
+            present.insert(key);
+        }
+        self.seen_findings = present;
+
+        if let Some((cpu, rss)) = own_usage() {
+            let now = m.cpu.get();
+            if cpu > now {
+                m.cpu.inc_by(cpu - now);
+            }
+            m.rss.set(rss as i64);
+        }
+
+        let mut out = String::new();
+        if openmetrics {
+            text::encode(&mut out, &m.registry)
+        } else {
+            prometheus_text::encode(&mut out, &m.registry)
+        }
+        .context("cannot encode the metrics")?;
+        Ok(out)
+    }
+
+    /// Sets the pinned pages and bytes by owner (see [`owner_pages`]).
+    fn owners(&self, analysis: &Analysis, now_ns: u64) {
+        let pages = owner_pages(&analysis.processes, now_ns, self.top, self.forget_ns);
+        let m = &self.metrics;
+        m.pinned_pages.clear();
+        m.pinned_bytes.clear();
+        for (labels, n) in pages {
+            m.pinned_bytes
+                .get_or_create(&labels)
+                .set((n * self.page_size) as i64);
+            m.pinned_pages.get_or_create(&labels).set(n as i64);
+        }
+    }
+}
+
+/// Pinned pages by owner: each comm of the `top` processes holding the most pins (the
+/// analysis layer's order), the others summed into `other`. A comm stays while one of its
+/// processes runs, holds pins, or exited less than `forget_ns` ago.
+fn owner_pages(
+    processes: &[ProcessRow],
+    now_ns: u64,
+    top: usize,
+    forget_ns: u64,
+) -> HashMap<OwnerLabels, u64> {
+    let mut rows: Vec<&ProcessRow> = processes
+        .iter()
+        .filter(|p| {
+            p.active()
+                && (p.outstanding > 0
+                    || p.exited_ns
+                        .is_none_or(|t| now_ns.saturating_sub(t) < forget_ns))
+        })
+        .collect();
+    rows.sort_by(|a, b| ProcessRow::most_held_first(a, b));
+    let mut named: Vec<&str> = Vec::new();
+    let mut pages: HashMap<OwnerLabels, u64> = HashMap::new();
+    for p in rows {
+        if !named.contains(&p.comm.as_str()) && named.len() < top {
+            named.push(&p.comm);
+        }
+        let owner = if named.contains(&p.comm.as_str()) {
+            p.comm.as_str()
+        } else {
+            "other"
+        };
+        for longterm in [true, false] {
+            let held: u64 = p
+                .holdings
+                .iter()
+                .filter(|h| h.1 == longterm)
+                .map(|h| h.2)
+                .sum();
+            let labels = OwnerLabels {
+                owner: owner.to_string(),
+                longterm: if longterm { "true" } else { "false" },
+            };
+            *pages.entry(labels).or_default() += held;
+        }
+    }
+    pages
+}
+
+/// gup-trace's own CPU seconds and resident bytes, from /proc/self.
+fn own_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the comm (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let rss_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        ticks as f64 / hz,
+        rss_pages * crate::kernel::page_size() as u64,
+    ))
+}
+
+/// A scrape: whether OpenMetrics was asked for, and where the encoded text goes.
+type ScrapeRequest = (bool, oneshot::Sender<Result<String>>);
+
+/// Whether an Accept header asks for OpenMetrics.
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    tx: mpsc::Sender<ScrapeRequest>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, ctype: &str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        if let Ok(v) = header::HeaderValue::from_str(ctype) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        Ok(r)
+    };
+    match req.uri().path() {
+        "/metrics" => {}
+        "/" => {
+            return reply(
+                StatusCode::OK,
+                "text/plain",
+                "gup-trace serve: metrics at /metrics\n".into(),
+            );
+        }
+        _ => return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let openmetrics = wants_openmetrics(accept);
+    let (otx, orx) = oneshot::channel();
+    let text = match tx.send((openmetrics, otx)).await {
+        Ok(()) => orx
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the exporter stopped"))),
+        Err(_) => Err(anyhow::anyhow!("the exporter stopped")),
+    };
+    match text {
+        Ok(body) => reply(
+            StatusCode::OK,
+            if openmetrics {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            } else {
+                prometheus_text::CONTENT_TYPE
+            },
+            body,
+        ),
+        Err(e) => {
+            log::error!("scrape failed: {e:#}");
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e:#}\n"),
+            )
+        }
+    }
+}
+
+/// Accepts connections and serves each on its own task.
+async fn serve_http(listener: tokio::net::TcpListener, tx: mpsc::Sender<ScrapeRequest>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, tx.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                log::info!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
+    require_root("serve")?;
+    let rules = args.findings.rules()?;
+    let forget_ns = seconds(args.forget, "--forget")?.as_nanos() as u64;
+    let mut config = args.session.config()?;
+    // Who holds a pin is only known when its release is seen, whoever makes it.
+    config.all_releases = true;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: give a free address with --listen",
+                args.listen
+            )
+        })?;
+    let mut session = Session::start(&config)?;
+    let caps = session.capabilities.clone();
+    if verbose {
+        eprint!("{}", crate::output::capabilities(&caps, verbose));
+    }
+    let stacks = session.stack_names();
+    let longterm = caps.foll.longterm();
+    let mut pipeline = LivePipeline::open(session, stacks, VmstatUse::Skip, |start_ns| {
+        Events::new(PinEngine::new(start_ns, longterm, rules))
+    })?;
+    pipeline.poll_every(Duration::from_millis(100));
+    let mut exporter = Exporter {
+        pipeline,
+        metrics: Metrics::new(&caps.hooks),
+        site_stacks: SiteStacks::new(1),
+        top: args.top,
+        forget_ns,
+        page_size: crate::kernel::page_size() as u64,
+        folio_level: caps.attached(HookClass::Grab) > 0,
+        seen_findings: HashSet::new(),
+    };
+    let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(8);
+    let http = tokio::spawn(serve_http(listener, tx));
+    log::warn!(
+        "gup-trace serve: metrics on http://{}/metrics ({} hooks attached)",
+        args.listen,
+        caps.hooks
+            .iter()
+            .filter(|h| matches!(h.status, HookStatus::Attached { .. }))
+            .count()
+    );
+    let stop = stop_requested();
+    tokio::pin!(stop);
+    let result = loop {
+        let Exporter {
+            pipeline, metrics, ..
+        } = &mut exporter;
+        let consume = |e: &TraceEvent, _: &mut _| {
+            metrics.event(e);
+            Ok(())
+        };
+        let next = pipeline
+            .run_until(
+                async {
+                    tokio::select! {
+                        r = rx.recv() => r,
+                        _ = &mut stop => None,
+                    }
+                },
+                consume,
+            )
+            .await;
+        match next {
+            Ok(Some((openmetrics, reply))) => {
+                let _ = reply.send(exporter.scrape(openmetrics));
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    http.abort();
+    result?;
+    log::warn!("gup-trace serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(comm: &str, held: &[(bool, u64)], exited_ns: Option<u64>) -> ProcessRow {
+        ProcessRow {
+            comm: comm.into(),
+            taken: held.iter().map(|h| h.1).sum::<u64>() + 1,
+            outstanding: held.iter().map(|h| h.1).sum(),
+            holdings: held.iter().map(|&(l, n)| (0, l, n)).collect(),
+            exited_ns,
+            ..ProcessRow::default()
+        }
+    }
+
+    fn pages(map: &HashMap<OwnerLabels, u64>, owner: &str, longterm: &'static str) -> Option<u64> {
+        map.get(&OwnerLabels {
+            owner: owner.into(),
+            longterm,
+        })
+        .copied()
+    }
+
+    #[test]
+    fn owners_beyond_the_top_fold_into_other_and_exited_ones_leave() {
+        const S: u64 = 1_000_000_000;
+        let rows = vec![
+            process("fio", &[(true, 100), (false, 5)], None),
+            process("qemu", &[(true, 50)], None),
+            process("fio", &[(false, 7)], None),
+            process("dd", &[(false, 3)], None),
+            process("rdma", &[(true, 2)], None),
+            // Exited with pins: orphaned pins still count.
+            process("leaker", &[(false, 1)], Some(S)),
+            // Exited without pins: kept for a while, then gone.
+            process("recent", &[], Some(95 * S)),
+            process("gone", &[], Some(10 * S)),
+        ];
+        let map = owner_pages(&rows, 100 * S, 2, 30 * S);
+        assert_eq!(pages(&map, "fio", "true"), Some(100));
+        assert_eq!(pages(&map, "fio", "false"), Some(12));
+        assert_eq!(pages(&map, "qemu", "true"), Some(50));
+        assert_eq!(pages(&map, "other", "true"), Some(2));
+        assert_eq!(pages(&map, "other", "false"), Some(4));
+        assert_eq!(
+            pages(&map, "dd", "false"),
+            None,
+            "beyond the top 2: in other"
+        );
+        assert_eq!(
+            pages(&map, "gone", "false"),
+            None,
+            "exited 90 s ago, no pins"
+        );
+        assert_eq!(map.len(), 6, "{map:?}");
+        let all = owner_pages(&rows, 100 * S, 10, 30 * S);
+        assert_eq!(pages(&all, "recent", "false"), Some(0), "exited 5 s ago");
+        assert_eq!(pages(&all, "leaker", "false"), Some(1));
+        assert_eq!(pages(&all, "gone", "false"), None);
+    }
+
+    #[test]
+    fn gup_calls_fill_the_latency_and_mmap_lock_histograms() {
+        use crate::engine::synthetic;
+        use gup_trace_common::{EventKind, Hook};
+        let m = Metrics::new(&[]);
+        let mut events = synthetic::pin_call(1_000_000, 7, &[0x1000, 0x2000], 0, 1);
+        let call = events.last_mut().unwrap();
+        call.duration_ns = 3_000; // 3 µs: in the 4 µs bucket
+        (call.lock.acquisitions, call.lock.wait_ns, call.lock.hold_ns) = (1, 500, 20_000);
+        // A release call and a lockless call: latency only for GUP calls, lock only when taken.
+        events.push(synthetic::event(
+            EventKind::Call,
+            Hook::UnpinUserPages,
+            2_000_000,
+            7,
+        ));
+        let mut lockless = synthetic::event(EventKind::Call, Hook::PinUserPagesFast, 3_000_000, 7);
+        lockless.duration_ns = 100_000;
+        events.push(lockless);
+        for e in &events {
+            m.event(e);
+        }
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &m.registry).unwrap();
+        for line in [
+            "gup_trace_events_total 5",
+            "gup_trace_gup_call_duration_seconds_count{entry=\"pin_user_pages_fast\"} 2",
+            "gup_trace_gup_call_duration_seconds_bucket{entry=\"pin_user_pages_fast\",le=\"4e-06\"} 1",
+            "gup_trace_gup_mmap_lock_wait_seconds_count 1",
+            "gup_trace_gup_mmap_lock_hold_seconds_bucket{le=\"1.6e-05\"} 0",
+            "gup_trace_gup_mmap_lock_hold_seconds_bucket{le=\"6.4e-05\"} 1",
+        ] {
+            assert!(out.contains(line), "no {line} in\n{out}");
+        }
+        assert!(!out.contains("unpin_user_pages"), "{out}");
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(!wants_openmetrics(None));
+    }
+}
