@@ -52,7 +52,16 @@ pub enum DecodeError {
     UnknownHook(u32),
     #[error("ring buffer record with unknown event kind {0}")]
     UnknownKind(u32),
+    #[error(
+        "ring buffer record of {0} pages, more than a user address space holds ({MAX_USER_PAGES})"
+    )]
+    Pages(u64),
 }
+
+/// Pages in the largest user address space (x86-64 with 5-level paging: 2^56 bytes of 4 KiB
+/// pages). No GUP call can pin more, no release can drop more; a count above it is a damaged record, and
+/// summing such counts would overflow the engine's totals.
+pub const MAX_USER_PAGES: u64 = 1 << 44;
 
 impl TraceEvent {
     /// Decodes one ring-buffer record into `out`. A release call's record carries its folios
@@ -91,6 +100,10 @@ impl TraceEvent {
         let raw: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let hook = Hook::from_id(raw.hook).ok_or(DecodeError::UnknownHook(raw.hook))?;
         let kind = EventKind::from_id(raw.kind).ok_or(DecodeError::UnknownKind(raw.kind))?;
+        // Only what was done is bounded: a caller may ask for any count (the call then fails).
+        if raw.pages > MAX_USER_PAGES {
+            return Err(DecodeError::Pages(raw.pages));
+        }
         let call_hook = match raw.call_hook {
             NO_CALL => None,
             id => Some(Hook::from_id(id).ok_or(DecodeError::UnknownHook(id))?),
@@ -307,6 +320,24 @@ mod tests {
             "taken by tgid 10 for 12"
         );
         assert!(!e.kthread_caller());
+    }
+
+    #[test]
+    fn a_page_count_no_address_space_holds_is_a_damaged_record() {
+        // A flipped high bit of `pages` once overflowed the engine's totals (a panic in debug
+        // builds, wrapped totals in release).
+        let mut r = raw(Hook::PinUserPagesFast as u32);
+        r.pages = MAX_USER_PAGES + 1;
+        assert!(matches!(
+            TraceEvent::decode(&bytes(&r)),
+            Err(DecodeError::Pages(n)) if n == MAX_USER_PAGES + 1
+        ));
+        r.pages = MAX_USER_PAGES;
+        r.requested = u64::MAX;
+        assert!(
+            TraceEvent::decode(&bytes(&r)).is_ok(),
+            "a caller may ask for any count"
+        );
     }
 
     #[test]
