@@ -4,6 +4,7 @@
 //! - Kernel facts: `symbols` reads /proc/kallsyms and names stack frames (`CallStack`);
 //!   `kernel` knows every kernel difference (BTF values, the folio layout, attach methods, the
 //!   capability report); `vmstat` reads the kernel's own pin counters.
+//! - `stop`: the user's stop request (SIGINT, SIGTERM), heard from start-up on.
 //! - Session and decoding: `session` loads and attaches the eBPF object and reads its ring
 //!   buffer; `events` decodes its records.
 //! - `engine`: the pure pin-state engine (events in, state and findings out; no I/O, no clock).
@@ -28,6 +29,7 @@ pub mod output;
 pub mod pipeline;
 pub mod recording;
 pub mod session;
+pub mod stop;
 pub mod symbols;
 pub mod tui;
 pub mod vmstat;

@@ -78,7 +78,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The commands that trace until stopped hear SIGINT/SIGTERM from now on, so one sent
+    // while the programs load is not lost. The others keep the default (Ctrl-C ends them).
+    let stoppable = matches!(
+        cli.command,
+        Command::Trace(_)
+            | Command::Check(_)
+            | Command::Top(_)
+            | Command::Serve(_)
+            | Command::Record(_)
+    );
     let result = runtime.block_on(async {
+        if stoppable {
+            gup_trace::stop::listen();
+        }
         match cli.command {
             Command::Trace(args) => commands::trace::run(args, cli.verbose).await,
             Command::Check(args) => commands::check::run(args, cli.verbose).await,

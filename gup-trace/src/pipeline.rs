@@ -384,18 +384,7 @@ pub fn how_long(duration: Option<f64>) -> String {
     }
 }
 
-/// Resolves when the user asks to stop: Ctrl-C or SIGTERM.
+/// Resolves when the user asks to stop: Ctrl-C or SIGTERM (see [`crate::stop`]).
 pub async fn stop_requested() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    crate::stop::requested().await
 }

@@ -191,6 +191,11 @@ impl Session {
         start_ebpf_logger(&mut ebpf);
 
         let (capabilities, links) = kernel::attach_all(&mut ebpf, &facts);
+        if crate::stop::pending() {
+            anyhow::bail!(
+                "stopped (SIGINT or SIGTERM) while loading the eBPF programs: nothing was traced"
+            );
+        }
         let mmap_lock = match config.mmap_lock {
             MmapLockMode::Auto if capabilities.attached(HookClass::Pin) == 0 => MmapLockMode::All,
             MmapLockMode::Auto => MmapLockMode::Gup,

@@ -487,6 +487,9 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts) -> (Capabilities, Links)
     let mut links = Links::default();
     let hooks = Hook::ALL
         .iter()
+        // Each program is verified as it attaches: seconds each under emulation. A stop asked
+        // for meanwhile ends the loop; the session then gives up (see `Session::start`).
+        .take_while(|_| !crate::stop::pending())
         .map(|&hook| {
             let status = match (hook.tracepoint_category(), &facts.folio_layout) {
                 (Some(category), _) if tracepoint_missing(category, hook.name()) => {
