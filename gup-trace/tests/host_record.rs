@@ -94,3 +94,74 @@ fn report_refuses_a_file_that_is_not_a_recording() {
     assert!(stderr.contains("not a gup-trace recording"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A full file system ends `record` with exit 2 and the path beside "No space left on
+/// device", and what it managed to write reads back as a truncated recording (issue 13).
+#[test]
+fn record_onto_a_full_file_system_stops_and_the_file_reads_back_truncated() {
+    assert!(
+        is_root(),
+        "record loads eBPF programs and this test mounts a tmpfs: run the host tests as root"
+    );
+    let dir = std::env::temp_dir().join(format!("gup-trace-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "gup-trace-full"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mount.success(), "cannot mount a 64 KiB tmpfs on {dir:?}");
+    let file = dir.join("full.gtr");
+    let path = file.to_str().unwrap();
+    // mmap_lock traffic of our own, so events keep coming until 64 KiB are written.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // mmap/munmap directly: malloc soon serves 1 MiB from its heap without them.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: an anonymous mapping of our own, touched once, then unmapped.
+                unsafe {
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        1 << 20,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    assert_ne!(p, libc::MAP_FAILED);
+                    p.cast::<u8>().write_volatile(1);
+                    libc::munmap(p, 1 << 20);
+                }
+            }
+        })
+    };
+    let out = gup_trace(&[
+        "record",
+        "-o",
+        path,
+        "--mmap-lock",
+        "all",
+        "--duration",
+        "120",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    let said = host_support::text(&out);
+    let report = gup_trace(&["report", path, "--json"]);
+    let _ = std::process::Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("No space left on device") && said.contains(path),
+        "the error must name the cause and the file:\n{said}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report printed no JSON ({e}): {}",
+            host_support::text(&report)
+        )
+    });
+    assert_eq!(json["recording"]["status"], "truncated", "{json}");
+}
