@@ -80,6 +80,9 @@ struct Verdict<'a> {
 pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     require_root("check")?;
     let rules = args.findings.rules()?;
+    if let Some(path) = &args.junit {
+        super::create_output(path, "JUnit report")?;
+    }
     let mut config = args.session.config()?;
     config.follow_tree = true;
     config.all_releases = true;

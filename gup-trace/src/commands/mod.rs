@@ -53,6 +53,11 @@ pub struct SessionArgs {
 
 impl SessionArgs {
     pub fn config(&self) -> Result<SessionConfig> {
+        if let Some(pid) = self.pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            bail!("--pid {pid}: no such process (see `ps -e`); start it first, or use --comm NAME")
+        }
         Ok(SessionConfig {
             pid: self.pid,
             comm: self.comm.clone(),
@@ -62,6 +67,26 @@ impl SessionArgs {
             follow_tree: false,
             all_releases: false,
         })
+    }
+}
+
+/// Creates (or empties) an output file before the slow part of a command (loading the
+/// programs, running the checked command), so a path in a missing or read-only directory is
+/// an error at once, not after the work it was meant to keep.
+pub fn create_output(path: &std::path::Path, what: &str) -> Result<()> {
+    std::fs::File::create(path)
+        .map(drop)
+        .with_context(|| format!("cannot create the {what} {}", path.display()))
+}
+
+/// `--duration SECS`: a positive, finite number of seconds (0 would trace nothing).
+pub fn positive_seconds(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        Ok(_) => {
+            Err("give a number of seconds above 0 (or leave it out to run until Ctrl-C)".into())
+        }
+        Err(e) => Err(format!("{e}: give a number of seconds, e.g. 10 or 0.5")),
     }
 }
 

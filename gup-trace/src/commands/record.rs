@@ -32,7 +32,7 @@ pub struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = super::positive_seconds)]
     pub duration: Option<f64>,
     /// Write chunks as they are, without LZ4 compression.
     #[arg(long)]
@@ -89,6 +89,7 @@ fn progress(stats: &WriteStats, lost: u64, seconds: f64) -> String {
 pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     require_root("record")?;
     let mut config = args.session.config()?;
+    super::create_output(&args.output, "recording")?;
     // Who holds a pin is known only by seeing its release, often made by another task.
     config.all_releases = true;
     let mut session = Session::start(&config)?;

@@ -20,7 +20,7 @@ use crate::{
 #[derive(Args, Debug)]
 pub struct TraceArgs {
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = super::positive_seconds)]
     pub duration: Option<f64>,
     /// Print only the capability report and the summary, no event lines.
     #[arg(long)]
