@@ -81,7 +81,7 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
     require_root("check")?;
     let rules = args.findings.rules()?;
     if let Some(path) = &args.junit {
-        super::create_output(path, "JUnit report")?;
+        super::create_output(path, "JUnit report").map(drop)?;
     }
     let mut config = args.session.config()?;
     config.follow_tree = true;

@@ -73,9 +73,8 @@ impl SessionArgs {
 /// Creates (or empties) an output file before the slow part of a command (loading the
 /// programs, running the checked command), so a path in a missing or read-only directory is
 /// an error at once, not after the work it was meant to keep.
-pub fn create_output(path: &std::path::Path, what: &str) -> Result<()> {
+pub fn create_output(path: &std::path::Path, what: &str) -> Result<std::fs::File> {
     std::fs::File::create(path)
-        .map(drop)
         .with_context(|| format!("cannot create the {what} {}", path.display()))
 }
 

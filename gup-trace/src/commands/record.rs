@@ -89,7 +89,8 @@ fn progress(stats: &WriteStats, lost: u64, seconds: f64) -> String {
 pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
     require_root("record")?;
     let mut config = args.session.config()?;
-    super::create_output(&args.output, "recording")?;
+    // Opened before the programs load: a path that cannot be written fails at once.
+    let file = super::create_output(&args.output, "recording")?;
     // Who holds a pin is known only by seeing its release, often made by another task.
     config.all_releases = true;
     let mut session = Session::start(&config)?;
@@ -118,7 +119,8 @@ pub async fn run(args: RecordArgs, verbose: bool) -> Result<ExitCode> {
         Compression::Lz4
     };
     let path = args.output.display().to_string();
-    let mut writer = RecordingWriter::create(&args.output, &meta, compression)?;
+    let mut writer = RecordingWriter::new(file, &meta, compression)
+        .with_context(|| format!("cannot write the recording {path}"))?;
     let write_failed = || format!("writing the recording {path} failed");
     writer
         .counters(&snapshot(&start, false))

@@ -287,15 +287,6 @@ pub struct RecordingWriter<W: Write> {
     pub stats: WriteStats,
 }
 
-impl RecordingWriter<File> {
-    pub fn create(path: &Path, meta: &Metadata, compression: Compression) -> Result<Self> {
-        let file = File::create(path)
-            .with_context(|| format!("cannot create the recording {}", path.display()))?;
-        RecordingWriter::new(file, meta, compression)
-            .with_context(|| format!("cannot write the recording {}", path.display()))
-    }
-}
-
 impl<W: Write> RecordingWriter<W> {
     /// Writes the header at once: a recording killed before its first chunk still says what
     /// it is.
