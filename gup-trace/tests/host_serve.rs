@@ -168,7 +168,6 @@ fn prometheus_scrapes_serve_and_sees_vmstat_hooks_and_health() {
     let (serve_port, prom_port) = (free_port(), free_port());
     let listen = format!("127.0.0.1:{serve_port}");
     let serve = start_gup_trace(&["serve", "--listen", &listen], "metrics on http://");
-    let said = serve.said.clone();
     let mut serve = KillOnDrop(serve.child);
 
     let dir = std::env::temp_dir().join(format!("gup-trace-prometheus-{}", std::process::id()));

@@ -204,9 +204,7 @@ impl Metrics {
     /// Takes one event in: the counters that need every event (latency) are kept here.
     fn event(&self, e: &TraceEvent) {
         self.events.inc();
-        if e.kind == gup_trace_common::EventKind::Call
-            && matches!(e.hook.class(), HookClass::Pin | HookClass::Get)
-        {
+        if crate::output::is_gup_call(e) {
             self.gup_latency
                 .get_or_create(&EntryLabels {
                     entry: e.hook.name(),
@@ -226,7 +224,11 @@ fn seconds_histogram() -> Histogram {
 }
 
 /// Sets a counter to a total the engine keeps (never lower: a counter only goes up).
-fn set_total(c: &Counter, total: u64) {
+fn set_total<N, A>(c: &Counter<N, A>, total: N)
+where
+    N: PartialOrd + std::ops::Sub<Output = N> + Copy,
+    A: prometheus_client::metrics::counter::Atomic<N>,
+{
     let now = c.get();
     if total > now {
         c.inc_by(total - now);
@@ -306,10 +308,7 @@ impl Exporter {
         self.seen_findings = present;
 
         if let Some((cpu, rss)) = own_usage() {
-            let now = m.cpu.get();
-            if cpu > now {
-                m.cpu.inc_by(cpu - now);
-            }
+            set_total(&m.cpu, cpu);
             m.rss.set(rss as i64);
         }
 
