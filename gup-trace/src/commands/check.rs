@@ -28,7 +28,8 @@ use crate::{
 #[command(after_help = "\
 Exit status: 0 when the command left no pins behind, 1 when it did (orphaned pins, \
 unbalanced releases, short-term pins held too long), 2 when gup-trace could not tell \
-(no GUP hook on this kernel, events lost, or an error).
+(no GUP hook on this kernel, events lost, or an error). Any lost event makes it 2, findings \
+or not: a release gup-trace never saw looks like a leak.
 
 Examples:
   sudo gup-trace check -- ./my-io-uring-test
@@ -161,21 +162,14 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
 
     // /proc/vmstat counts every process on the machine, not just this tree: no drift check.
     let findings = engine.findings(now_ns, None, true);
-    let problems = findings.iter().any(Finding::is_problem);
-    let verdict: u8 = if problems {
-        1
-    } else if lost > 0 || interrupted {
-        2
-    } else {
-        0
-    };
+    let verdict = verdict(findings.iter().any(Finding::is_problem), lost, interrupted);
     let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
     let seconds = now_ns.saturating_sub(start_ns) as f64 / 1e9;
     let state = &engine.state;
     let taken: u64 = state.processes.iter().map(|p| p.pins_taken).sum();
     let released: u64 = state.processes.iter().map(|p| p.pins_released).sum();
     if let Some(path) = &args.junit {
-        let xml = output::junit_xml(&command_line, seconds, &findings, |f| {
+        let xml = output::junit_xml(&command_line, seconds, &findings, lost, |f| {
             output::finding_text(f, start_ns, &mut lookup, args.stack_depth)
         });
         std::fs::write(path, xml)
@@ -205,6 +199,13 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
         };
         println!("{}", serde_json::to_string(&v)?);
     } else {
+        if lost > 0 && !findings.is_empty() {
+            println!(
+                "UNCERTAIN: {lost} events were lost (the ring buffer filled; raise \
+                 --ring-buffer-kib): the findings below may be releases gup-trace never saw, \
+                 not leaks"
+            );
+        }
         print!(
             "{}",
             output::findings_text(&findings, start_ns, &mut lookup, args.stack_depth)
@@ -229,6 +230,21 @@ pub async fn run(args: CheckArgs, verbose: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(verdict))
+}
+
+/// 0 clean, 1 leaked, 2 could not tell. Lost events come first: a lost release leaves a pin
+/// that looks orphaned, so with any event lost a finding is no proof of a leak (and no finding
+/// is no proof of none).
+fn verdict(problems: bool, lost_events: u64, interrupted: bool) -> u8 {
+    if lost_events > 0 {
+        2
+    } else if problems {
+        1
+    } else if interrupted {
+        2
+    } else {
+        0
+    }
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -286,4 +302,19 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .split(':')
         .map(|dir| PathBuf::from(dir).join(program))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+
+    #[test]
+    fn lost_events_make_any_verdict_uncertain() {
+        assert_eq!(verdict(false, 0, false), 0);
+        assert_eq!(verdict(true, 0, false), 1);
+        assert_eq!(verdict(true, 0, true), 1);
+        assert_eq!(verdict(false, 0, true), 2);
+        assert_eq!(verdict(true, 1, false), 2);
+        assert_eq!(verdict(false, 3, false), 2);
+    }
 }

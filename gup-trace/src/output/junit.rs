@@ -13,11 +13,14 @@ const CASES: [&str; 4] = [
     "blocked migration",
 ];
 
-/// A test suite named after `command`; `details` gives the text of each finding.
+/// A test suite named after `command`; `details` gives the text of each finding. Lost events
+/// make the suite end in an error case: a release gup-trace never saw looks like a leak, so
+/// the failures above it cannot be trusted either.
 pub fn junit_xml(
     command: &str,
     seconds: f64,
     findings: &[Finding],
+    lost_events: u64,
     mut details: impl FnMut(&Finding) -> String,
 ) -> String {
     let failed = CASES
@@ -27,9 +30,10 @@ pub fn junit_xml(
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites><testsuite name=\"gup-trace check {}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" time=\"{seconds:.3}\">",
+        "<testsuites><testsuite name=\"gup-trace check {}\" tests=\"{}\" failures=\"{failed}\" errors=\"{}\" time=\"{seconds:.3}\">",
         escape(command),
-        CASES.len()
+        CASES.len() + usize::from(lost_events > 0),
+        u8::from(lost_events > 0),
     );
     for case in CASES {
         let _ = write!(
@@ -49,6 +53,14 @@ pub fn junit_xml(
             found.len(),
             if found.len() == 1 { "" } else { "s" },
             escape(&text)
+        );
+    }
+    if lost_events > 0 {
+        let _ = writeln!(
+            out,
+            "  <testcase classname=\"gup-trace.check\" name=\"no lost events\">\n    <error \
+             message=\"{lost_events} events lost: the ring buffer filled, the findings may be \
+             releases gup-trace never saw (raise --ring-buffer-kib)\"/>\n  </testcase>"
         );
     }
     // What concerns gup-trace's own view goes to the suite's output, not into a verdict.
@@ -106,7 +118,7 @@ mod tests {
                 vmstat_released: 0,
             }),
         ];
-        let xml = junit_xml("./t & x", 1.5, &findings, |f| {
+        let xml = junit_xml("./t & x", 1.5, &findings, 0, |f| {
             format!("{} by a<b\n", f.kind())
         });
         assert!(
@@ -123,6 +135,20 @@ mod tests {
         );
         assert!(
             xml.contains("<system-out>counter drift by a&lt;b\n</system-out>"),
+            "{xml}"
+        );
+        assert!(!xml.contains("lost events"), "{xml}");
+    }
+
+    #[test]
+    fn lost_events_are_an_error_case() {
+        let xml = junit_xml("t", 1.0, &[], 7, |f| f.kind().to_string());
+        assert!(
+            xml.contains("tests=\"5\" failures=\"0\" errors=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("name=\"no lost events\">\n    <error message=\"7 events lost"),
             "{xml}"
         );
     }
