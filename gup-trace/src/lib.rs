@@ -4,7 +4,8 @@
 //! - Kernel facts: `symbols` reads /proc/kallsyms and names stack frames (`CallStack`);
 //!   `kernel` knows every kernel difference (BTF values, the folio layout, attach methods, the
 //!   capability report); `vmstat` reads the kernel's own pin counters.
-//! - `stop`: the user's stop request (SIGINT, SIGTERM), heard from start-up on.
+//! - `stop`: the user's stop request (SIGINT, SIGTERM), heard from start-up on; `limits`: the
+//!   open files a session needs.
 //! - Session and decoding: `session` loads and attaches the eBPF object and reads its ring
 //!   buffer; `events` decodes its records.
 //! - `engine`: the pure pin-state engine (events in, state and findings out; no I/O, no clock).
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod events;
 pub mod hex;
 pub mod kernel;
+pub mod limits;
 pub mod output;
 pub mod pipeline;
 pub mod recording;

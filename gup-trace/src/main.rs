@@ -59,12 +59,25 @@ enum Command {
     Bench(BenchArgs),
 }
 
+impl Command {
+    /// Whether the command starts a session (loads and attaches the eBPF programs).
+    fn loads_programs(&self) -> bool {
+        !matches!(self, Command::Report(_) | Command::Workload(_))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.verbose { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
+    if cli.command.loads_programs() {
+        if let Err(e) = gup_trace::limits::ensure_open_files() {
+            eprintln!("gup-trace: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     // Runtime threads are named after the tool: the workload runs on one of them, and its
     // comm is what trace lines show.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,7 +87,12 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("gup-trace: error: cannot start the async runtime: {e}");
+            let hint = if e.raw_os_error() == Some(libc::EMFILE) {
+                " (raise the open-file limit: `ulimit -n 4096`)"
+            } else {
+                ""
+            };
+            eprintln!("gup-trace: error: cannot start the async runtime: {e}{hint}");
             return ExitCode::from(2);
         }
     };

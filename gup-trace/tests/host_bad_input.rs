@@ -4,7 +4,10 @@
 
 mod host_support;
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use host_support::{gup_trace, is_root, text};
 
@@ -99,4 +102,35 @@ fn bad_arguments_and_files_give_one_line_and_exit_2() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A low open-file limit is raised where the hard limit allows, and refused in one line that
+/// says how to raise it where it does not; RLIMIT_MEMLOCK does not matter (maps are charged to
+/// the memory cgroup on every supported kernel). `prlimit` is util-linux's.
+#[test]
+fn low_resource_limits_are_raised_or_named() {
+    assert!(is_root(), "run the host tests as root");
+    let run = |limit: &str| {
+        Command::new("prlimit")
+            .arg(limit)
+            .arg(env!("CARGO_BIN_EXE_gup-trace"))
+            .args(["trace", "--duration", "1"])
+            .output()
+            .expect("run prlimit (util-linux)")
+    };
+    let refused = run("--nofile=16:16");
+    let first = text(&refused)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        first.contains("RLIMIT_NOFILE allows 16 (hard limit 16)") && first.contains("ulimit -n"),
+        "{first}"
+    );
+    for limit in ["--nofile=16:4096", "--memlock=0:0"] {
+        let out = run(limit);
+        assert_eq!(out.status.code(), Some(0), "{limit}: {}", text(&out));
+    }
 }

@@ -739,6 +739,10 @@ fn refusal(kind: &str, err: &ProgramError) -> String {
             "{kind} failed: ENOENT (symbol not attachable: inlined, notrace or blacklisted)"
         ),
         Some(libc::EINVAL) => format!("{kind} failed: EINVAL ({err})"),
+        // Not the kernel's refusal: this process ran out of descriptors (see `limits`).
+        Some(libc::EMFILE) => format!(
+            "{kind} failed: EMFILE (out of open files: raise RLIMIT_NOFILE, e.g. `ulimit -n 4096`)"
+        ),
         _ => format!("{kind} failed: {err}"),
     }
 }
