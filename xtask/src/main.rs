@@ -20,6 +20,7 @@ mod vm_boot;
 mod vm_check;
 mod vm_cma;
 mod vm_run;
+mod vm_sessions;
 mod vm_test;
 
 use anyhow::Result;
@@ -65,6 +66,10 @@ enum Task {
     /// Only vm-test's CMA scenario (hugetlb_cma, a gigantic page blocked by dd's O_DIRECT
     /// pin) on the chosen kernels; kernels without the cma tracepoints skip it.
     VmCma(vm_test::ScenarioOptions),
+    /// Only vm-test's session scenarios (serve, record, trace and check at once against
+    /// /proc/vmstat; SIGKILL leaves no BPF object; lost events make check's verdict 2) on the
+    /// chosen kernels (vm-test runs them on its oldest and newest kernel).
+    VmSessions(vm_test::ScenarioOptions),
 }
 
 fn main() -> Result<()> {
@@ -81,6 +86,7 @@ fn main() -> Result<()> {
         Task::VmBoot(opts) => vm_boot::run(&opts),
         Task::VmBlocking(opts) => vm_test::run_alone::<vm_blocking::BlockingRow>(&opts),
         Task::VmCma(opts) => vm_test::run_alone::<vm_cma::CmaRow>(&opts),
+        Task::VmSessions(opts) => vm_test::run_alone::<vm_sessions::SessionsRow>(&opts),
     }
 }
 

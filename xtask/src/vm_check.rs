@@ -397,30 +397,38 @@ fn summary(v: &Value) -> Option<String> {
 
 /// The report of the recorded workload: complete, and its pin totals equal /proc/vmstat's.
 fn judge_report(json: &str) -> Result<String> {
+    let (pinned, released) = recorded_totals(json)?;
+    Ok(format!("{pinned}/{released} = vmstat"))
+}
+
+/// The pages pinned and released in a recording of the selftest workload, from `report
+/// --json`: the recording must be complete, without lost events, hold the workload's pins (over
+/// 1024 pages), and its totals must equal /proc/vmstat's over the recording.
+pub fn recorded_totals(json: &str) -> Result<(u64, u64)> {
     let v: Value = serde_json::from_str(json)
         .map_err(|e| anyhow::anyhow!("report printed no JSON ({e}): {json:.300}"))?;
     let r = &v["recording"];
     if r["status"] != "complete" {
         bail!("recording status {}", r["status"]);
     }
+    if r["lost_events"].as_u64().is_some_and(|n| n > 0) {
+        bail!("the recording lost {} events", r["lost_events"]);
+    }
     let (pinned, released) = (r["pinned"].as_u64(), r["released"].as_u64());
     let (acquired, freed) = (
         r["vmstat"]["acquired"].as_u64(),
         r["vmstat"]["released"].as_u64(),
     );
-    if pinned.is_none() || pinned != acquired || released != freed {
-        bail!(
-            "report says {pinned:?} pinned / {released:?} released, vmstat {acquired:?} / {freed:?}"
-        );
+    let (Some(p), Some(rel)) = (pinned, released) else {
+        bail!("report has no pinned/released totals: {json:.300}");
+    };
+    if pinned != acquired || released != freed {
+        bail!("report says {p} pinned / {rel} released, vmstat {acquired:?} / {freed:?}");
     }
-    if pinned < Some(1024) {
-        bail!("only {pinned:?} pins recorded: the workload pins over 3000");
+    if p < 1024 {
+        bail!("only {p} pins recorded: the workload pins over 3000");
     }
-    Ok(format!(
-        "{}/{} = vmstat",
-        pinned.unwrap_or(0),
-        released.unwrap_or(0)
-    ))
+    Ok((p, rel))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::{
     paths::vm_dir,
     series::KernelSeriesList,
     vm::{self, Boot, VERDICT_PREFIX},
-    vm_blocking, vm_check, vm_cma,
+    vm_blocking, vm_check, vm_cma, vm_sessions,
 };
 
 const SELFTEST_SCRIPT: &str = r#"
@@ -125,15 +125,20 @@ pub fn run(opts: &Options) -> Result<()> {
     let blocking: Vec<vm_blocking::BlockingRow> =
         scenario_rows("vm-test", &kernels, &binary, &logs);
     let cma: Vec<vm_cma::CmaRow> = scenario_rows("vm-test", &kernels, &binary, &logs);
-    let failed_blocking =
-        blocking.iter().filter(|r| r.failed()).count() + cma.iter().filter(|r| r.failed()).count();
+    // Four minutes a guest: on the oldest and the newest kernel only (`vm-sessions` runs them
+    // on any).
+    let sessions: Vec<vm_sessions::SessionsRow> =
+        scenario_rows("vm-test", &oldest_and_newest(&kernels), &binary, &logs);
+    let failed_blocking = blocking.iter().filter(|r| r.failed()).count()
+        + cma.iter().filter(|r| r.failed()).count()
+        + sessions.iter().filter(|r| r.failed()).count();
 
     let failed = rows.iter().filter(|r| r.failure.is_some()).count();
     let failed_checks = checks.iter().filter(|r| !r.failures.is_empty()).count();
     if failed > 0 || failed_checks > 0 || failed_blocking > 0 {
         bail!(
             "{failed} of {} kernels failed the selftest, {failed_checks} the leak scenarios and \
-             {failed_blocking} the blocking scenarios (consoles in {})",
+             {failed_blocking} the blocking, CMA or session scenarios (consoles in {})",
             rows.len(),
             logs.display()
         );
@@ -150,6 +155,15 @@ pub fn run(opts: &Options) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The first and the last kernel of the matrix (the oldest and the newest series), once each.
+fn oldest_and_newest(kernels: &[Kernel]) -> Vec<Kernel> {
+    let mut ends: Vec<Kernel> = kernels.first().into_iter().cloned().collect();
+    if kernels.len() > 1 {
+        ends.extend(kernels.last().cloned());
+    }
+    ends
 }
 
 /// The kernels that ran without the module for a reason other than missing headers.
