@@ -155,14 +155,12 @@ fn boot_and_judge(
     let script = SCRIPT.replace("DELAY_JIFFIES", &(READ_SECONDS * hz).to_string());
     let initramfs = vm_dir().join(format!("blocking-{}.cpio.gz", kernel.release));
     vm::build_initramfs(&initramfs, &files, &script)?;
-    let console = vm::boot(&Boot {
+    let boot = Boot {
         cmdline: MOVABLE.to_string(),
         ..Boot::new(kernel, initramfs, Duration::from_secs(900))
-    })?;
+    };
+    let (console, log) = vm::boot_logged(kernel, &boot, logs, "blocking")?;
     row.seconds = console.wall.as_secs_f64();
-    let log = logs.join(format!("{}-blocking.log", kernel.release));
-    let _ = fs::write(&log, &console.text);
-    console.ran(kernel)?;
     let text = &console.text;
     if let Some(why) = find_line(text, "GUPTRACE-BLOCKING-ERROR ") {
         bail!("{why} (console: {})", log.display());

@@ -239,7 +239,8 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CheckRow {
         return row;
     }
     // Seven sessions load the programs, a minute each on 6.1 under TCG.
-    let console = match vm::boot(&Boot::new(kernel, initramfs, Duration::from_secs(1500))) {
+    let boot = Boot::new(kernel, initramfs, Duration::from_secs(1500));
+    let (console, log) = match vm::boot_logged(kernel, &boot, logs, "check") {
         Ok(c) => c,
         Err(e) => {
             row.failures.push(format!("{e:#}"));
@@ -247,12 +248,6 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> CheckRow {
         }
     };
     row.seconds = console.wall.as_secs_f64();
-    let log = logs.join(format!("{}-check.log", kernel.release));
-    let _ = fs::write(&log, &console.text);
-    if let Err(e) = console.ran(kernel) {
-        row.failures.push(format!("{e:#}"));
-        return row;
-    }
     for (i, expected) in SCENARIOS.iter().enumerate() {
         let module = expected.name.starts_with("module") || expected.name == "remote_keep";
         if let Some(why) = find_line(&console.text, &format!("GUPTRACE-SKIP {}: ", expected.name)) {

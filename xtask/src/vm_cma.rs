@@ -11,7 +11,7 @@
 //! stack) as the holder of folios in the busy range of a "CMA allocation (<area>)", and the
 //! allocation must succeed once dd is done.
 
-use std::{fs, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
@@ -149,16 +149,14 @@ fn boot_and_judge(kernel: &Kernel, binary: &Path, logs: &Path, row: &mut CmaRow)
         .replace("FILL_LEFT_MB", &FILL_LEFT_MB.to_string());
     let initramfs = vm_dir().join(format!("cma-{}.cpio.gz", kernel.release));
     vm::build_initramfs(&initramfs, &files, &script)?;
-    let console = vm::boot(&Boot {
+    let boot = Boot {
         cmdline: CMDLINE.to_string(),
         memory_mb: MEMORY_MB,
         // Writing the 3.4 GiB filler under TCG takes about 5 minutes on an idle host.
         ..Boot::new(kernel, initramfs, Duration::from_secs(900))
-    })?;
+    };
+    let (console, log) = vm::boot_logged(kernel, &boot, logs, "cma")?;
     row.seconds = console.wall.as_secs_f64();
-    let log = logs.join(format!("{}-cma.log", kernel.release));
-    let _ = fs::write(&log, &console.text);
-    console.ran(kernel)?;
     judge(&console.text).with_context(|| format!("console: {}", log.display()))
 }
 

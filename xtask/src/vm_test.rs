@@ -176,25 +176,51 @@ fn module_missing(checks: &[vm_check::CheckRow]) -> Vec<&str> {
 }
 
 fn print_check_table(rows: &[vm_check::CheckRow]) {
-    let headers = vm_check::headers();
-    let mut line = format!("\n{:<28}", "kernel");
-    for h in &headers {
-        line.push_str(&format!(" {h:>30}"));
+    print_cell_table(
+        "kernel",
+        &vm_check::headers(),
+        rows.iter().map(|r| CellRow {
+            release: &r.release,
+            cells: r
+                .cells
+                .iter()
+                .chain([&r.report])
+                .map(String::as_str)
+                .collect(),
+            seconds: r.seconds,
+            passed: r.failures.is_empty(),
+        }),
+    );
+}
+
+/// One kernel's line of a table of scenario cells.
+pub struct CellRow<'a> {
+    pub release: &'a str,
+    pub cells: Vec<&'a str>,
+    pub seconds: f64,
+    pub passed: bool,
+}
+
+/// A table with a column (30 wide) per scenario, a line per kernel, its seconds and verdict.
+pub fn print_cell_table<'a, H: AsRef<str>>(
+    first: &str,
+    headers: &[H],
+    rows: impl IntoIterator<Item = CellRow<'a>>,
+) {
+    let mut line = format!("\n{first:<28}");
+    for h in headers {
+        line.push_str(&format!(" {:>30}", h.as_ref()));
     }
     println!("{line} seconds  verdict");
     for r in rows {
         let mut line = format!("{:<28}", r.release);
-        for cell in r.cells.iter().chain([&r.report]) {
+        for cell in r.cells {
             line.push_str(&format!(" {cell:>30}"));
         }
         println!(
             "{line} {:>7.1}  {}",
             r.seconds,
-            if r.failures.is_empty() {
-                "pass"
-            } else {
-                "FAIL"
-            }
+            if r.passed { "pass" } else { "FAIL" }
         );
     }
 }

@@ -87,6 +87,21 @@ pub fn boot(b: &Boot) -> Result<Console> {
     }
 }
 
+/// [`boot`], then the console kept in `<logs>/<release>-<task>.log` and checked to come from
+/// `kernel`'s guest (see [`Console::ran`]); the console and the log's path.
+pub fn boot_logged(
+    kernel: &Kernel,
+    b: &Boot,
+    logs: &std::path::Path,
+    task: &str,
+) -> Result<(Console, PathBuf)> {
+    let console = boot(b)?;
+    let log = logs.join(format!("{}-{task}.log", kernel.release));
+    let _ = fs::write(&log, &console.text);
+    console.ran(kernel)?;
+    Ok((console, log))
+}
+
 /// Why the guest died of the emulator rather than of the code under test, if it did: it died
 /// before running /init, or of an int3 oops. The kernel patches its own text with a temporary
 /// int3 (text_poke_bp: each fentry attach and detach does), and under multi-threaded TCG a
