@@ -3,25 +3,27 @@
 //! small for the event rate, in one guest per kernel (the oldest and the newest of the matrix
 //! in vm-test; `cargo xtask vm-sessions` runs them on any kernel). What must happen:
 //!
-//! - `serve = vmstat = record`: `gup-trace serve`, `record` and `trace` run while `check` runs
-//!   the selftest workload; /metrics is scraped before and after. The pins and releases
+//! - `serve = vmstat = record`: `gup-trace serve` and `record` run while `check` runs the
+//!   selftest workload (and a second check waits for its turn); /metrics is scraped before and after. The pins and releases
 //!   serve counted over that window equal the kernel's nr_foll_pin_acquired/released deltas
 //!   (serve's own copy of /proc/vmstat, read at the same scrapes) and the totals of the
 //!   recording, which equal /proc/vmstat over its own window.
 //! - `check with 3 others`: the check of that workload (four sessions at once) exits 0 and
-//!   counts the same pins and releases; no session lost an event.
+//!   counts the same pins and releases; neither it, serve nor record lost an event.
 //! - `orphan -> findings`: a process exits while its io_uring fixed-buffer pins live on in a
 //!   child (`workload ring-handoff`): serve's `gup_trace_findings_total{kind="orphaned pins"}`
 //!   goes up.
-//! - `SIGKILL leaves nothing`: `trace` and `serve`, programs attached, are killed with SIGKILL;
-//!   the kernel's own view (bpftool's program, map and link lists, bpf file descriptors in
+//! - `SIGKILL leaves nothing`: `serve`, programs attached and running for minutes, is killed
+//!   with SIGKILL (its session is the one `trace` and `record` open, the same programs, maps
+//!   and links); the kernel's own view (bpftool's program, map and link lists, bpf file descriptors in
 //!   /proc/*/fd, /sys/fs/bpf) returns to what it was before any session started.
 //! - `lost -> verdict 2`: `check --ring-buffer-kib 4` (the smallest) over three rounds of the
 //!   workload loses events; it must say so and exit 2 (gup-trace could not tell), never 1,
 //!   and present no finding as a problem (a leak it cannot be sure of).
 //!
-//! All five sessions load their programs at once, at the start (loading is most of the time
-//! under TCG); each check's command waits for its turn.
+//! All four sessions load their programs at once, at the start (loading is most of the time
+//! under TCG: 322 s for five sessions on 6.1 with the host busy); each check's command waits
+//! for its turn.
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
@@ -64,16 +66,14 @@ gup-trace serve --listen 127.0.0.1:9808 2>/tmp/serve.err &
 S=$!
 gup-trace record -o /tmp/rec.gtr 2>/tmp/rec.err &
 R=$!
-gup-trace trace --quiet >/dev/null 2>/tmp/trace.err &
-T=$!
 gup-trace check --json -- sh -c "$(gated check 'gup-trace workload --device /dev/nvme0n1')" >/tmp/check.out 2>/tmp/check.err &
 C=$!
-gup-trace check --json --ring-buffer-kib 4 -- sh -c "$(gated lost 'gup-trace workload --device /dev/nvme0n1 --rounds 3')" >/tmp/lost.out 2>/tmp/lost.err &
+gup-trace check --ring-buffer-kib 4 -- sh -c "$(gated lost 'gup-trace workload --device /dev/nvme0n1 --rounds 3')" >/tmp/lost.out 2>/tmp/lost.err &
 L=$!
-ready /tmp/serve.err "metrics on" $S && ready /tmp/rec.err "recording to" $R && ready /tmp/trace.err "tracing" $T
+ready /tmp/serve.err "metrics on" $S && ready /tmp/rec.err "recording to" $R
 while [ ! -e /tmp/ready-check ] && kill -0 $C 2>/dev/null; do sleep 0.5; done
 while [ ! -e /tmp/ready-lost ] && kill -0 $L 2>/dev/null; do sleep 0.5; done
-echo "GUPTRACE-LOADED five sessions $(cut -d' ' -f1 /proc/uptime) s after boot"
+echo "GUPTRACE-LOADED four sessions $(cut -d' ' -f1 /proc/uptime) s after boot"
 scrape before
 touch /tmp/go-check
 wait $C
@@ -94,19 +94,21 @@ sleep 5
 
 touch /tmp/go-lost
 wait $L
-echo "GUPTRACE-LOST-CHECK $? $(tail -n 1 /tmp/lost.out)"
+echo "GUPTRACE-LOST-CHECK $?"
+# The verdict as a person reads it: the findings' heading, what stands before it, the summary.
+grep -E '^(UNCERTAIN|findings|gup-trace check)' /tmp/lost.out | sed 's/^/GUPTRACE-LOST-OUT /'
 tail -3 /tmp/lost.err
 
-if kill -0 $S 2>/dev/null && kill -0 $T 2>/dev/null; then
+if kill -0 $S 2>/dev/null; then
     echo "GUPTRACE-BPF-ATTACHED $(bpf_objects)"
-    kill -KILL $S $T
-    wait $S $T 2>/dev/null
+    kill -KILL $S
+    wait $S 2>/dev/null
     # A program or map goes when its last reference does, after an RCU grace period.
     for i in $(seq 50); do [ "$(bpf_objects)" = "$BEFORE" ] && break; sleep 0.2; done
     echo "GUPTRACE-BPF-AFTER $(bpf_objects)"
     bpftool prog show; bpftool map show; bpftool link show; ls -R /sys/fs/bpf
 else
-    echo "GUPTRACE-SESSIONS-ERROR serve or trace was not running before SIGKILL"
+    echo "GUPTRACE-SESSIONS-ERROR serve was not running before SIGKILL"
 fi
 "#;
 
@@ -147,7 +149,7 @@ pub fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> SessionsRow {
         ));
         return row;
     }
-    // Five sessions load their programs at once: minutes under TCG.
+    // Four sessions load their programs at once: minutes under TCG.
     let boot = Boot::new(kernel, initramfs, Duration::from_secs(1200));
     let (console, log) = match vm::boot_logged(kernel, &boot, logs, "sessions") {
         Ok(c) => c,
@@ -259,7 +261,7 @@ fn judge_agreement(text: &str) -> Result<String> {
     Ok(format!("{pins}/{releases} all three"))
 }
 
-/// The check that ran beside serve, record and trace: clean, nothing lost, the same totals.
+/// The check that ran beside serve, record and the other check: clean, nothing lost, the same totals.
 fn judge_check(text: &str) -> Result<String> {
     let (code, v) = check_verdict(text, "GUPTRACE-SESSIONS-CHECK ")?;
     let (before, after) = (scrape(text, "before")?, scrape(text, "after")?);
@@ -333,32 +335,55 @@ fn judge_sigkill(text: &str) -> Result<String> {
     ))
 }
 
-/// A ring buffer too small: lost events reported, verdict 2 (could not tell), not 1.
+/// A ring buffer too small: check's text says how many events were lost, puts any finding
+/// under UNCERTAIN (a release it never saw looks like a leak), and exits 2 (could not tell),
+/// not 1.
 fn judge_lost(text: &str) -> Result<String> {
-    let (code, v) = check_verdict(text, "GUPTRACE-LOST-CHECK ")?;
-    let lost = v["lost_events"].as_u64().unwrap_or(0);
-    if lost == 0 {
-        bail!(
-            "no event lost with a 4 KiB ring buffer ({} pins taken): the scenario proves nothing",
-            v["pins_taken"]
-        );
-    }
-    let findings = v["findings"].as_array().cloned().unwrap_or_default();
-    let certain: Vec<String> = findings
-        .iter()
-        .filter(|f| f["problem"] == true)
-        .map(|f| format!("{} ({} pages)", f["finding"], f["pages"]))
+    let code: i64 = find_line(text, "GUPTRACE-LOST-CHECK ")
+        .ok_or_else(|| anyhow!("the check never ran"))?
+        .parse()?;
+    let out: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("GUPTRACE-LOST-OUT "))
+        .map(str::trim_end)
         .collect();
-    if code != 2 || v["verdict"].as_i64() != Some(2) || !certain.is_empty() {
+    let summary = out
+        .iter()
+        .find(|l| l.starts_with("gup-trace check: "))
+        .ok_or_else(|| anyhow!("check (exit {code}) printed no summary: {out:?}"))?;
+    // "...; 7217 events LOST (raise --ring-buffer-kib): ..."
+    let lost: u64 = summary
+        .split_once(" events LOST")
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    if lost == 0 {
+        bail!("no event lost with a 4 KiB ring buffer: the scenario proves nothing ({summary})");
+    }
+    let at = out
+        .iter()
+        .position(|l| l.starts_with("findings: "))
+        .ok_or_else(|| anyhow!("check printed no findings line: {out:?}"))?;
+    let certain = !out[at].starts_with("findings: none")
+        && (at == 0 || !out[at - 1].starts_with("UNCERTAIN: "));
+    if code != 2 || certain {
         bail!(
-            "{lost} events lost, yet exit {code}, verdict {}, and {} findings presented as \
-             problems: {}",
-            v["verdict"],
-            certain.len(),
-            certain.join(", ")
+            "{lost} events lost, yet exit {code}{}: {}",
+            if certain {
+                " and findings presented as certain"
+            } else {
+                ""
+            },
+            out.join(" | ")
         );
     }
-    Ok(format!("2 ({lost} lost)"))
+    Ok(format!(
+        "2 ({lost} lost{})",
+        if out[at].starts_with("findings: none") {
+            ", no finding"
+        } else {
+            ", UNCERTAIN"
+        }
+    ))
 }
 
 impl crate::vm_test::ScenarioRow for SessionsRow {
@@ -419,7 +444,10 @@ GUPTRACE-SCRAPE orphan_before gup_trace_lost_events_total 0
 GUPTRACE-SCRAPE orphan_after gup_trace_findings_total{kind="orphaned pins"} 1
 GUPTRACE-BPF-ATTACHED 120 30 90 150 0
 GUPTRACE-BPF-AFTER 0 0 0 0 0
-GUPTRACE-LOST-CHECK 2 {"verdict":2,"pins_taken":2000,"pins_released":1900,"lost_events":811,"findings":[]}
+GUPTRACE-LOST-CHECK 2
+GUPTRACE-LOST-OUT UNCERTAIN: 811 events were lost (the ring buffer filled; raise --ring-buffer-kib): the findings below may be releases gup-trace never saw, not leaks
+GUPTRACE-LOST-OUT findings: 2 (2 in the traced programs, 0 about gup-trace's own view)
+GUPTRACE-LOST-OUT gup-trace check: `sh -c ...` exited with status 0 after 9.1 s; 11 processes traced, 6525 pages pinned, 6175 released, 350 still pinned; 811 events LOST (raise --ring-buffer-kib): the verdict cannot be trusted
 "#;
 
     #[test]
@@ -431,7 +459,7 @@ GUPTRACE-LOST-CHECK 2 {"verdict":2,"pins_taken":2000,"pins_released":1900,"lost_
             judge_sigkill(CONSOLE).unwrap(),
             "120 progs, 30 maps, 90 links -> 0/0/0"
         );
-        assert_eq!(judge_lost(CONSOLE).unwrap(), "2 (811 lost)");
+        assert_eq!(judge_lost(CONSOLE).unwrap(), "2 (811 lost, UNCERTAIN)");
     }
 
     #[test]
@@ -477,20 +505,23 @@ GUPTRACE-LOST-CHECK 2 {"verdict":2,"pins_taken":2000,"pins_released":1900,"lost_
     }
 
     #[test]
-    fn lost_events_must_give_verdict_two() {
-        let leak = CONSOLE.replace(
-            r#"GUPTRACE-LOST-CHECK 2 {"verdict":2"#,
-            r#"GUPTRACE-LOST-CHECK 1 {"verdict":1"#,
-        );
+    fn lost_events_must_give_verdict_two_and_uncertain_findings() {
+        let leak = CONSOLE.replace("GUPTRACE-LOST-CHECK 2", "GUPTRACE-LOST-CHECK 1");
         assert!(judge_lost(&leak).is_err());
-        let none_lost = CONSOLE.replace(r#""lost_events":811"#, r#""lost_events":0"#);
+        let none_lost = CONSOLE.replace("; 811 events LOST", "");
         assert!(judge_lost(&none_lost).is_err());
-        // Verdict 2, but a finding still says it is a leak.
-        let certain = CONSOLE.replace(
-            r#""lost_events":811,"findings":[]"#,
-            r#""lost_events":811,"findings":[{"finding":"orphaned_pins","pages":163,"problem":true}]"#,
-        );
+        // Verdict 2, but the findings are printed as if they were leaks.
+        let certain: String = CONSOLE
+            .lines()
+            .filter(|l| !l.starts_with("GUPTRACE-LOST-OUT UNCERTAIN"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let err = judge_lost(&certain).unwrap_err().to_string();
-        assert!(err.contains("orphaned_pins"), "{err}");
+        assert!(err.contains("presented as certain"), "{err}");
+        let clean = certain.replace(
+            "findings: 2 (2 in the traced programs, 0 about gup-trace's own view)",
+            "findings: none (every pin taken was released, counts agree)",
+        );
+        assert_eq!(judge_lost(&clean).unwrap(), "2 (811 lost, no finding)");
     }
 }
