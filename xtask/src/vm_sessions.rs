@@ -388,7 +388,7 @@ fn judge_lost(text: &str) -> Result<String> {
 
 impl crate::vm_test::ScenarioRow for SessionsRow {
     const TASK: &'static str = "vm-sessions";
-    const PROGRESS: &'static str = "serve, record, trace and check at once, SIGKILL, lost events";
+    const PROGRESS: &'static str = "serve, record and two checks at once, SIGKILL, lost events";
     const WHAT: &'static str = "the session scenarios";
     fn run(kernel: &Kernel, binary: &Path, logs: &Path) -> SessionsRow {
         run(kernel, binary, logs)
