@@ -47,7 +47,7 @@ enum Task {
     /// Build the Debian package (cargo-deb, installed first if missing): the binary, the
     /// gup-trace-serve systemd unit (not enabled), man pages, bash/zsh/fish completions and the
     /// Prometheus files. Prints the .deb's path.
-    Package,
+    Package(package::Options),
     /// `gup-trace selftest` in stock Debian kernels under QEMU; a table of hooks and totals.
     VmTest(vm_test::Options),
     /// Boot one stock kernel with gup-trace installed and run a shell command in it, the console
@@ -81,7 +81,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run_setup(),
         Task::Demo(opts) => demo::run(&opts),
         Task::Test(opts) => test::run(&opts),
-        Task::Package => package::run(),
+        Task::Package(opts) => package::run(&opts),
         Task::VmTest(opts) => vm_test::run(&opts),
         Task::VmRun(opts) => vm_run::run(&opts),
         Task::Kmod(opts) => kmod::run(&opts),

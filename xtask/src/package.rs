@@ -53,9 +53,18 @@ const PACKAGE_FILES: [&str; 8] = [
     "/usr/share/gup-trace/prometheus/rules.yml",
 ];
 
-/// `cargo xtask package`: builds the .deb and prints its path.
-pub fn run() -> Result<()> {
-    let deb = build_deb()?;
+/// `cargo xtask package`'s flags.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Also install the package into a clean Debian 12 root and check it there (the step
+    /// `cargo xtask test` runs).
+    #[arg(long)]
+    test: bool,
+}
+
+/// `cargo xtask package`: builds the .deb (and with --test checks it) and prints its path.
+pub fn run(opts: &Options) -> Result<()> {
+    let deb = if opts.test { test()? } else { build_deb()? };
     println!("{}", deb.display());
     Ok(())
 }
@@ -116,8 +125,8 @@ fn ensure_cargo_deb() -> Result<()> {
     .context("cargo install cargo-deb failed")
 }
 
-/// The test: build the .deb, install it into the clean root, check it, purge it.
-pub fn test() -> Result<()> {
+/// The test: build the .deb, install it into the clean root, check it, purge it; the .deb.
+pub fn test() -> Result<PathBuf> {
     let start = Instant::now();
     let deb = build_deb()?;
     let root = target_dir().join(format!("package-root-{ROOT_SUITE}"));
@@ -138,7 +147,7 @@ pub fn test() -> Result<()> {
         start.elapsed().as_secs_f64(),
         deb.file_name().unwrap_or_default().to_string_lossy()
     );
-    Ok(())
+    Ok(deb)
 }
 
 fn purge(root: &Path) -> Result<()> {
