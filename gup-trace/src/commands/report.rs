@@ -81,14 +81,16 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &args.perfetto {
-        let (bytes, summary) = output::perfetto::perfetto_trace(
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create the Perfetto trace {}", path.display()))?;
+        let summary = output::perfetto::perfetto_trace(
             RecordingReader::open(&args.file)?,
             rules,
             filter,
             args.counter_ms.max(1) * 1_000_000,
-        )?;
-        std::fs::write(path, bytes)
-            .with_context(|| format!("cannot write the Perfetto trace {}", path.display()))?;
+            std::io::BufWriter::new(file),
+        )
+        .with_context(|| format!("cannot write the Perfetto trace {}", path.display()))?;
         eprintln!(
             "gup-trace: wrote {}: {} processes, {} threads, {} calls, {} mmap_lock drops, {} pin batches ({} still held at the end), {} counter samples, {} findings",
             path.display(),

@@ -19,9 +19,12 @@
 //!   end, at the end), on the process they are about, with their evidence in the arguments:
 //!   kind, owner, pages, kernel stack, and the whole finding as JSON.
 
-use std::collections::{HashMap, HashSet, VecDeque, hash_map::Entry};
+use std::{
+    collections::{HashMap, HashSet, VecDeque, hash_map::Entry},
+    io::Write,
+};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use gup_trace_common::{EventKind, Hook};
 use perfetto_protos::{
     counter_descriptor::CounterDescriptor,
@@ -125,23 +128,47 @@ fn stack_text(stack: &CallStack, hook: Hook) -> String {
     }
 }
 
-/// The packets of a trace being built, and the tracks described so far.
-#[derive(Default)]
-struct Builder {
-    trace: Trace,
+/// The packets of a trace being built, and the tracks described so far. Packets wait in
+/// `pending` until [`Builder::flush`] writes them out (once per step of the replay), so
+/// memory does not grow with the recording.
+struct Builder<W: Write> {
+    out: W,
+    pending: Vec<TracePacket>,
     described: HashSet<u64>,
     summary: PerfettoSummary,
 }
 
-impl Builder {
-    /// Adds an event at `ts_ns`; its packet's index.
+impl<W: Write> Builder<W> {
+    fn new(out: W) -> Self {
+        Builder {
+            out,
+            pending: Vec::new(),
+            described: HashSet::new(),
+            summary: PerfettoSummary::default(),
+        }
+    }
+
+    /// Writes the pending packets out: each as a trace of one packet (a Trace is only its
+    /// repeated packets, so the file is one Trace holding them all).
+    fn flush(&mut self) -> Result<()> {
+        let mut one = Trace::new();
+        for p in self.pending.drain(..) {
+            one.packet.push(p);
+            one.write_to_writer(&mut self.out)
+                .context("cannot write the Perfetto trace")?;
+            one.packet.clear();
+        }
+        Ok(())
+    }
+
+    /// Adds an event at `ts_ns`; its packet's index in `pending` (until the next flush).
     fn packet(&mut self, ts_ns: u64, event: TrackEvent) -> usize {
         let mut p = TracePacket::new();
         p.set_timestamp(ts_ns);
         p.set_trusted_packet_sequence_id(1);
         p.set_track_event(event);
-        self.trace.packet.push(p);
-        self.trace.packet.len() - 1
+        self.pending.push(p);
+        self.pending.len() - 1
     }
 
     /// Describes `track` unless a track of its uuid was; whether it was new.
@@ -151,7 +178,7 @@ impl Builder {
             let mut p = TracePacket::new();
             p.set_trusted_packet_sequence_id(1);
             p.set_track_descriptor(track);
-            self.trace.packet.push(p);
+            self.pending.push(p);
         }
         new
     }
@@ -342,7 +369,9 @@ struct Batch {
 /// Pins followed from take to release, in batches, from the engine's [`HoldChange`] log.
 #[derive(Default)]
 struct PinSlices {
-    batches: Vec<Batch>,
+    /// The batches still held (a released one is forgotten), by id, and the next id.
+    batches: HashMap<usize, Batch>,
+    next: usize,
     /// The batch being filled: the owner and the time of the event taking its pins.
     filling: Option<(OwnerId, u64, usize)>,
     /// Per owner and folio, the batches holding pins on it, oldest first, with their pins.
@@ -352,7 +381,12 @@ struct PinSlices {
 }
 
 impl PinSlices {
-    fn apply(&mut self, b: &mut Builder, state: &PinState, stacks: &HashMap<u32, CallStack>) {
+    fn apply<W: Write>(
+        &mut self,
+        b: &mut Builder<W>,
+        state: &PinState,
+        stacks: &HashMap<u32, CallStack>,
+    ) {
         let log = state.hold_log.as_ref().map_or(&[][..], |l| &l[..]);
         for c in log {
             if c.taken {
@@ -363,9 +397,9 @@ impl PinSlices {
         }
     }
 
-    fn take(
+    fn take<W: Write>(
         &mut self,
-        b: &mut Builder,
+        b: &mut Builder<W>,
         state: &PinState,
         stacks: &HashMap<u32, CallStack>,
         c: &HoldChange,
@@ -378,7 +412,10 @@ impl PinSlices {
                 id
             }
         };
-        let batch = &mut self.batches[id];
+        let batch = self
+            .batches
+            .get_mut(&id)
+            .expect("a batch being filled is held");
         batch.held += u64::from(c.refs);
         batch.pages += u64::from(c.refs);
         let held = self.held.entry((c.owner, c.folio)).or_default();
@@ -389,7 +426,7 @@ impl PinSlices {
             held.push_back((id, c.refs));
         }
         let (pages, folios, begin) = (batch.pages, batch.folios, batch.begin);
-        let e = b.trace.packet[begin].mut_track_event();
+        let e = b.pending[begin].mut_track_event();
         for a in e.debug_annotations.iter_mut() {
             match a.name() {
                 "pages" => a.set_uint_value(pages),
@@ -400,9 +437,9 @@ impl PinSlices {
     }
 
     /// A new batch of `c.owner`'s: its slice begins on the owner's first free lane.
-    fn open(
+    fn open<W: Write>(
         &mut self,
-        b: &mut Builder,
+        b: &mut Builder<W>,
         state: &PinState,
         stacks: &HashMap<u32, CallStack>,
         c: &HoldChange,
@@ -447,21 +484,26 @@ impl PinSlices {
         }
         annotate(&mut begin, args);
         let begin = b.packet(c.ts_ns, begin);
-        self.batches.push(Batch {
-            tgid: process.tgid,
-            lane,
-            held: 0,
-            begin,
-            pages: 0,
-            folios: 0,
-        });
+        let id = self.next;
+        self.next += 1;
+        self.batches.insert(
+            id,
+            Batch {
+                tgid: process.tgid,
+                lane,
+                held: 0,
+                begin,
+                pages: 0,
+                folios: 0,
+            },
+        );
         b.summary.pin_slices += 1;
-        self.batches.len() - 1
+        id
     }
 
     /// Pins released: taken from the owner's oldest batches on the folio; a batch whose last
     /// page goes ends its slice and frees its lane.
-    fn release(&mut self, b: &mut Builder, c: &HoldChange) {
+    fn release<W: Write>(&mut self, b: &mut Builder<W>, c: &HoldChange) {
         self.filling = None;
         let Entry::Occupied(mut held) = self.held.entry((c.owner, c.folio)) else {
             return;
@@ -477,9 +519,12 @@ impl PinSlices {
             if *refs == 0 {
                 held.get_mut().pop_front();
             }
-            let batch = &mut self.batches[id];
-            batch.held -= u64::from(n);
-            if batch.held == 0 {
+            let Entry::Occupied(mut batch) = self.batches.entry(id) else {
+                continue;
+            };
+            batch.get_mut().held -= u64::from(n);
+            if batch.get().held == 0 {
+                let batch = batch.remove();
                 let track = lane_uuid(batch.tgid, batch.lane);
                 b.packet(c.ts_ns, event(Type::TYPE_SLICE_END, track, None));
                 if let Some(lanes) = self.lanes.get_mut(&batch.tgid) {
@@ -491,10 +536,6 @@ impl PinSlices {
                 break;
             }
         }
-    }
-
-    fn still_held(&self) -> u64 {
-        self.batches.iter().filter(|b| b.held > 0).count() as u64
     }
 }
 
@@ -508,7 +549,7 @@ struct Rates {
 }
 
 impl Rates {
-    fn sample(&mut self, b: &mut Builder, totals: (u64, u64)) {
+    fn sample<W: Write>(&mut self, b: &mut Builder<W>, totals: (u64, u64)) {
         let rate = (totals.0 - self.at.0, totals.1 - self.at.1);
         let last = self.last.unwrap_or((u64::MAX, u64::MAX));
         if rate.0 != last.0 {
@@ -525,17 +566,18 @@ impl Rates {
     }
 }
 
-/// Replays `reader` in steps of `step_ns` of recording time and returns the trace's bytes.
-pub fn perfetto_trace<R: std::io::Read>(
+/// Replays `reader` in steps of `step_ns` of recording time and writes the trace to `out`.
+pub fn perfetto_trace<R: std::io::Read, W: Write>(
     reader: RecordingReader<R>,
     rules: FindingRules,
     filter: ProcessFilter,
     step_ns: u64,
-) -> Result<(Vec<u8>, PerfettoSummary)> {
+    out: W,
+) -> Result<PerfettoSummary> {
     let mut replayer = Replayer::new(reader, rules).filtered(filter);
     replayer.applied = Some(Vec::new());
     replayer.engine.state.hold_log = Some(Vec::new());
-    let mut b = Builder::default();
+    let mut b = Builder::new(out);
     let mut pins = PinSlices::default();
     // The pinned pages last sampled, per process record, and for the machine.
     let mut last: HashMap<usize, u64> = HashMap::new();
@@ -587,9 +629,12 @@ pub fn perfetto_trace<R: std::io::Read>(
         if until == rates.second_ns + NS_PER_S || replayer.at_end() {
             rates.sample(&mut b, (totals.pinned, totals.released));
         }
+        // A batch is filled within one step (its call's folios come with the call): its
+        // begin packet is complete here.
+        pins.filling = None;
+        b.flush()?;
     }
-    b.summary.pin_slices = pins.batches.len() as u64;
-    b.summary.pins_open = pins.still_held();
+    b.summary.pins_open = pins.batches.len() as u64;
     let replay = replayer.into_replay();
     let end_ns = replay.end_ns();
     let findings = replay.findings();
@@ -598,7 +643,9 @@ pub fn perfetto_trace<R: std::io::Read>(
         b.finding(f, at, &replay.engine.state, &replay.stacks)?;
     }
     b.summary.findings = findings.len();
-    Ok((b.trace.write_to_bytes()?, b.summary))
+    b.flush()?;
+    b.out.flush().context("cannot write the Perfetto trace")?;
+    Ok(b.summary)
 }
 
 #[cfg(test)]
@@ -863,13 +910,16 @@ mod tests {
 
     fn trace_of(bytes: &[u8]) -> (Vec<u8>, PerfettoSummary) {
         let reader = RecordingReader::new(bytes).unwrap();
-        perfetto_trace(
+        let mut trace = Vec::new();
+        let summary = perfetto_trace(
             reader,
             FindingRules::default(),
             ProcessFilter::default(),
             10 * MS,
+            &mut trace,
         )
-        .unwrap()
+        .unwrap();
+        (trace, summary)
     }
 
     #[test]
