@@ -81,16 +81,26 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &args.perfetto {
+        // The recording is checked first: a file that is not one is the error to report.
+        let reader = RecordingReader::open(&args.file)?;
         let file = std::fs::File::create(path)
             .with_context(|| format!("cannot create the Perfetto trace {}", path.display()))?;
         let summary = output::perfetto::perfetto_trace(
-            RecordingReader::open(&args.file)?,
+            reader,
             rules,
             filter,
             args.counter_ms.max(1) * 1_000_000,
             std::io::BufWriter::new(file),
         )
-        .with_context(|| format!("cannot write the Perfetto trace {}", path.display()))?;
+        .with_context(|| format!("cannot write the Perfetto trace {}", path.display()));
+        let summary = match summary {
+            Ok(summary) => summary,
+            Err(e) => {
+                // Half a trace is no trace.
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
         eprintln!(
             "gup-trace: wrote {}: {} processes, {} threads, {} calls, {} mmap_lock drops, {} pin batches ({} still held at the end), {} counter samples, {} findings",
             path.display(),
