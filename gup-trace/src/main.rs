@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use gup_trace::commands::{
-    self, bench::BenchArgs, check::CheckArgs, probe::ProbeArgs, record::RecordArgs,
-    report::ReportArgs, selftest::SelftestArgs, serve::ServeArgs, top::TopArgs, trace::TraceArgs,
-    workload::WorkloadArgs,
+    self, assets::AssetsArgs, bench::BenchArgs, check::CheckArgs, probe::ProbeArgs,
+    record::RecordArgs, report::ReportArgs, selftest::SelftestArgs, serve::ServeArgs, top::TopArgs,
+    trace::TraceArgs, workload::WorkloadArgs,
 };
 
 /// Trace get_user_pages (GUP) and FOLL_PIN page pinning with eBPF.
@@ -57,6 +57,10 @@ enum Command {
     /// (run by `cargo xtask bench` inside a VM).
     #[command(hide = true)]
     Bench(BenchArgs),
+    /// Write the man pages and the bash, zsh and fish completions into a directory (run by
+    /// `cargo xtask package` for the Debian package).
+    #[command(hide = true)]
+    Assets(AssetsArgs),
 }
 
 impl Command {
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             Command::Probe(args) => commands::probe::run(args).await,
             Command::Workload(args) => commands::workload::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
+            Command::Assets(args) => commands::assets::run(Cli::command(), args),
         }
     });
     match result {

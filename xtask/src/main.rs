@@ -6,10 +6,12 @@
 mod bench;
 mod build;
 mod cmd;
+mod debroot;
 mod demo;
 mod files;
 mod kernels;
 mod kmod;
+mod package;
 mod paths;
 mod series;
 mod setup;
@@ -40,8 +42,13 @@ enum Task {
     Setup,
     /// Run gup-trace live in a stock-kernel VM over the selftest workload (the main job).
     Demo(demo::Options),
-    /// Unit tests, host tests on this machine's kernel, then the VM matrix.
+    /// Unit tests, host tests on this machine's kernel, the Debian package installed into a
+    /// clean Debian 12 root, then the VM matrix.
     Test(test::Options),
+    /// Build the Debian package (cargo-deb, installed first if missing): the binary, the
+    /// gup-trace-serve systemd unit (not enabled), man pages, bash/zsh/fish completions and the
+    /// Prometheus files. Prints the .deb's path.
+    Package(package::Options),
     /// `gup-trace selftest` in stock Debian kernels under QEMU; a table of hooks and totals.
     VmTest(vm_test::Options),
     /// Boot one stock kernel with gup-trace installed and run a shell command in it, the console
@@ -79,6 +86,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run_setup(),
         Task::Demo(opts) => demo::run(&opts),
         Task::Test(opts) => test::run(&opts),
+        Task::Package(opts) => package::run(&opts),
         Task::VmTest(opts) => vm_test::run(&opts),
         Task::VmRun(opts) => vm_run::run(&opts),
         Task::Kmod(opts) => kmod::run(&opts),

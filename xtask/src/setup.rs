@@ -23,8 +23,9 @@ const LLVM_MAJOR: u32 = 22;
 /// building the pinleak test module needs: the compiler Debian 12's kernels are built with,
 /// make, the libraries the kbuild programs link, pahole (module BTF), a static libc for
 /// pinleak-user, debootstrap for the Debian 13 build root (see [`run_setup`]), Prometheus
-/// (with promtool) that scrapes `gup-trace serve` in its host test, and bpftool, the kernel's
-/// own view of BPF objects, copied into the guest of the session scenarios.
+/// (with promtool) that scrapes `gup-trace serve` in its host test, bpftool, the kernel's
+/// own view of BPF objects, copied into the guest of the session scenarios, and protoc, which
+/// decodes `report --perfetto`'s output against Perfetto's own schema in its test.
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -48,6 +49,7 @@ fn apt_packages() -> Vec<String> {
             "debootstrap",
             "prometheus",
             "bpftool",
+            "protobuf-compiler",
         ]
         .map(String::from),
     );

@@ -1,12 +1,12 @@
 //! `cargo xtask test`: everything, in the order that fails fastest: unit tests and the host
-//! tests (which load the tracepoint program into this machine's kernel), then the VM matrix,
-//! then the `top` dashboard captured in a guest.
+//! tests (which load the tracepoint program into this machine's kernel), the Debian package
+//! in a clean Debian 12 root, then the VM matrix, then the `top` dashboard captured in a guest.
 
 use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::{build, cmd::run as run_cmd, demo, vm_test};
+use crate::{build, cmd::run as run_cmd, demo, package, vm_test};
 
 /// `cargo xtask test`'s flags: those of the VM matrix it runs.
 pub type Options = vm_test::Options;
@@ -17,6 +17,8 @@ pub fn run(opts: &Options) -> Result<()> {
     // The default members: everything but the eBPF crate, which only builds for BPF (the
     // gup-trace build script builds it).
     run_cmd(build::cargo().args(["test", "--quiet"]))?;
+    println!("xtask test: the Debian package");
+    package::test()?;
     println!("xtask test: VM matrix");
     vm_test::run(opts)?;
     if opts.kernels.is_default() {

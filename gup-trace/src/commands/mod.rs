@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod assets;
 pub mod bench;
 pub mod check;
 pub mod probe;

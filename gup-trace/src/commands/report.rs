@@ -49,8 +49,10 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 1.0, value_name = "SECS", requires = "tui")]
     pub step: f64,
     /// Write the recording as a Perfetto trace to this file (open it in the Perfetto UI):
-    /// per-process tracks with a track per thread, GUP and unpin calls as slices, pinned
-    /// pages as a counter per process, findings as instants with their evidence.
+    /// per-process tracks with a track per thread, GUP and unpin calls as slices, mmap_lock
+    /// drops as instants, each call's batch of pins as a slice from pin to release on its
+    /// owner's tracks, pinned pages and pins/releases per second as counters, findings as
+    /// instants at their time with their evidence.
     #[arg(long, value_name = "FILE.pftrace", conflicts_with_all = ["json", "tui"])]
     pub perfetto: Option<PathBuf>,
     /// With --perfetto: milliseconds of recording between samples of the pinned-pages
@@ -79,20 +81,35 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &args.perfetto {
-        let (bytes, summary) = output::perfetto::perfetto_trace(
-            RecordingReader::open(&args.file)?,
+        // The recording is checked first: a file that is not one is the error to report.
+        let reader = RecordingReader::open(&args.file)?;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create the Perfetto trace {}", path.display()))?;
+        let summary = output::perfetto::perfetto_trace(
+            reader,
             rules,
             filter,
             args.counter_ms.max(1) * 1_000_000,
-        )?;
-        std::fs::write(path, bytes)
-            .with_context(|| format!("cannot write the Perfetto trace {}", path.display()))?;
+            std::io::BufWriter::new(file),
+        )
+        .with_context(|| format!("cannot write the Perfetto trace {}", path.display()));
+        let summary = match summary {
+            Ok(summary) => summary,
+            Err(e) => {
+                // Half a trace is no trace.
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
         eprintln!(
-            "gup-trace: wrote {}: {} processes, {} threads, {} calls, {} counter samples, {} findings",
+            "gup-trace: wrote {}: {} processes, {} threads, {} calls, {} mmap_lock drops, {} pin batches ({} still held at the end), {} counter samples, {} findings",
             path.display(),
             summary.processes,
             summary.threads,
             summary.calls,
+            summary.lock_drops,
+            summary.pin_slices,
+            summary.pins_open,
             summary.counter_samples,
             summary.findings
         );

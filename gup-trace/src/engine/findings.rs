@@ -57,6 +57,21 @@ impl Finding {
             Finding::BlockedMigration(_) => "blocked migration",
         }
     }
+
+    /// When the finding came to be, under `rules`: orphaned pins a grace period after the
+    /// exit, a short-term pin once held past the long-pin threshold, a blocked migration at
+    /// its first failure, an unbalanced release or a bias anomaly at its event. None for a
+    /// counter drift, which is known only at the end.
+    pub fn since_ns(&self, rules: &FindingRules) -> Option<u64> {
+        match self {
+            Finding::OrphanedPins(h) => h.exited_ns.map(|e| e.saturating_add(rules.grace_ns)),
+            Finding::LongHeldPin(h) => Some(h.oldest_ns.saturating_add(rules.long_pin_ns)),
+            Finding::UnbalancedRelease(u) => Some(u.ts_ns),
+            Finding::BiasAnomaly(b) => Some(b.ts_ns),
+            Finding::BlockedMigration(b) => Some(b.first_ns),
+            Finding::CounterDrift(_) => None,
+        }
+    }
 }
 
 /// Pins one owner (a process, through one call site) still holds, or (`released`) held too

@@ -244,6 +244,21 @@ pub struct PinState {
     pinned_peak: u64,
     /// Pages released by calls that came without their folios.
     pub unitemized_releases: u64,
+    /// When set, every change of an owner's pins on a folio is also kept here, in the order
+    /// made, for a consumer that follows pins from take to release (the Perfetto timeline).
+    pub hold_log: Option<Vec<HoldChange>>,
+}
+
+/// Pins taken or released on one folio for one owner (see [`PinState::hold_log`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldChange {
+    pub owner: OwnerId,
+    pub folio: u64,
+    pub refs: u32,
+    /// The event that made the change: the GUP call that took the pins (all of a call's
+    /// folios carry its time), the grab outside a call, or the release call.
+    pub ts_ns: u64,
+    pub taken: bool,
 }
 
 /// Emptied per-call vectors kept for reuse.
@@ -413,7 +428,7 @@ impl PinState {
                     });
                     let mut grabs = grabs;
                     for (t, ts_ns) in grabs.drain(..) {
-                        self.take(owner, &t, ts_ns);
+                        self.take(owner, &t, ts_ns, e.ts_ns);
                     }
                     if self.spare_grabs.len() < SPARE_VECS {
                         self.spare_grabs.push(grabs);
@@ -475,12 +490,22 @@ impl PinState {
                     longterm: false,
                     taker: None,
                 });
-                self.take(owner, t, e.ts_ns);
+                self.take(owner, t, e.ts_ns, e.ts_ns);
             }
         }
     }
 
-    fn take(&mut self, owner: OwnerId, t: &FolioTransition, ts_ns: u64) {
+    /// `owner` took `t`'s pins at `ts_ns` (the grab), in the event at `event_ns`.
+    fn take(&mut self, owner: OwnerId, t: &FolioTransition, ts_ns: u64, event_ns: u64) {
+        if let Some(log) = &mut self.hold_log {
+            log.push(HoldChange {
+                owner,
+                folio: t.folio,
+                refs: t.refs,
+                ts_ns: event_ns,
+                taken: true,
+            });
+        }
         let Owner { process, site, .. } = self.owners[owner as usize];
         self.processes[process as usize].pins_taken += u64::from(t.refs);
         self.call_sites[site as usize].pins_taken += u64::from(t.refs);
@@ -565,6 +590,15 @@ impl PinState {
             let n = left.min(hold.refs);
             hold.refs -= n;
             left -= n;
+            if let Some(log) = &mut self.hold_log {
+                log.push(HoldChange {
+                    owner: hold.owner,
+                    folio: t.folio,
+                    refs: n,
+                    ts_ns: call.ts_ns,
+                    taken: false,
+                });
+            }
             let owner = owners[hold.owner as usize];
             processes[owner.process as usize].pins_released += u64::from(n);
             sites[owner.site as usize].pins_released += u64::from(n);

@@ -124,24 +124,60 @@ pub fn scenario() -> Vec<u8> {
         "leaker",
         0,
     ));
+    write_recording(&records, start + 10 * S, Some(((1000, 1000), (1005, 1001))))
+}
+
+/// A recording of `records` (with the synthetic stacks) that ends at `end_ns`, with the
+/// kernel's pin counters (acquired, released) at both ends when given.
+fn write_recording(
+    records: &[Vec<u8>],
+    end_ns: u64,
+    vmstat: Option<((u64, u64), (u64, u64))>,
+) -> Vec<u8> {
     let mut w = RecordingWriter::new(Vec::new(), &metadata(), Compression::Lz4).unwrap();
-    let snapshot = |ts_ns, end, acquired, released| CounterSnapshot {
+    let snapshot = |ts_ns, end, (acquired, released)| CounterSnapshot {
         ts_ns,
         end,
         kernel: KernelCounters::default(),
         vmstat: Some(PinCounters { acquired, released }),
     };
-    w.counters(&snapshot(start, false, 1000, 1000)).unwrap();
+    if let Some((at_start, _)) = vmstat {
+        w.counters(&snapshot(START_NS, false, at_start)).unwrap();
+    }
     for (id, frames) in stacks() {
         w.stack(id, &Ok(frames.into())).unwrap();
     }
-    for r in &records {
+    for r in records {
         w.record(r).unwrap();
     }
-    let end_ns = start + 10 * S;
-    w.counters(&snapshot(end_ns, true, 1005, 1001)).unwrap();
+    if let Some((_, at_end)) = vmstat {
+        w.counters(&snapshot(end_ns, true, at_end)).unwrap();
+    }
     let end = w.end_totals(end_ns, 0);
     w.finish(&end).unwrap().0
+}
+
+/// fio (pid 100) pins in batches that overlap: [1, 2] at 100 ms and [3] at 150 ms, drops
+/// mmap_lock at 120 ms, releases [1, 2] at 300 ms (while [3] is held), pins [4] at 350 ms,
+/// releases [3] at 400 ms and [4] at 1.5 s; 2 s pass. Every pin is released.
+pub fn batches_scenario() -> Vec<u8> {
+    let at = |ms: u64| START_NS + ms * MS;
+    let fio = |ms, pfns: &[u64]| pin_call(at(ms), 100, "fio", pfns, FOLL_WRITE, 12);
+    let mut records = fio(100, &[1, 2]);
+    records.push(plain(
+        EventKind::MmapLockDrop,
+        Hook::MmapLockReleased,
+        at(120),
+        100,
+        "fio",
+        0x7f00_0000_0000,
+    ));
+    records.extend(fio(150, &[3]));
+    records.push(unpin_call(at(300), 100, "fio", &[1, 2]));
+    records.extend(fio(350, &[4]));
+    records.push(unpin_call(at(400), 100, "fio", &[3]));
+    records.push(unpin_call(at(1500), 100, "fio", &[4]));
+    write_recording(&records, at(2000), None)
 }
 
 /// A kernel worker (pid 55) pins 2 folios of process 300's memory (`pin_user_pages_remote`
@@ -166,16 +202,7 @@ pub fn remote_scenario() -> Vec<u8> {
         "victim",
         0,
     ));
-    let mut w = RecordingWriter::new(Vec::new(), &metadata(), Compression::Lz4).unwrap();
-    for (id, frames) in stacks() {
-        w.stack(id, &Ok(frames.into())).unwrap();
-    }
-    for r in &records {
-        w.record(r).unwrap();
-    }
-    let end_ns = start + 10 * S;
-    let end = w.end_totals(end_ns, 0);
-    w.finish(&end).unwrap().0
+    write_recording(&records, start + 10 * S, None)
 }
 
 pub fn replay_with(bytes: &[u8], rules: FindingRules) -> Replay {

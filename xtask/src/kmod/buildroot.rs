@@ -12,11 +12,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result};
 
 use crate::cmd::{capture, describe, run as run_cmd};
+use crate::debroot::{self, Mount};
 use crate::files::write;
-use crate::kernels::parse_deb822;
 use crate::paths::vm_dir;
 
 /// The suite of the root: the Debian release whose compiler and glibc the kernels need.
@@ -24,11 +24,6 @@ const SUITE: &str = "trixie";
 /// What kbuild runs for an out-of-tree module: the compiler, make, the C library headers,
 /// libelf (objtool), bc/flex/bison (the tree's scripts) and pahole (the module's BTF).
 const PACKAGES: &str = "gcc-14,make,libc6-dev,libelf-dev,bc,flex,bison,dwarves";
-/// Written last by [`BuildRoot::ensure`]: a root without it was interrupted and is redone.
-const MARKER: &str = ".gup-trace-buildroot";
-/// The machine's apt sources, where the mirror comes from (never written into this code).
-const SOURCES_DEB822: &str = "/etc/apt/sources.list.d/debian.sources";
-const SOURCES_LIST: &str = "/etc/apt/sources.list";
 
 /// A complete build root.
 pub struct BuildRoot {
@@ -36,49 +31,10 @@ pub struct BuildRoot {
 }
 
 impl BuildRoot {
-    /// The build root, created unless a complete one is cached. A half-made root (no marker:
-    /// an interrupted debootstrap) is unmounted and removed first.
+    /// The build root, created unless a complete one is cached (about 30 s and 680 MB, once).
     pub fn ensure() -> Result<Self> {
         let dir = vm_dir().join(format!("buildroot-{SUITE}"));
-        let marker = dir.join(MARKER);
-        if fs::read_to_string(&marker).is_ok_and(|m| m.trim() == PACKAGES) {
-            return Ok(Self { dir });
-        }
-        if dir.exists() {
-            println!(
-                "kmod: {} is incomplete (an interrupted run?): making it again",
-                dir.display()
-            );
-            unmount_all_under(&dir)?;
-            fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot remove the half-made {}", dir.display()))?;
-        }
-        let mirror = machine_mirror()?;
-        println!(
-            "kmod: creating the Debian 13 build root {} with debootstrap (about 30 s and 680 MB, once)",
-            dir.display()
-        );
-        let log = vm_dir().join(format!("buildroot-{SUITE}.log"));
-        let mut cmd = Command::new("debootstrap");
-        cmd.arg("--variant=minbase")
-            .arg(format!("--include={PACKAGES}"))
-            .arg(SUITE)
-            .arg(&dir)
-            .arg(&mirror);
-        let out = capture(cmd.stdin(Stdio::null()))?;
-        let text = combined(&out);
-        let _ = fs::write(&log, &text);
-        if !out.status.success() {
-            bail!(
-                "{} failed ({}); its output is in {} and ends:\n{}\n\
-                 (debootstrap comes with `cargo xtask setup`; it needs root and the network)",
-                describe(&cmd),
-                out.status,
-                log.display(),
-                super::last_lines(&text, 10)
-            );
-        }
-        write(&marker, format!("{PACKAGES}\n"))?;
+        debroot::ensure(&dir, SUITE, PACKAGES, "the Debian 13 build root")?;
         Ok(Self { dir })
     }
 
@@ -131,123 +87,15 @@ impl BuildRoot {
     /// Runs `make args` inside the root (chroot, a clean environment, /proc mounted for the
     /// time of the build and unmounted afterwards, whether make succeeded or not).
     pub fn make(&self, args: &[String]) -> Result<(Output, String)> {
-        let _proc = ProcMount::new(&self.dir.join("proc"))?;
-        let mut cmd = Command::new("chroot");
-        cmd.arg(&self.dir)
-            .arg("make")
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", "/root")
-            .env("LC_ALL", "C")
+        let _proc = Mount::new("proc", &self.dir.join("proc"))?;
+        let mut cmd = debroot::chroot(&self.dir, "make");
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let out = capture(&mut cmd)?;
         Ok((out, describe(&cmd)))
     }
-}
-
-/// /proc mounted in the root while it lives.
-struct ProcMount {
-    point: PathBuf,
-}
-
-impl ProcMount {
-    fn new(point: &Path) -> Result<Self> {
-        // One left by a killed run is reused (and unmounted by this one).
-        if !mount_points().iter().any(|m| m == point) {
-            run_cmd(
-                Command::new("mount")
-                    .args(["-t", "proc", "proc"])
-                    .arg(point),
-            )
-            .with_context(|| {
-                format!("cannot mount /proc in the build root ({})", point.display())
-            })?;
-        }
-        Ok(Self {
-            point: point.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for ProcMount {
-    fn drop(&mut self) {
-        if let Err(e) = run_cmd(Command::new("umount").arg(&self.point)) {
-            eprintln!(
-                "kmod: cannot unmount {} ({e:#}): `umount {}` by hand",
-                self.point.display(),
-                self.point.display()
-            );
-        }
-    }
-}
-
-/// The mount points of this machine, from /proc/self/mountinfo.
-fn mount_points() -> Vec<PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .collect()
-}
-
-/// Unmounts whatever a killed run left mounted under `dir` (deepest first), so that removing
-/// `dir` cannot reach into /proc.
-fn unmount_all_under(dir: &Path) -> Result<()> {
-    let mut under: Vec<PathBuf> = mount_points()
-        .into_iter()
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    under.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    for point in under {
-        run_cmd(Command::new("umount").arg(&point)).with_context(|| {
-            format!("cannot unmount {} left by an earlier run", point.display())
-        })?;
-    }
-    Ok(())
-}
-
-/// The machine's Debian mirror, read from its apt sources.
-fn machine_mirror() -> Result<String> {
-    let deb822 = fs::read_to_string(SOURCES_DEB822).ok();
-    let list = fs::read_to_string(SOURCES_LIST).ok();
-    mirror_from_sources(deb822.as_deref(), list.as_deref()).ok_or_else(|| {
-        anyhow!(
-            "neither {SOURCES_DEB822} nor {SOURCES_LIST} names a Debian mirror (a `deb` source of \
-             a release suite, not -security or -updates): debootstrap needs one for the build root"
-        )
-    })
-}
-
-/// The URI of the first `deb` source of a plain release suite (not `-security`, `-updates`,
-/// `-backports`): deb822 sources first, then the one-line format.
-fn mirror_from_sources(deb822: Option<&str>, list: Option<&str>) -> Option<String> {
-    let plain = |suite: &str| !suite.contains('-') && !suite.contains('/');
-    let from_deb822 = deb822.and_then(|text| {
-        parse_deb822(text).into_iter().find_map(|s| {
-            let is_deb = s
-                .get("Types")
-                .is_some_and(|t| t.split_whitespace().any(|t| t == "deb"));
-            let suites = s.get("Suites")?;
-            if !is_deb || !suites.split_whitespace().any(plain) {
-                return None;
-            }
-            s.get("URIs")?.split_whitespace().next().map(String::from)
-        })
-    });
-    from_deb822.or_else(|| {
-        list?.lines().find_map(|line| {
-            let mut words = line.split_whitespace().filter(|w| !w.starts_with('['));
-            if words.next()? != "deb" {
-                return None;
-            }
-            let uri = words.next()?;
-            plain(words.next()?).then(|| uri.to_string())
-        })
-    })
 }
 
 /// The headers tree's Makefile names the common headers (and from 7.x, KBUILD_OUTPUT) by
@@ -274,48 +122,9 @@ fn unrelocate_makefile(text: &str) -> String {
     out
 }
 
-fn combined(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_mirror_comes_from_the_release_suite() {
-        let deb822 = "Types: deb\n\
-                      # a comment\n\
-                      URIs: http://mirror.example/debian-security\n\
-                      Suites: bookworm-security\n\
-                      Components: main\n\
-                      \n\
-                      Types: deb\n\
-                      URIs: http://mirror.example/debian\n\
-                      Suites: bookworm bookworm-updates\n\
-                      Components: main\n";
-        assert_eq!(
-            mirror_from_sources(Some(deb822), None).as_deref(),
-            Some("http://mirror.example/debian")
-        );
-        let list = "deb http://mirror.example/debian-security bookworm-security main\n\
-                    deb [arch=amd64] http://mirror.example/debian bookworm main\n";
-        assert_eq!(
-            mirror_from_sources(None, Some(list)).as_deref(),
-            Some("http://mirror.example/debian")
-        );
-        assert_eq!(
-            mirror_from_sources(
-                Some("Types: deb-src\nURIs: http://x/\nSuites: bookworm\n"),
-                None
-            ),
-            None
-        );
-    }
 
     #[test]
     fn makefile_paths_point_at_usr_src_again() {

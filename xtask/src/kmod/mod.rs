@@ -24,6 +24,7 @@ use std::time::SystemTime;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{capture, describe, output, run as run_cmd};
+use crate::debroot::last_lines;
 use crate::files::{create_dir, write};
 use crate::kernels::{self, Kernel};
 use crate::paths::vm_dir;
@@ -529,11 +530,6 @@ fn parse_ldd_unresolved(ldd: &str) -> Vec<String> {
     needs.sort();
     needs.dedup();
     needs
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]
