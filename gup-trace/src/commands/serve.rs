@@ -64,7 +64,8 @@ pub struct ServeArgs {
     /// are summed into owner="other".
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
-    /// Seconds an exited process's comm keeps its series once it holds no pins.
+    /// Seconds an exited process's comm keeps its series once it holds no pins; the engine
+    /// forgets such processes, and call sites idle as long, soon after (memory stays flat).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     pub forget: f64,
     #[command(flatten)]
@@ -88,6 +89,11 @@ struct EntryLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabels {
+    what: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,6 +142,8 @@ struct Metrics {
     hooks: Family<HookLabels, Gauge>,
     cpu: Counter<f64, AtomicU64>,
     rss: Gauge,
+    pruned: Family<WhatLabels, Counter>,
+    state: Family<WhatLabels, Gauge>,
 }
 
 impl Metrics {
@@ -160,6 +168,8 @@ impl Metrics {
             hooks: Family::default(),
             cpu: Counter::default(),
             rss: Gauge::default(),
+            pruned: Family::default(),
+            state: Family::default(),
             registry: Registry::default(),
         };
         // Name (after the gup_trace_ prefix), unit, help.
@@ -182,6 +192,8 @@ impl Metrics {
             hooks: "hook_info", None, "Each hook: whether it attached (how) or was refused (why)";
             cpu: "process_cpu", Some(Unit::Seconds), "CPU time gup-trace itself used (user and system)";
             rss: "process_resident_memory", Some(Unit::Bytes), "gup-trace's own resident memory";
+            pruned: "engine_pruned", None, "What the engine forgot --forget after it ended: exited processes without pins, idle call sites, their owners, ended long-held-pin findings, grabs whose call never came";
+            state: "engine_records", None, "Records the engine keeps now, by kind (flat over weeks: see engine_pruned)";
         ]);
         for h in hooks {
             let (state, reason) = match &h.status {
@@ -235,9 +247,9 @@ where
     }
 }
 
-/// The state a scrape reads from.
-struct Exporter {
-    pipeline: LivePipeline<Events<PinEngine>>,
+/// What a scrape renders from the engine, apart from the kernel: the metrics and what they
+/// remember between scrapes. The soak benchmark drives it with a synthetic engine.
+pub struct Scraper {
     metrics: Metrics,
     site_stacks: SiteStacks,
     top: usize,
@@ -248,38 +260,67 @@ struct Exporter {
     seen_findings: HashSet<String>,
 }
 
-impl Exporter {
-    /// The metrics now, encoded as OpenMetrics or the Prometheus text format.
-    fn scrape(&mut self, openmetrics: bool) -> Result<String> {
-        let lost = self.pipeline.counters_since_start()?.lost_events;
-        let vmstat = PinCounters::read().ok();
-        let (events, stacks) = self.pipeline.sink_and_stacks();
-        let engine = &mut events.engine;
+/// What a scrape reads besides the engine: from the kernel and /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Readings {
+    pub lost_events: u64,
+    pub vmstat: Option<PinCounters>,
+    /// gup-trace's own CPU seconds and resident bytes.
+    pub usage: Option<(f64, u64)>,
+}
+
+impl Scraper {
+    /// Metrics for `hooks`; owners beyond the `top` N fold into `other`, an exited process's
+    /// comm leaves `forget_ns` after its exit once it holds no pins.
+    pub fn new(
+        hooks: &[HookReport],
+        top: usize,
+        forget_ns: u64,
+        page_size: u64,
+        folio_level: bool,
+    ) -> Scraper {
+        Scraper {
+            metrics: Metrics::new(hooks),
+            site_stacks: SiteStacks::new(1),
+            top,
+            forget_ns,
+            page_size,
+            folio_level,
+            seen_findings: HashSet::new(),
+        }
+    }
+
+    /// Takes one event in (what needs every event: latency histograms, the event count).
+    pub fn event(&self, e: &TraceEvent) {
+        self.metrics.event(e);
+    }
+
+    /// The metrics at `now_ns`, encoded as OpenMetrics or the Prometheus text format.
+    /// `lookup` reads the kernel stacks of call sites not named yet.
+    pub fn render(
+        &mut self,
+        engine: &mut PinEngine,
+        now_ns: u64,
+        readings: Readings,
+        lookup: &mut dyn FnMut(u32) -> CallStack,
+        openmetrics: bool,
+    ) -> Result<String> {
         engine.flush();
-        let now_ns = monotonic_ns();
-        let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
-        let analysis = Analysis::new(engine, now_ns, None, &mut self.site_stacks, &mut lookup);
+        let engine = &*engine;
+        let analysis = Analysis::new(engine, now_ns, None, &mut self.site_stacks, lookup);
         let m = &self.metrics;
 
-        set_total(&m.lost_events, lost);
-        if let Some(v) = vmstat {
+        set_total(&m.lost_events, readings.lost_events);
+        if let Some(v) = readings.vmstat {
             set_total(&m.vmstat_acquired, v.acquired);
             set_total(&m.vmstat_released, v.released);
         }
         self.owners(&analysis, now_ns);
-        let engine = &self.pipeline.sink_and_stacks().0.engine;
         let oldest = analysis.processes.iter().filter_map(|p| p.oldest_ns).min();
-        let m = &self.metrics;
         m.oldest_pin_age
             .set(oldest.map_or(0.0, |t| now_ns.saturating_sub(t) as f64 / 1e9));
 
-        let mut by_entry: HashMap<&'static str, (u64, u64)> = HashMap::new();
-        for s in &analysis.sites {
-            let e = by_entry.entry(s.entry).or_default();
-            e.0 += s.taken;
-            e.1 += s.released;
-        }
-        for (entry, (taken, released)) in by_entry {
+        for &(entry, taken, released) in &analysis.by_entry {
             let labels = EntryLabels { entry };
             set_total(&m.pins.get_or_create(&labels), taken);
             set_total(&m.releases.get_or_create(&labels), released);
@@ -293,6 +334,12 @@ impl Exporter {
             &m.gup_pages.get_or_create(&PathLabels { path: "slow" }),
             analysis.slow_refs,
         );
+        for (what, n) in engine.state.pruned.by_kind() {
+            set_total(&m.pruned.get_or_create(&WhatLabels { what }), n);
+        }
+        for (what, n) in engine.state.size().by_kind() {
+            m.state.get_or_create(&WhatLabels { what }).set(n as i64);
+        }
 
         let findings = engine.findings(now_ns, None, self.folio_level);
         let mut present = HashSet::with_capacity(findings.len());
@@ -307,7 +354,7 @@ impl Exporter {
         }
         self.seen_findings = present;
 
-        if let Some((cpu, rss)) = own_usage() {
+        if let Some((cpu, rss)) = readings.usage {
             set_total(&m.cpu, cpu);
             m.rss.set(rss as i64);
         }
@@ -399,6 +446,32 @@ fn own_usage() -> Option<(f64, u64)> {
         ticks as f64 / hz,
         rss_pages * crate::kernel::page_size() as u64,
     ))
+}
+
+/// The live pipeline and the scraper that renders its engine.
+struct Exporter {
+    pipeline: LivePipeline<Events<PinEngine>>,
+    scraper: Scraper,
+}
+
+impl Exporter {
+    /// The metrics now, encoded as OpenMetrics or the Prometheus text format.
+    fn scrape(&mut self, openmetrics: bool) -> Result<String> {
+        let readings = Readings {
+            lost_events: self.pipeline.counters_since_start()?.lost_events,
+            vmstat: PinCounters::read().ok(),
+            usage: own_usage(),
+        };
+        let (events, stacks) = self.pipeline.sink_and_stacks();
+        let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
+        self.scraper.render(
+            &mut events.engine,
+            monotonic_ns(),
+            readings,
+            &mut lookup,
+            openmetrics,
+        )
+    }
 }
 
 /// A scrape: whether OpenMetrics was asked for, and where the encoded text goes.
@@ -512,18 +585,21 @@ pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
     let stacks = session.stack_names();
     let longterm = caps.foll.longterm();
     let mut pipeline = LivePipeline::open(session, stacks, VmstatUse::Skip, |start_ns| {
-        Events::new(PinEngine::new(start_ns, longterm, rules))
+        let mut engine = PinEngine::new(start_ns, longterm, rules);
+        // Weeks of churn: what ended is forgotten as its series are.
+        engine.set_retention(Some(forget_ns));
+        Events::new(engine)
     })?;
     pipeline.poll_every(Duration::from_millis(100));
     let mut exporter = Exporter {
         pipeline,
-        metrics: Metrics::new(&caps.hooks),
-        site_stacks: SiteStacks::new(1),
-        top: args.top,
-        forget_ns,
-        page_size: crate::kernel::page_size() as u64,
-        folio_level: caps.attached(HookClass::Grab) > 0,
-        seen_findings: HashSet::new(),
+        scraper: Scraper::new(
+            &caps.hooks,
+            args.top,
+            forget_ns,
+            crate::kernel::page_size() as u64,
+            caps.attached(HookClass::Grab) > 0,
+        ),
     };
     let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(8);
     let http = tokio::spawn(serve_http(listener, tx));
@@ -538,11 +614,9 @@ pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
     let stop = stop_requested();
     tokio::pin!(stop);
     let result = loop {
-        let Exporter {
-            pipeline, metrics, ..
-        } = &mut exporter;
+        let Exporter { pipeline, scraper } = &mut exporter;
         let consume = |e: &TraceEvent, _: &mut _| {
-            metrics.event(e);
+            scraper.event(e);
             Ok(())
         };
         let next = pipeline
@@ -675,5 +749,64 @@ mod tests {
         )));
         assert!(!wants_openmetrics(Some("text/plain")));
         assert!(!wants_openmetrics(None));
+    }
+}
+
+#[cfg(test)]
+mod pruning_tests {
+    use gup_trace_common::{EventKind, Hook};
+
+    use super::*;
+    use crate::engine::synthetic::{self, LONGTERM, S, exit, pin_call, small, unpin_call};
+
+    /// A scrape of an engine that forgot an exited process and its call site: the counters by
+    /// entry point keep what it did, and the pruned counters and state gauges say what went.
+    #[test]
+    fn a_scrape_keeps_the_totals_of_what_the_engine_forgot() {
+        let mut engine = synthetic::engine();
+        engine.set_retention(Some(10 * S));
+        let mut scraper = Scraper::new(&[], 20, 10 * S, 4096, true);
+        let mut lookup = |id: u32| -> CallStack { Err(format!("no stack {id}")) };
+        let f1 = synthetic::F1;
+        let events = [
+            pin_call(S, 100, &[f1], 0, 7),
+            unpin_call(2 * S, 100, &[(f1, small(1), small(0))]),
+            pin_call(3 * S, 200, &[synthetic::F2], LONGTERM, 8),
+            vec![exit(4 * S, 100), exit(4 * S, 200)],
+        ];
+        synthetic::run(&mut engine, events.into_iter().flatten());
+        let before = scraper
+            .render(&mut engine, 5 * S, Readings::default(), &mut lookup, false)
+            .unwrap();
+        let tick = |ts| synthetic::event(EventKind::MmapLockDrop, Hook::MmapLockReleased, ts, 300);
+        synthetic::run(&mut engine, [tick(30 * S)]);
+        let after = scraper
+            .render(&mut engine, 31 * S, Readings::default(), &mut lookup, false)
+            .unwrap();
+        for line in [
+            "gup_trace_pins_pages_total{entry=\"pin_user_pages_fast\"} 2",
+            "gup_trace_releases_pages_total{entry=\"pin_user_pages_fast\"} 1",
+            "gup_trace_gup_pages_total{path=\"fast\"} 2",
+        ] {
+            assert!(before.contains(line), "no {line} in\n{before}");
+            assert!(after.contains(line), "no {line} after pruning in\n{after}");
+        }
+        for line in [
+            "gup_trace_engine_pruned_total{what=\"processes\"} 1",
+            "gup_trace_engine_pruned_total{what=\"sites\"} 1",
+            "gup_trace_engine_records{what=\"processes\"} 2",
+            "gup_trace_engine_records{what=\"folios\"} 1",
+            "gup_trace_pinned_pages{owner=\"proc200\",longterm=\"true\"} 1",
+        ] {
+            assert!(after.contains(line), "no {line} in\n{after}");
+        }
+        // A counter never goes back, so only what comes next shows a total that lost the
+        // forgotten: one more pin must make 3.
+        synthetic::run(&mut engine, pin_call(32 * S, 300, &[f1], 0, 9));
+        let next = scraper
+            .render(&mut engine, 33 * S, Readings::default(), &mut lookup, false)
+            .unwrap();
+        let line = "gup_trace_pins_pages_total{entry=\"pin_user_pages_fast\"} 3";
+        assert!(next.contains(line), "no {line} in\n{next}");
     }
 }

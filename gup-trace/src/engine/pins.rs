@@ -19,6 +19,10 @@ use super::{
     ledger::{PIN_COUNTING_BIAS, refs_by_folio, skipped_zero_page},
 };
 
+#[path = "prune.rs"]
+mod prune;
+pub use prune::{Pruned, Retired, StateSize};
+
 /// Index of a [`ProcessRecord`] in [`PinState::processes`].
 pub type ProcessId = u32;
 /// Index of a [`CallSite`] in [`PinState::call_sites`].
@@ -88,6 +92,9 @@ pub struct CallSite {
     pub entry: Hook,
     pub pins_taken: u64,
     pub pins_released: u64,
+    /// When a GUP call last took pins through it (what pruning goes by).
+    #[serde(skip)]
+    pub last_ns: u64,
 }
 
 impl CallSite {
@@ -185,6 +192,18 @@ pub struct LockFigures {
     pub dropped_ns: u64,
 }
 
+impl LockFigures {
+    /// Adds `other`'s figures (several processes together).
+    pub fn merge(&mut self, other: &LockFigures) {
+        self.wait.merge(&other.wait);
+        self.hold.merge(&other.hold);
+        self.wait_ns += other.wait_ns;
+        self.hold_ns += other.hold_ns;
+        self.drops += other.drops;
+        self.dropped_ns += other.dropped_ns;
+    }
+}
+
 /// A release call that dropped more pins on a folio than the folio had.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnbalancedRelease {
@@ -244,6 +263,12 @@ pub struct PinState {
     pinned_peak: u64,
     /// Pages released by calls that came without their folios.
     pub unitemized_releases: u64,
+    /// What [`PinState::prune`] forgot, and the totals of what it forgot.
+    pub pruned: Pruned,
+    pub retired: Retired,
+    /// How many times pruning renumbered processes, call sites and owners: ids kept from
+    /// before (a [`crate::analysis::Baseline`]) are void once it changed.
+    pub epoch: u64,
 }
 
 /// Emptied per-call vectors kept for reuse.
@@ -356,17 +381,22 @@ impl PinState {
         self.live.insert(child, id);
     }
 
-    fn site(&mut self, stack_id: Option<u32>, entry: Hook) -> SiteId {
+    /// The call site of `stack_id` and `entry`, created on first sight, used at `ts_ns`.
+    fn site(&mut self, stack_id: Option<u32>, entry: Hook, ts_ns: u64) -> SiteId {
         let sites = &mut self.call_sites;
-        *self.site_ids.entry((stack_id, entry)).or_insert_with(|| {
+        let id = *self.site_ids.entry((stack_id, entry)).or_insert_with(|| {
             sites.push(CallSite {
                 stack_id,
                 entry,
                 pins_taken: 0,
                 pins_released: 0,
+                last_ns: ts_ns,
             });
             (sites.len() - 1) as SiteId
-        })
+        });
+        let site = &mut sites[id as usize];
+        site.last_ns = site.last_ns.max(ts_ns);
+        id
     }
 
     fn owner(&mut self, owner: Owner) -> OwnerId {
@@ -403,7 +433,7 @@ impl PinState {
                 }
                 if let Some(grabs) = self.pending.remove(&e.tid) {
                     let longterm = e.gup_flags & self.foll_longterm != 0;
-                    let site = self.site(e.stack_id, e.hook);
+                    let site = self.site(e.stack_id, e.hook, e.ts_ns);
                     let (process, taker) = self.holder(e, p);
                     let owner = self.owner(Owner {
                         process,
@@ -468,7 +498,7 @@ impl PinState {
             // is the entry point.
             None => {
                 let p = self.process(e);
-                let site = self.site(e.stack_id, e.hook);
+                let site = self.site(e.stack_id, e.hook, e.ts_ns);
                 let owner = self.owner(Owner {
                     process: p,
                     site,
