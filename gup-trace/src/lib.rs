@@ -29,6 +29,7 @@ pub mod output;
 pub mod pipeline;
 pub mod recording;
 pub mod session;
+pub mod soak;
 pub mod stop;
 pub mod symbols;
 pub mod tui;
