@@ -151,6 +151,7 @@ impl Analysis {
                 oldest_ns: h.oldest_ns,
                 first_ns: p.first_ns,
                 exited_ns: p.exited_ns,
+                cgroup_id: p.cgroup_id,
                 pin_calls: p.pin_calls,
                 failed_pin_calls: p.failed_pin_calls,
                 get_calls: p.get_calls,

@@ -337,7 +337,7 @@ impl Scraper {
         for (what, n) in engine.state.pruned.by_kind() {
             set_total(&m.pruned.get_or_create(&WhatLabels { what }), n);
         }
-        for (what, n) in engine.state.size().by_kind() {
+        for (what, n) in engine.size().by_kind() {
             m.state.get_or_create(&WhatLabels { what }).set(n as i64);
         }
 

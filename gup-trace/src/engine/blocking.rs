@@ -297,6 +297,11 @@ pub struct LongtermTotals {
 }
 
 impl BlockingState {
+    /// FOLL_GET references remembered (at most 65,536: the oldest half is forgotten past it).
+    pub fn remembered_gets(&self) -> usize {
+        self.gets.len()
+    }
+
     pub fn apply(&mut self, e: &TraceEvent, pins: &PinState) {
         match e.kind {
             EventKind::Folio => self.apply_folio(e),

@@ -125,6 +125,14 @@ impl PinEngine {
         })
     }
 
+    /// How much the engine holds now: the pin state's records and the FOLL_GET references.
+    pub fn size(&self) -> StateSize {
+        StateSize {
+            get_refs: self.blocking.remembered_gets(),
+            ..self.state.size()
+        }
+    }
+
     /// Events that arrived after newer ones had already been applied.
     pub fn late_events(&self) -> u64 {
         self.reorder.late

@@ -63,6 +63,10 @@ pub struct ProcessRecord {
     pub parent: Option<u32>,
     pub first_ns: u64,
     pub exited_ns: Option<u64>,
+    /// The cgroup v2 id its own tasks last ran in (0: none seen; the kernel side records the
+    /// calling task's, so a process known only as the owner of pins a kernel worker took has
+    /// none).
+    pub cgroup_id: u64,
     /// Pins it took (pages), and how many of those were released (by anyone).
     pub pins_taken: u64,
     pub pins_released: u64,
@@ -324,7 +328,12 @@ impl PinState {
 
     /// The process `e` comes from, created on first sight.
     fn process(&mut self, e: &TraceEvent) -> ProcessId {
-        self.process_named(e.tgid, e.comm, e.ts_ns)
+        let id = self.process_named(e.tgid, e.comm, e.ts_ns);
+        let p = &mut self.processes[id as usize];
+        if p.exited_ns.is_none() && e.cgroup_id != 0 {
+            p.cgroup_id = e.cgroup_id;
+        }
+        id
     }
 
     /// The process `tgid` (current lifetime), created on first sight, named `comm`.

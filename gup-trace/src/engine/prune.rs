@@ -95,11 +95,15 @@ pub struct StateSize {
     /// Threads with grabs or releases waiting for their call's event.
     pub threads: usize,
     pub long_releases: usize,
+    /// FOLL_GET references the blocking view remembers (bounded on its own: see
+    /// [`super::super::blocking::BlockingState::remembered_gets`]); filled by
+    /// [`crate::engine::PinEngine::size`].
+    pub get_refs: usize,
 }
 
 impl StateSize {
     /// Each part with its size, named as `serve` labels them.
-    pub fn by_kind(&self) -> [(&'static str, usize); 7] {
+    pub fn by_kind(&self) -> [(&'static str, usize); 8] {
         [
             ("processes", self.processes),
             ("exited_processes", self.exited),
@@ -108,12 +112,19 @@ impl StateSize {
             ("folios", self.folios),
             ("threads", self.threads),
             ("long_releases", self.long_releases),
+            ("get_refs", self.get_refs),
         ]
     }
 
     /// Records of every kind together (what must stay flat under churn).
     pub fn records(&self) -> usize {
-        self.processes + self.sites + self.owners + self.folios + self.threads + self.long_releases
+        self.processes
+            + self.sites
+            + self.owners
+            + self.folios
+            + self.threads
+            + self.long_releases
+            + self.get_refs
     }
 }
 
@@ -161,6 +172,7 @@ impl PinState {
             folios: self.folios.len(),
             threads: self.pending.len() + self.releasing.len(),
             long_releases: self.long_releases.len(),
+            get_refs: 0,
         }
     }
 
