@@ -90,11 +90,13 @@ impl PinEngine {
     }
 
     /// Forgets what ended more than `retention_ns` before `now_ns`: in the pin state (see
-    /// [`PinState::prune`]), and in the totals the per-thread releases of threads quiet since
-    /// and the per-process totals of pids the pin state no longer knows.
+    /// [`PinState::prune`]), the FOLL_GET references taken before (the blocking view's), and
+    /// in the totals the per-thread releases of threads quiet since and the per-process totals
+    /// of pids the pin state no longer knows.
     pub fn prune(&mut self, now_ns: u64, retention_ns: u64) {
         self.state.prune(now_ns, retention_ns);
         let cutoff = now_ns.saturating_sub(retention_ns);
+        self.state.pruned.get_refs += self.blocking.forget_gets_before(cutoff) as u64;
         let known: std::collections::HashSet<u32, foldhash::fast::RandomState> =
             self.state.processes.iter().map(|p| p.tgid).collect();
         self.ledger.prune(cutoff, |tgid| known.contains(&tgid));

@@ -33,17 +33,21 @@ pub struct Pruned {
     pub long_releases: u64,
     /// Threads' grabs that waited longer than the retention for their GUP call's event.
     pub stale_grabs: u64,
+    /// FOLL_GET references taken longer ago than the retention (their release is not traced;
+    /// the blocking view names them as holders of blocked ranges while it remembers them).
+    pub get_refs: u64,
 }
 
 impl Pruned {
     /// Each kind with its count, named as `serve` labels them.
-    pub fn by_kind(&self) -> [(&'static str, u64); 5] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
         [
             ("processes", self.processes),
             ("sites", self.sites),
             ("owners", self.owners),
             ("long_releases", self.long_releases),
             ("stale_grabs", self.stale_grabs),
+            ("get_refs", self.get_refs),
         ]
     }
 }
