@@ -76,7 +76,7 @@ pub fn run(o: &SoakOptions, mut sampled: impl FnMut(&SoakSample)) -> Result<Vec<
     let mut engine = PinEngine::new(START_NS, FOLL_LONGTERM, FindingRules::default());
     engine.set_retention(o.retention_ns);
     let forget = o.retention_ns.unwrap_or(300_000_000_000);
-    let mut scraper = Scraper::new(&[], 20, forget, 4096, true);
+    let mut scraper = Scraper::new(&[], 20, forget, 4096, true, None);
     let mut lookup = |id: u32| -> crate::symbols::CallStack { Err(format!("no stack {id}")) };
 
     let every = (o.events / u64::from(o.samples.max(1))).max(1);

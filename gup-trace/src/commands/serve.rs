@@ -55,7 +55,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9808";
 Serves GET /metrics: the Prometheus text format (0.0.4), or OpenMetrics 1.0 when the scraper \
 asks for application/openmetrics-text in its Accept header (Prometheus does). Logs go to \
 stderr; SIGTERM or Ctrl-C stops it (exit 0). See deploy/prometheus/ for a scrape config and \
-alerting rules.")]
+alerting rules. Events per second: rate(gup_trace_events_total[1m]) (no gauge: the scrape \
+interval is the scraper's). Pinned memory is labelled by owner comm and cgroup v2 path, \
+the top N pairs kept.")]
 pub struct ServeArgs {
     /// Address to serve /metrics on (9808: an unassigned exporter port).
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
@@ -78,7 +80,81 @@ pub struct ServeArgs {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnerLabels {
     owner: String,
+    /// The owner's cgroup v2 path (/system.slice/foo.service, a container's), "unknown" when
+    /// not known, "other" beside owner="other".
+    cgroup: String,
     longterm: &'static str,
+}
+
+/// Where cgroup v2 is mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// How often the cgroup tree may be read again for an id not found in it.
+const CGROUP_REREAD_NS: u64 = 10_000_000_000;
+
+/// Cgroup v2 paths by id (the inode number of the cgroup's directory), read from the cgroup
+/// tree when a scrape meets an id it does not know, at most every 10 s. Each reading replaces
+/// the last, so removed cgroups go.
+struct CgroupPaths {
+    root: Option<std::path::PathBuf>,
+    paths: HashMap<u64, String>,
+    read_ns: Option<u64>,
+}
+
+impl CgroupPaths {
+    /// Paths under `root` (None: every cgroup is "unknown").
+    fn new(root: Option<std::path::PathBuf>) -> CgroupPaths {
+        CgroupPaths {
+            root,
+            paths: HashMap::new(),
+            read_ns: None,
+        }
+    }
+
+    /// The path of cgroup `id` at `now_ns`, "unknown" when it is not (or no longer) there.
+    fn path(&mut self, id: u64, now_ns: u64) -> String {
+        if id != 0
+            && !self.paths.contains_key(&id)
+            && self
+                .read_ns
+                .is_none_or(|t| now_ns >= t.saturating_add(CGROUP_REREAD_NS))
+            && let Some(root) = &self.root
+        {
+            self.paths = cgroup_tree(root);
+            self.read_ns = Some(now_ns);
+        }
+        self.paths
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// Every cgroup directory under `root` by inode number, as a path from the root ("/" for it).
+fn cgroup_tree(root: &std::path::Path) -> HashMap<u64, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut paths = HashMap::new();
+    let mut dirs = vec![(root.to_path_buf(), String::from("/"))];
+    while let Some((dir, name)) = dirs.pop() {
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        paths.insert(meta.ino(), name.clone());
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let child = format!(
+                    "{}/{}",
+                    name.trim_end_matches('/'),
+                    entry.file_name().to_string_lossy()
+                );
+                dirs.push((entry.path(), child));
+            }
+        }
+    }
+    paths
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -258,6 +334,7 @@ pub struct Scraper {
     folio_level: bool,
     /// Findings present at the previous scrape: a finding counts once while it lasts.
     seen_findings: HashSet<String>,
+    cgroups: CgroupPaths,
 }
 
 /// What a scrape reads besides the engine: from the kernel and /proc.
@@ -271,13 +348,15 @@ pub struct Readings {
 
 impl Scraper {
     /// Metrics for `hooks`; owners beyond the `top` N fold into `other`, an exited process's
-    /// comm leaves `forget_ns` after its exit once it holds no pins.
+    /// comm leaves `forget_ns` after its exit once it holds no pins; owners' cgroups are
+    /// named from the cgroup v2 tree at `cgroup_root` (None: "unknown").
     pub fn new(
         hooks: &[HookReport],
         top: usize,
         forget_ns: u64,
         page_size: u64,
         folio_level: bool,
+        cgroup_root: Option<std::path::PathBuf>,
     ) -> Scraper {
         Scraper {
             metrics: Metrics::new(hooks),
@@ -287,6 +366,7 @@ impl Scraper {
             page_size,
             folio_level,
             seen_findings: HashSet::new(),
+            cgroups: CgroupPaths::new(cgroup_root),
         }
     }
 
@@ -308,6 +388,7 @@ impl Scraper {
         engine.flush();
         let engine = &*engine;
         let analysis = Analysis::new(engine, now_ns, None, &mut self.site_stacks, lookup);
+        self.owners(&analysis, now_ns);
         let m = &self.metrics;
 
         set_total(&m.lost_events, readings.lost_events);
@@ -315,7 +396,6 @@ impl Scraper {
             set_total(&m.vmstat_acquired, v.acquired);
             set_total(&m.vmstat_released, v.released);
         }
-        self.owners(&analysis, now_ns);
         let oldest = analysis.processes.iter().filter_map(|p| p.oldest_ns).min();
         m.oldest_pin_age
             .set(oldest.map_or(0.0, |t| now_ns.saturating_sub(t) as f64 / 1e9));
@@ -370,8 +450,15 @@ impl Scraper {
     }
 
     /// Sets the pinned pages and bytes by owner (see [`owner_pages`]).
-    fn owners(&self, analysis: &Analysis, now_ns: u64) {
-        let pages = owner_pages(&analysis.processes, now_ns, self.top, self.forget_ns);
+    fn owners(&mut self, analysis: &Analysis, now_ns: u64) {
+        let cgroups = &mut self.cgroups;
+        let pages = owner_pages(
+            &analysis.processes,
+            now_ns,
+            self.top,
+            self.forget_ns,
+            &mut |id| cgroups.path(id, now_ns),
+        );
         let m = &self.metrics;
         m.pinned_pages.clear();
         m.pinned_bytes.clear();
@@ -384,14 +471,16 @@ impl Scraper {
     }
 }
 
-/// Pinned pages by owner: each comm of the `top` processes holding the most pins (the
-/// analysis layer's order), the others summed into `other`. A comm stays while one of its
-/// processes runs, holds pins, or exited less than `forget_ns` ago.
+/// Pinned pages by owner: each (comm, cgroup) of the `top` processes holding the most pins
+/// (the analysis layer's order), the others summed into `other`. An owner stays while one of
+/// its processes runs, holds pins, or exited less than `forget_ns` ago. `cgroup` names a
+/// cgroup id.
 fn owner_pages(
     processes: &[ProcessRow],
     now_ns: u64,
     top: usize,
     forget_ns: u64,
+    cgroup: &mut dyn FnMut(u64) -> String,
 ) -> HashMap<OwnerLabels, u64> {
     let mut rows: Vec<&ProcessRow> = processes
         .iter()
@@ -403,16 +492,21 @@ fn owner_pages(
         })
         .collect();
     rows.sort_by(|a, b| ProcessRow::most_held_first(a, b));
-    let mut named: Vec<&str> = Vec::new();
+    let mut named: Vec<(&str, u64)> = Vec::new();
+    let mut paths: HashMap<u64, String> = HashMap::new();
     let mut pages: HashMap<OwnerLabels, u64> = HashMap::new();
     for p in rows {
-        if !named.contains(&p.comm.as_str()) && named.len() < top {
-            named.push(&p.comm);
+        let key = (p.comm.as_str(), p.cgroup_id);
+        if !named.contains(&key) && named.len() < top {
+            named.push(key);
         }
-        let owner = if named.contains(&p.comm.as_str()) {
-            p.comm.as_str()
+        let (owner, cgroup) = if named.contains(&key) {
+            let path = paths
+                .entry(p.cgroup_id)
+                .or_insert_with(|| cgroup(p.cgroup_id));
+            (p.comm.clone(), path.clone())
         } else {
-            "other"
+            ("other".to_string(), "other".to_string())
         };
         for longterm in [true, false] {
             let held: u64 = p
@@ -422,7 +516,8 @@ fn owner_pages(
                 .map(|h| h.2)
                 .sum();
             let labels = OwnerLabels {
-                owner: owner.to_string(),
+                owner: owner.clone(),
+                cgroup: cgroup.clone(),
                 longterm: if longterm { "true" } else { "false" },
             };
             *pages.entry(labels).or_default() += held;
@@ -599,6 +694,7 @@ pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
             forget_ns,
             crate::kernel::page_size() as u64,
             caps.attached(HookClass::Grab) > 0,
+            Some(CGROUP_ROOT.into()),
         ),
     };
     let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(8);
@@ -660,11 +756,17 @@ mod tests {
     }
 
     fn pages(map: &HashMap<OwnerLabels, u64>, owner: &str, longterm: &'static str) -> Option<u64> {
+        let cgroup = if owner == "other" { "other" } else { "/" };
         map.get(&OwnerLabels {
             owner: owner.into(),
+            cgroup: cgroup.into(),
             longterm,
         })
         .copied()
+    }
+
+    fn root(_: u64) -> String {
+        "/".into()
     }
 
     #[test]
@@ -682,7 +784,7 @@ mod tests {
             process("recent", &[], Some(95 * S)),
             process("gone", &[], Some(10 * S)),
         ];
-        let map = owner_pages(&rows, 100 * S, 2, 30 * S);
+        let map = owner_pages(&rows, 100 * S, 2, 30 * S, &mut root);
         assert_eq!(pages(&map, "fio", "true"), Some(100));
         assert_eq!(pages(&map, "fio", "false"), Some(12));
         assert_eq!(pages(&map, "qemu", "true"), Some(50));
@@ -699,7 +801,7 @@ mod tests {
             "exited 90 s ago, no pins"
         );
         assert_eq!(map.len(), 6, "{map:?}");
-        let all = owner_pages(&rows, 100 * S, 10, 30 * S);
+        let all = owner_pages(&rows, 100 * S, 10, 30 * S, &mut root);
         assert_eq!(pages(&all, "recent", "false"), Some(0), "exited 5 s ago");
         assert_eq!(pages(&all, "leaker", "false"), Some(1));
         assert_eq!(pages(&all, "gone", "false"), None);
@@ -765,7 +867,7 @@ mod pruning_tests {
     fn a_scrape_keeps_the_totals_of_what_the_engine_forgot() {
         let mut engine = synthetic::engine();
         engine.set_retention(Some(10 * S));
-        let mut scraper = Scraper::new(&[], 20, 10 * S, 4096, true);
+        let mut scraper = Scraper::new(&[], 20, 10 * S, 4096, true, None);
         let mut lookup = |id: u32| -> CallStack { Err(format!("no stack {id}")) };
         let f1 = synthetic::F1;
         let events = [
@@ -796,7 +898,7 @@ mod pruning_tests {
             "gup_trace_engine_pruned_total{what=\"sites\"} 1",
             "gup_trace_engine_records{what=\"processes\"} 2",
             "gup_trace_engine_records{what=\"folios\"} 1",
-            "gup_trace_pinned_pages{owner=\"proc200\",longterm=\"true\"} 1",
+            "gup_trace_pinned_pages{owner=\"proc200\",cgroup=\"unknown\",longterm=\"true\"} 1",
         ] {
             assert!(after.contains(line), "no {line} in\n{after}");
         }
@@ -808,5 +910,79 @@ mod pruning_tests {
             .unwrap();
         let line = "gup_trace_pins_pages_total{entry=\"pin_user_pages_fast\"} 3";
         assert!(next.contains(line), "no {line} in\n{next}");
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// A cgroup tree in a scratch directory: ids are inode numbers there too.
+    fn tree(name: &str) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("gup-trace-cg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("system.slice/fio.service")).unwrap();
+        std::fs::create_dir_all(root.join("machine.slice/vm1.scope")).unwrap();
+        root
+    }
+
+    fn ino(path: &std::path::Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn cgroup_ids_are_named_by_their_path_and_the_tree_is_read_again_for_new_ones() {
+        let root = tree("paths");
+        let mut cg = CgroupPaths::new(Some(root.clone()));
+        let fio = ino(&root.join("system.slice/fio.service"));
+        assert_eq!(cg.path(fio, S), "/system.slice/fio.service");
+        assert_eq!(cg.path(ino(&root), S), "/");
+        assert_eq!(cg.path(0, S), "unknown");
+        std::fs::create_dir(root.join("system.slice/new.service")).unwrap();
+        let new = ino(&root.join("system.slice/new.service"));
+        assert_eq!(cg.path(new, 5 * S), "unknown", "read at most every 10 s");
+        assert_eq!(cg.path(new, 12 * S), "/system.slice/new.service");
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(CgroupPaths::new(None).path(fio, S), "unknown");
+    }
+
+    #[test]
+    fn one_comm_in_two_cgroups_is_two_owners_within_the_top() {
+        let root = tree("owners");
+        let mut cg = CgroupPaths::new(Some(root.clone()));
+        let (svc, vm) = (
+            ino(&root.join("system.slice/fio.service")),
+            ino(&root.join("machine.slice/vm1.scope")),
+        );
+        let row = |comm: &str, cgroup_id, pages| ProcessRow {
+            comm: comm.into(),
+            cgroup_id,
+            taken: pages,
+            outstanding: pages,
+            holdings: vec![(0, true, pages)],
+            ..ProcessRow::default()
+        };
+        let rows = [row("fio", svc, 10), row("fio", vm, 5), row("qemu", vm, 1)];
+        let map = owner_pages(&rows, S, 2, S, &mut |id| cg.path(id, S));
+        let get = |owner: &str, cgroup: &str| {
+            map.get(&OwnerLabels {
+                owner: owner.into(),
+                cgroup: cgroup.into(),
+                longterm: "true",
+            })
+            .copied()
+        };
+        assert_eq!(get("fio", "/system.slice/fio.service"), Some(10));
+        assert_eq!(get("fio", "/machine.slice/vm1.scope"), Some(5));
+        assert_eq!(
+            get("other", "other"),
+            Some(1),
+            "qemu is third: beyond the top 2"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -592,3 +592,23 @@ fn a_reused_pid_starts_clean_and_the_old_lifetime_keeps_its_orphans() {
     let orphaned = |f: &Finding| matches!(f, Finding::OrphanedPins(_));
     assert!(!problems(&e, 71 * S).iter().any(orphaned));
 }
+
+#[test]
+fn a_process_takes_the_cgroup_of_its_own_tasks_not_of_a_worker_pinning_for_it() {
+    let mut e = engine();
+    let mut own = pin_call(10 * MS, 100, &[F1], 0, 7);
+    own.iter_mut().for_each(|ev| ev.cgroup_id = 42);
+    let mut remote = remote_pin_call(20 * MS, 7, 200, &[F2]);
+    remote.iter_mut().for_each(|ev| ev.cgroup_id = 1);
+    run(&mut e, own.into_iter().chain(remote));
+    let cgroup = |tgid| {
+        e.state
+            .processes
+            .iter()
+            .find(|p| p.tgid == tgid)
+            .map(|p| p.cgroup_id)
+    };
+    assert_eq!(cgroup(100), Some(42));
+    assert_eq!(cgroup(200), Some(0), "only the kworker's cgroup was seen");
+    assert_eq!(cgroup(7), Some(1));
+}
