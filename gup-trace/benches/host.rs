@@ -12,7 +12,14 @@
 //!   `--dir`, as `record` writes them (stack check, framing, packing, one write per chunk),
 //!   with and without LZ4, then fsync'd.
 //!
-//! `cargo bench -p gup-trace --bench host -- [--events N] [--folios N] [--dir DIR]`
+//! - Soak: `--soak-events` events of a stream with what days of uptime bring (churning
+//!   processes, pid reuse, long-held and orphaned pins, call sites coming and going) through
+//!   the engine with `serve`'s retention and `serve`'s scrapes (`gup_trace::soak`): the
+//!   engine's records, the heap (counting allocator), RSS and CPU ns per event, sampled 20
+//!   times. All must stay flat.
+//!
+//! `cargo bench -p gup-trace --bench host -- [--events N] [--folios N] [--soak-events N]
+//! [--dir DIR]`
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -68,6 +75,7 @@ struct Options {
     keep: bool,
     events: u64,
     folios: u64,
+    soak_events: u64,
     dir: PathBuf,
 }
 
@@ -77,6 +85,7 @@ fn options() -> Options {
         keep: false,
         events: 4_000_000,
         folios: 1_000_000,
+        soak_events: 100_000_000,
         dir: std::env::temp_dir(),
     };
     let mut args = std::env::args().skip(1);
@@ -85,6 +94,7 @@ fn options() -> Options {
         match arg.as_str() {
             "--events" => o.events = value().parse().expect("--events N"),
             "--folios" => o.folios = value().parse().expect("--folios N"),
+            "--soak-events" => o.soak_events = value().parse().expect("--soak-events N"),
             "--dir" => o.dir = value().into(),
             "--only" => o.only = Some(value()),
             "--keep" => o.keep = true,
@@ -415,6 +425,42 @@ fn writer(o: &Options, compression: Compression) -> serde_json::Value {
     })
 }
 
+/// The soak (see the top): each sample with the heap the program held then.
+fn soak(o: &Options) -> serde_json::Value {
+    let opts = gup_trace::soak::SoakOptions {
+        events: o.soak_events,
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    let samples = gup_trace::soak::run(&opts, |s| {
+        let heap = LIVE.load(Ordering::Relaxed);
+        eprintln!(
+            "bench host: soak {:>11} events, {:>6.1} h: {} records, heap {:.1} MB, RSS {:.1} MB, \
+             {:.0} ns/event, scrape {:.2} ms",
+            s.events,
+            s.machine_s / 3600.0,
+            s.records,
+            heap as f64 / 1e6,
+            s.rss_bytes as f64 / 1e6,
+            s.ns_per_event,
+            s.scrape_ms
+        );
+        let mut row = serde_json::to_value(s).expect("a sample is JSON");
+        row["heap_bytes"] = json!(heap);
+        rows.push(row);
+    })
+    .expect("the soak runs");
+    let end = samples.last().expect("at least one sample");
+    json!({
+        "events": end.events,
+        "machine_hours": end.machine_s / 3600.0,
+        "retention_s": opts.retention_ns.map(|r| r as f64 / 1e9),
+        "scrape_every_s": opts.scrape_every_ns as f64 / 1e9,
+        "pid_max": opts.mix.pid_max,
+        "samples": rows,
+    })
+}
+
 fn main() {
     let o = options();
     let run = |section: &str| o.only.as_deref().is_none_or(|only| only == section);
@@ -445,6 +491,10 @@ fn main() {
     if run("memory") {
         eprintln!("bench host: {} folios held", o.folios);
         result["memory"] = memory_per_folio(o.folios);
+    }
+    if run("soak") {
+        eprintln!("bench host: soak of {} events", o.soak_events);
+        result["soak"] = soak(&o);
     }
     if run("writer") {
         eprintln!("bench host: the recording writer, LZ4 and plain");

@@ -31,6 +31,7 @@ pub mod output;
 pub mod pipeline;
 pub mod recording;
 pub mod session;
+pub mod soak;
 pub mod stop;
 pub mod symbols;
 pub mod tui;

@@ -36,6 +36,9 @@ const REPLAY_TARGET: f64 = 5e6;
 const FOLIO_BYTES_TARGET: f64 = 160.0;
 const WRITER_TARGET: f64 = 1e6;
 const DASHBOARD_MS_TARGET: f64 = 100.0;
+/// The soak's end against its first sample: state, heap and CPU per event may not grow more
+/// than this factor (what growth with churn would exceed many times over).
+const SOAK_FLAT_FACTOR: f64 = 1.25;
 
 /// The O_DIRECT slowdown the issue allows with every event streamed, in percent.
 const O_DIRECT_TARGET_PCT: f64 = 5.0;
@@ -70,6 +73,11 @@ pub struct Options {
     #[arg(long, default_value_t = 1_000_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1000..))]
     pub host_folios: u64,
+    /// Events of the host section's soak of the engine behind `serve` (10^8: about 21 hours
+    /// of a busy machine's churn, a few minutes here).
+    #[arg(long, default_value_t = 100_000_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(100_000..))]
+    pub soak_events: u64,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -190,8 +198,8 @@ fn host_section(opts: &Options) -> Result<()> {
     create_dir(&dir)?;
     println!(
         "bench host: cargo bench -p gup-trace --bench host (a release build: minutes the first \
-         time); {} events replayed, {} folios held",
-        opts.host_events, opts.host_folios
+         time); {} events replayed, {} folios held, {} events soaked",
+        opts.host_events, opts.host_folios, opts.soak_events
     );
     let stdout = crate::cmd::output(build::cargo().args([
         "bench",
@@ -207,6 +215,8 @@ fn host_section(opts: &Options) -> Result<()> {
         &opts.host_events.to_string(),
         "--folios",
         &opts.host_folios.to_string(),
+        "--soak-events",
+        &opts.soak_events.to_string(),
     ]))?;
     let line = stdout.lines().last().unwrap_or("");
     let result: Value = serde_json::from_str(line)
@@ -226,6 +236,7 @@ fn host_section(opts: &Options) -> Result<()> {
             "replay_events_per_s": REPLAY_TARGET,
             "bytes_per_folio": FOLIO_BYTES_TARGET,
             "writer_events_per_s": WRITER_TARGET,
+            "soak_flat_factor": SOAK_FLAT_FACTOR,
         },
         "result": result,
     });
@@ -311,6 +322,9 @@ fn host_rows(result: &Value) -> Result<Vec<HostRow>> {
             });
         }
     }
+    if let Some(samples) = result["soak"]["samples"].as_array() {
+        rows.extend(soak_rows(&result["soak"], samples)?);
+    }
     for w in result["writer"].as_array().into_iter().flatten() {
         let lz4 = w["compression"] == "lz4";
         let synced = rate(&w["synced"], "per_wall_s").unwrap_or(0.0);
@@ -342,6 +356,67 @@ fn host_rows(result: &Value) -> Result<Vec<HostRow>> {
         });
     }
     Ok(rows)
+}
+
+/// The soak's rows: its first sample against its last.
+fn soak_rows(soak: &Value, samples: &[Value]) -> Result<Vec<HostRow>> {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        bail!("the host result's soak has no samples: {soak:.300}");
+    };
+    let num = |s: &Value, key: &str| s[key].as_f64().unwrap_or(0.0);
+    let size = |s: &Value, key: &str| s["size"][key].as_f64().unwrap_or(0.0);
+    // Records besides the pinned folios (which follow the stream's pins).
+    let kept = |s: &Value| num(s, "records") - size(s, "folios");
+    let flat = |a: f64, b: f64| b <= a * SOAK_FLAT_FACTOR;
+    let mb = |s: &Value, key: &str| num(s, key) / 1e6;
+    let target = format!("flat: end <= {SOAK_FLAT_FACTOR}x start");
+    Ok(vec![
+        HostRow {
+            what: format!(
+                "soak: {} events, {:.1} h of machine time",
+                si(num(last, "events")),
+                num(soak, "machine_hours")
+            ),
+            figure: format!(
+                "{} processes forgotten; records {:.0} -> {:.0} (of which FOLL_GET refs {:.0} -> \
+                 {:.0}; + pinned folios {:.0} -> {:.0})",
+                si(last["pruned"]["processes"].as_f64().unwrap_or(0.0)),
+                kept(first),
+                kept(last),
+                size(first, "get_refs"),
+                size(last, "get_refs"),
+                size(first, "folios"),
+                size(last, "folios"),
+            ),
+            target: target.clone(),
+            verdict: verdict(flat(kept(first), kept(last))),
+        },
+        HostRow {
+            what: "  soak: memory, start -> end".into(),
+            figure: format!(
+                "heap {:.1} -> {:.1} MB, RSS {:.1} -> {:.1} MB (peak {:.1})",
+                mb(first, "heap_bytes"),
+                mb(last, "heap_bytes"),
+                mb(first, "rss_bytes"),
+                mb(last, "rss_bytes"),
+                mb(last, "rss_peak_bytes"),
+            ),
+            target: target.clone(),
+            verdict: verdict(flat(num(first, "heap_bytes"), num(last, "heap_bytes"))),
+        },
+        HostRow {
+            what: "  soak: CPU per event, start -> end".into(),
+            figure: format!(
+                "{:.0} -> {:.0} ns; a scrape {:.2} -> {:.2} ms",
+                num(first, "ns_per_event"),
+                num(last, "ns_per_event"),
+                num(first, "scrape_ms"),
+                num(last, "scrape_ms"),
+            ),
+            target,
+            verdict: verdict(flat(num(first, "ns_per_event"), num(last, "ns_per_event"))),
+        },
+    ])
 }
 
 fn host_table(rows: &[HostRow]) -> String {
@@ -601,6 +676,43 @@ mod tests {
         );
         let slow: Value = serde_json::from_str(&HOST.replace("5160000.0", "4000000.0")).unwrap();
         assert_eq!(host_rows(&slow).unwrap()[0].verdict, "MISS");
+    }
+
+    #[test]
+    fn the_soak_becomes_three_rows_judged_flat_or_not() {
+        let sample = |events: u64, records: u64, heap: u64, ns: f64| {
+            json!({"events": events, "records": records, "size": {"folios": 1000, "get_refs": 0},
+                   "pruned": {"processes": events / 700}, "heap_bytes": heap,
+                   "rss_bytes": 20_000_000, "rss_peak_bytes": 21_000_000,
+                   "ns_per_event": ns, "scrape_ms": 0.5})
+        };
+        let soak = |end| {
+            json!({"soak": {"machine_hours": 21.3,
+                   "samples": [sample(5_000_000, 1600, 8_000_000, 200.0), end]}})
+        };
+        let flat = host_rows(&soak(sample(100_000_000, 1650, 8_100_000, 210.0))).unwrap();
+        let t = host_table(&flat);
+        assert!(
+            t.contains("soak: 100.00M events, 21.3 h of machine time"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "records 600 -> 650 (of which FOLL_GET refs 0 -> 0; + pinned folios 1000 -> 1000)"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("heap 8.0 -> 8.1 MB, RSS 20.0 -> 20.0 MB (peak 21.0)"),
+            "{t}"
+        );
+        assert!(t.contains("200 -> 210 ns"), "{t}");
+        let verdicts: Vec<_> = flat.iter().map(|r| r.verdict).collect();
+        assert_eq!(verdicts, ["PASS", "PASS", "PASS"]);
+        let grown = host_rows(&soak(sample(100_000_000, 9000, 30_000_000, 400.0))).unwrap();
+        let verdicts: Vec<_> = grown.iter().map(|r| r.verdict).collect();
+        assert_eq!(verdicts, ["MISS", "MISS", "MISS"]);
+        assert!(host_rows(&json!({"soak": {"samples": []}})).is_err());
     }
 
     #[test]

@@ -57,13 +57,7 @@ pub(super) struct LockTotals(LockFigures);
 
 impl LockTotals {
     pub fn add(&mut self, l: &LockFigures) {
-        let t = &mut self.0;
-        t.wait.merge(&l.wait);
-        t.hold.merge(&l.hold);
-        t.wait_ns += l.wait_ns;
-        t.hold_ns += l.hold_ns;
-        t.drops += l.drops;
-        t.dropped_ns += l.dropped_ns;
+        self.0.merge(l);
     }
 
     pub fn row(&self) -> LockRow {

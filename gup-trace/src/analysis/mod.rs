@@ -39,6 +39,8 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct Baseline {
     pub ns: u64,
+    /// The engine's pruning epoch: the ids below are void once it changed.
+    epoch: u64,
     process_taken: Vec<u64>,
     site_taken: Vec<u64>,
 }
@@ -48,6 +50,7 @@ impl Baseline {
         let state = &engine.state;
         Baseline {
             ns: now_ns,
+            epoch: state.epoch,
             process_taken: state.processes.iter().map(|p| p.pins_taken).collect(),
             site_taken: state.call_sites.iter().map(|s| s.pins_taken).collect(),
         }
@@ -61,7 +64,9 @@ struct Rates<'a> {
 }
 
 impl Rates<'_> {
-    fn new(since: Option<&Baseline>, now_ns: u64) -> Rates<'_> {
+    /// No rates from a baseline taken before the engine renumbered its ids (`epoch`).
+    fn new(since: Option<&Baseline>, now_ns: u64, epoch: u64) -> Rates<'_> {
+        let since = since.filter(|b| b.epoch == epoch);
         let secs = since
             .map(|b| now_ns.saturating_sub(b.ns) as f64 / 1e9)
             .filter(|s| *s > 0.0);
@@ -93,6 +98,9 @@ pub struct Analysis {
     /// GUP pages from the lockless fast walk and from the slow one, every process together.
     pub fast_refs: u64,
     pub slow_refs: u64,
+    /// Pins taken and released by entry point, every call site together (those pruned
+    /// included): (entry, taken, released), in the order first seen.
+    pub by_entry: Vec<(&'static str, u64, u64)>,
 }
 
 impl Analysis {
@@ -106,7 +114,7 @@ impl Analysis {
         lookup: &mut dyn FnMut(u32) -> CallStack,
     ) -> Analysis {
         let state = &engine.state;
-        let rates = Rates::new(since, now_ns);
+        let rates = Rates::new(since, now_ns, state.epoch);
         let mut held = held::walk(state, now_ns);
 
         let mut sites_of: HashMap<ProcessId, Vec<SiteId>> = HashMap::new();
@@ -117,8 +125,11 @@ impl Analysis {
             }
         }
 
+        // What pruned processes did counts in the totals still.
         let mut lock = lock::LockTotals::default();
-        let (mut fast_refs, mut slow_refs) = (0, 0);
+        let retired = &state.retired.processes;
+        lock.add(&retired.lock);
+        let (mut fast_refs, mut slow_refs) = (retired.fast_refs, retired.slow_refs);
         let mut holdings = Vec::new();
         let mut processes = Vec::with_capacity(state.processes.len());
         for (i, p) in state.processes.iter().enumerate() {
@@ -140,6 +151,7 @@ impl Analysis {
                 oldest_ns: h.oldest_ns,
                 first_ns: p.first_ns,
                 exited_ns: p.exited_ns,
+                cgroup_id: p.cgroup_id,
                 pin_calls: p.pin_calls,
                 failed_pin_calls: p.failed_pin_calls,
                 get_calls: p.get_calls,
@@ -157,6 +169,21 @@ impl Analysis {
                 folio_count: h.folio_count,
             });
             holdings.extend(h.holdings);
+        }
+
+        let mut by_entry: Vec<(&'static str, u64, u64)> = Vec::new();
+        let mut add_entry = |entry: &'static str, taken: u64, released: u64| match by_entry
+            .iter_mut()
+            .find(|e| e.0 == entry)
+        {
+            Some(e) => (e.1, e.2) = (e.1 + taken, e.2 + released),
+            None => by_entry.push((entry, taken, released)),
+        };
+        for &(entry, taken, released) in &state.retired.by_entry {
+            add_entry(entry.name(), taken, released);
+        }
+        for s in &state.call_sites {
+            add_entry(s.entry.name(), s.pins_taken, s.pins_released);
         }
 
         let sites = state
@@ -190,6 +217,7 @@ impl Analysis {
             lock: lock.row(),
             fast_refs,
             slow_refs,
+            by_entry,
         }
     }
 

@@ -22,6 +22,8 @@ pub struct ProcessRow {
     pub oldest_ns: Option<u64>,
     pub first_ns: u64,
     pub exited_ns: Option<u64>,
+    /// The cgroup v2 id its tasks last ran in (0: unknown).
+    pub cgroup_id: u64,
     pub pin_calls: u64,
     pub failed_pin_calls: u64,
     pub get_calls: u64,

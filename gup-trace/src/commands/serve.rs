@@ -55,7 +55,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9808";
 Serves GET /metrics: the Prometheus text format (0.0.4), or OpenMetrics 1.0 when the scraper \
 asks for application/openmetrics-text in its Accept header (Prometheus does). Logs go to \
 stderr; SIGTERM or Ctrl-C stops it (exit 0). See deploy/prometheus/ for a scrape config and \
-alerting rules.")]
+alerting rules. Events per second: rate(gup_trace_events_total[1m]) (no gauge: the scrape \
+interval is the scraper's). Pinned memory is labelled by owner comm and cgroup v2 path, \
+the top N pairs kept.")]
 pub struct ServeArgs {
     /// Address to serve /metrics on (9808: an unassigned exporter port).
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
@@ -64,7 +66,8 @@ pub struct ServeArgs {
     /// are summed into owner="other".
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
-    /// Seconds an exited process's comm keeps its series once it holds no pins.
+    /// Seconds an exited process's comm keeps its series once it holds no pins; the engine
+    /// forgets such processes, and call sites idle as long, soon after (memory stays flat).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     pub forget: f64,
     #[command(flatten)]
@@ -77,7 +80,81 @@ pub struct ServeArgs {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnerLabels {
     owner: String,
+    /// The owner's cgroup v2 path (/system.slice/foo.service, a container's), "unknown" when
+    /// not known, "other" beside owner="other".
+    cgroup: String,
     longterm: &'static str,
+}
+
+/// Where cgroup v2 is mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// How often the cgroup tree may be read again for an id not found in it.
+const CGROUP_REREAD_NS: u64 = 10_000_000_000;
+
+/// Cgroup v2 paths by id (the inode number of the cgroup's directory), read from the cgroup
+/// tree when a scrape meets an id it does not know, at most every 10 s. Each reading replaces
+/// the last, so removed cgroups go.
+struct CgroupPaths {
+    root: Option<std::path::PathBuf>,
+    paths: HashMap<u64, String>,
+    read_ns: Option<u64>,
+}
+
+impl CgroupPaths {
+    /// Paths under `root` (None: every cgroup is "unknown").
+    fn new(root: Option<std::path::PathBuf>) -> CgroupPaths {
+        CgroupPaths {
+            root,
+            paths: HashMap::new(),
+            read_ns: None,
+        }
+    }
+
+    /// The path of cgroup `id` at `now_ns`, "unknown" when it is not (or no longer) there.
+    fn path(&mut self, id: u64, now_ns: u64) -> String {
+        if id != 0
+            && !self.paths.contains_key(&id)
+            && self
+                .read_ns
+                .is_none_or(|t| now_ns >= t.saturating_add(CGROUP_REREAD_NS))
+            && let Some(root) = &self.root
+        {
+            self.paths = cgroup_tree(root);
+            self.read_ns = Some(now_ns);
+        }
+        self.paths
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// Every cgroup directory under `root` by inode number, as a path from the root ("/" for it).
+fn cgroup_tree(root: &std::path::Path) -> HashMap<u64, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut paths = HashMap::new();
+    let mut dirs = vec![(root.to_path_buf(), String::from("/"))];
+    while let Some((dir, name)) = dirs.pop() {
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        paths.insert(meta.ino(), name.clone());
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let child = format!(
+                    "{}/{}",
+                    name.trim_end_matches('/'),
+                    entry.file_name().to_string_lossy()
+                );
+                dirs.push((entry.path(), child));
+            }
+        }
+    }
+    paths
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +165,11 @@ struct EntryLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabels {
+    what: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,6 +218,8 @@ struct Metrics {
     hooks: Family<HookLabels, Gauge>,
     cpu: Counter<f64, AtomicU64>,
     rss: Gauge,
+    pruned: Family<WhatLabels, Counter>,
+    state: Family<WhatLabels, Gauge>,
 }
 
 impl Metrics {
@@ -160,6 +244,8 @@ impl Metrics {
             hooks: Family::default(),
             cpu: Counter::default(),
             rss: Gauge::default(),
+            pruned: Family::default(),
+            state: Family::default(),
             registry: Registry::default(),
         };
         // Name (after the gup_trace_ prefix), unit, help.
@@ -182,6 +268,8 @@ impl Metrics {
             hooks: "hook_info", None, "Each hook: whether it attached (how) or was refused (why)";
             cpu: "process_cpu", Some(Unit::Seconds), "CPU time gup-trace itself used (user and system)";
             rss: "process_resident_memory", Some(Unit::Bytes), "gup-trace's own resident memory";
+            pruned: "engine_pruned", None, "What the engine forgot --forget after it ended: exited processes without pins, idle call sites, their owners, ended long-held-pin findings, grabs whose call never came";
+            state: "engine_records", None, "Records the engine keeps now, by kind (flat over weeks: see engine_pruned)";
         ]);
         for h in hooks {
             let (state, reason) = match &h.status {
@@ -235,9 +323,9 @@ where
     }
 }
 
-/// The state a scrape reads from.
-struct Exporter {
-    pipeline: LivePipeline<Events<PinEngine>>,
+/// What a scrape renders from the engine, apart from the kernel: the metrics and what they
+/// remember between scrapes. The soak benchmark drives it with a synthetic engine.
+pub struct Scraper {
     metrics: Metrics,
     site_stacks: SiteStacks,
     top: usize,
@@ -246,40 +334,73 @@ struct Exporter {
     folio_level: bool,
     /// Findings present at the previous scrape: a finding counts once while it lasts.
     seen_findings: HashSet<String>,
+    cgroups: CgroupPaths,
 }
 
-impl Exporter {
-    /// The metrics now, encoded as OpenMetrics or the Prometheus text format.
-    fn scrape(&mut self, openmetrics: bool) -> Result<String> {
-        let lost = self.pipeline.counters_since_start()?.lost_events;
-        let vmstat = PinCounters::read().ok();
-        let (events, stacks) = self.pipeline.sink_and_stacks();
-        let engine = &mut events.engine;
+/// What a scrape reads besides the engine: from the kernel and /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Readings {
+    pub lost_events: u64,
+    pub vmstat: Option<PinCounters>,
+    /// gup-trace's own CPU seconds and resident bytes.
+    pub usage: Option<(f64, u64)>,
+}
+
+impl Scraper {
+    /// Metrics for `hooks`; owners beyond the `top` N fold into `other`, an exited process's
+    /// comm leaves `forget_ns` after its exit once it holds no pins; owners' cgroups are
+    /// named from the cgroup v2 tree at `cgroup_root` (None: "unknown").
+    pub fn new(
+        hooks: &[HookReport],
+        top: usize,
+        forget_ns: u64,
+        page_size: u64,
+        folio_level: bool,
+        cgroup_root: Option<std::path::PathBuf>,
+    ) -> Scraper {
+        Scraper {
+            metrics: Metrics::new(hooks),
+            site_stacks: SiteStacks::new(1),
+            top,
+            forget_ns,
+            page_size,
+            folio_level,
+            seen_findings: HashSet::new(),
+            cgroups: CgroupPaths::new(cgroup_root),
+        }
+    }
+
+    /// Takes one event in (what needs every event: latency histograms, the event count).
+    pub fn event(&self, e: &TraceEvent) {
+        self.metrics.event(e);
+    }
+
+    /// The metrics at `now_ns`, encoded as OpenMetrics or the Prometheus text format.
+    /// `lookup` reads the kernel stacks of call sites not named yet.
+    pub fn render(
+        &mut self,
+        engine: &mut PinEngine,
+        now_ns: u64,
+        readings: Readings,
+        lookup: &mut dyn FnMut(u32) -> CallStack,
+        openmetrics: bool,
+    ) -> Result<String> {
         engine.flush();
-        let now_ns = monotonic_ns();
-        let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
-        let analysis = Analysis::new(engine, now_ns, None, &mut self.site_stacks, &mut lookup);
+        let engine = &*engine;
+        let analysis = Analysis::new(engine, now_ns, None, &mut self.site_stacks, lookup);
+        self.owners(&analysis, now_ns);
         let m = &self.metrics;
 
-        set_total(&m.lost_events, lost);
-        if let Some(v) = vmstat {
+        set_total(&m.lost_events, readings.lost_events);
+        if let Some(v) = readings.vmstat {
             set_total(&m.vmstat_acquired, v.acquired);
             set_total(&m.vmstat_released, v.released);
         }
-        self.owners(&analysis, now_ns);
-        let engine = &self.pipeline.sink_and_stacks().0.engine;
         let oldest = analysis.processes.iter().filter_map(|p| p.oldest_ns).min();
-        let m = &self.metrics;
         m.oldest_pin_age
             .set(oldest.map_or(0.0, |t| now_ns.saturating_sub(t) as f64 / 1e9));
 
-        let mut by_entry: HashMap<&'static str, (u64, u64)> = HashMap::new();
-        for s in &analysis.sites {
-            let e = by_entry.entry(s.entry).or_default();
-            e.0 += s.taken;
-            e.1 += s.released;
-        }
-        for (entry, (taken, released)) in by_entry {
+        for &(entry, taken, released) in &analysis.by_entry {
             let labels = EntryLabels { entry };
             set_total(&m.pins.get_or_create(&labels), taken);
             set_total(&m.releases.get_or_create(&labels), released);
@@ -293,6 +414,12 @@ impl Exporter {
             &m.gup_pages.get_or_create(&PathLabels { path: "slow" }),
             analysis.slow_refs,
         );
+        for (what, n) in engine.state.pruned.by_kind() {
+            set_total(&m.pruned.get_or_create(&WhatLabels { what }), n);
+        }
+        for (what, n) in engine.size().by_kind() {
+            m.state.get_or_create(&WhatLabels { what }).set(n as i64);
+        }
 
         let findings = engine.findings(now_ns, None, self.folio_level);
         let mut present = HashSet::with_capacity(findings.len());
@@ -307,7 +434,7 @@ impl Exporter {
         }
         self.seen_findings = present;
 
-        if let Some((cpu, rss)) = own_usage() {
+        if let Some((cpu, rss)) = readings.usage {
             set_total(&m.cpu, cpu);
             m.rss.set(rss as i64);
         }
@@ -323,8 +450,15 @@ impl Exporter {
     }
 
     /// Sets the pinned pages and bytes by owner (see [`owner_pages`]).
-    fn owners(&self, analysis: &Analysis, now_ns: u64) {
-        let pages = owner_pages(&analysis.processes, now_ns, self.top, self.forget_ns);
+    fn owners(&mut self, analysis: &Analysis, now_ns: u64) {
+        let cgroups = &mut self.cgroups;
+        let pages = owner_pages(
+            &analysis.processes,
+            now_ns,
+            self.top,
+            self.forget_ns,
+            &mut |id| cgroups.path(id, now_ns),
+        );
         let m = &self.metrics;
         m.pinned_pages.clear();
         m.pinned_bytes.clear();
@@ -337,14 +471,16 @@ impl Exporter {
     }
 }
 
-/// Pinned pages by owner: each comm of the `top` processes holding the most pins (the
-/// analysis layer's order), the others summed into `other`. A comm stays while one of its
-/// processes runs, holds pins, or exited less than `forget_ns` ago.
+/// Pinned pages by owner: each (comm, cgroup) of the `top` processes holding the most pins
+/// (the analysis layer's order), the others summed into `other`. An owner stays while one of
+/// its processes runs, holds pins, or exited less than `forget_ns` ago. `cgroup` names a
+/// cgroup id.
 fn owner_pages(
     processes: &[ProcessRow],
     now_ns: u64,
     top: usize,
     forget_ns: u64,
+    cgroup: &mut dyn FnMut(u64) -> String,
 ) -> HashMap<OwnerLabels, u64> {
     let mut rows: Vec<&ProcessRow> = processes
         .iter()
@@ -356,16 +492,21 @@ fn owner_pages(
         })
         .collect();
     rows.sort_by(|a, b| ProcessRow::most_held_first(a, b));
-    let mut named: Vec<&str> = Vec::new();
+    let mut named: Vec<(&str, u64)> = Vec::new();
+    let mut paths: HashMap<u64, String> = HashMap::new();
     let mut pages: HashMap<OwnerLabels, u64> = HashMap::new();
     for p in rows {
-        if !named.contains(&p.comm.as_str()) && named.len() < top {
-            named.push(&p.comm);
+        let key = (p.comm.as_str(), p.cgroup_id);
+        if !named.contains(&key) && named.len() < top {
+            named.push(key);
         }
-        let owner = if named.contains(&p.comm.as_str()) {
-            p.comm.as_str()
+        let (owner, cgroup) = if named.contains(&key) {
+            let path = paths
+                .entry(p.cgroup_id)
+                .or_insert_with(|| cgroup(p.cgroup_id));
+            (p.comm.clone(), path.clone())
         } else {
-            "other"
+            ("other".to_string(), "other".to_string())
         };
         for longterm in [true, false] {
             let held: u64 = p
@@ -375,7 +516,8 @@ fn owner_pages(
                 .map(|h| h.2)
                 .sum();
             let labels = OwnerLabels {
-                owner: owner.to_string(),
+                owner: owner.clone(),
+                cgroup: cgroup.clone(),
                 longterm: if longterm { "true" } else { "false" },
             };
             *pages.entry(labels).or_default() += held;
@@ -399,6 +541,32 @@ fn own_usage() -> Option<(f64, u64)> {
         ticks as f64 / hz,
         rss_pages * crate::kernel::page_size() as u64,
     ))
+}
+
+/// The live pipeline and the scraper that renders its engine.
+struct Exporter {
+    pipeline: LivePipeline<Events<PinEngine>>,
+    scraper: Scraper,
+}
+
+impl Exporter {
+    /// The metrics now, encoded as OpenMetrics or the Prometheus text format.
+    fn scrape(&mut self, openmetrics: bool) -> Result<String> {
+        let readings = Readings {
+            lost_events: self.pipeline.counters_since_start()?.lost_events,
+            vmstat: PinCounters::read().ok(),
+            usage: own_usage(),
+        };
+        let (events, stacks) = self.pipeline.sink_and_stacks();
+        let mut lookup = |id: u32| -> CallStack { stacks.frames(id) };
+        self.scraper.render(
+            &mut events.engine,
+            monotonic_ns(),
+            readings,
+            &mut lookup,
+            openmetrics,
+        )
+    }
 }
 
 /// A scrape: whether OpenMetrics was asked for, and where the encoded text goes.
@@ -512,18 +680,22 @@ pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
     let stacks = session.stack_names();
     let longterm = caps.foll.longterm();
     let mut pipeline = LivePipeline::open(session, stacks, VmstatUse::Skip, |start_ns| {
-        Events::new(PinEngine::new(start_ns, longterm, rules))
+        let mut engine = PinEngine::new(start_ns, longterm, rules);
+        // Weeks of churn: what ended is forgotten as its series are.
+        engine.set_retention(Some(forget_ns));
+        Events::new(engine)
     })?;
     pipeline.poll_every(Duration::from_millis(100));
     let mut exporter = Exporter {
         pipeline,
-        metrics: Metrics::new(&caps.hooks),
-        site_stacks: SiteStacks::new(1),
-        top: args.top,
-        forget_ns,
-        page_size: crate::kernel::page_size() as u64,
-        folio_level: caps.attached(HookClass::Grab) > 0,
-        seen_findings: HashSet::new(),
+        scraper: Scraper::new(
+            &caps.hooks,
+            args.top,
+            forget_ns,
+            crate::kernel::page_size() as u64,
+            caps.attached(HookClass::Grab) > 0,
+            Some(CGROUP_ROOT.into()),
+        ),
     };
     let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(8);
     let http = tokio::spawn(serve_http(listener, tx));
@@ -538,11 +710,9 @@ pub async fn run(args: ServeArgs, verbose: bool) -> Result<ExitCode> {
     let stop = stop_requested();
     tokio::pin!(stop);
     let result = loop {
-        let Exporter {
-            pipeline, metrics, ..
-        } = &mut exporter;
+        let Exporter { pipeline, scraper } = &mut exporter;
         let consume = |e: &TraceEvent, _: &mut _| {
-            metrics.event(e);
+            scraper.event(e);
             Ok(())
         };
         let next = pipeline
@@ -586,11 +756,17 @@ mod tests {
     }
 
     fn pages(map: &HashMap<OwnerLabels, u64>, owner: &str, longterm: &'static str) -> Option<u64> {
+        let cgroup = if owner == "other" { "other" } else { "/" };
         map.get(&OwnerLabels {
             owner: owner.into(),
+            cgroup: cgroup.into(),
             longterm,
         })
         .copied()
+    }
+
+    fn root(_: u64) -> String {
+        "/".into()
     }
 
     #[test]
@@ -608,7 +784,7 @@ mod tests {
             process("recent", &[], Some(95 * S)),
             process("gone", &[], Some(10 * S)),
         ];
-        let map = owner_pages(&rows, 100 * S, 2, 30 * S);
+        let map = owner_pages(&rows, 100 * S, 2, 30 * S, &mut root);
         assert_eq!(pages(&map, "fio", "true"), Some(100));
         assert_eq!(pages(&map, "fio", "false"), Some(12));
         assert_eq!(pages(&map, "qemu", "true"), Some(50));
@@ -625,7 +801,7 @@ mod tests {
             "exited 90 s ago, no pins"
         );
         assert_eq!(map.len(), 6, "{map:?}");
-        let all = owner_pages(&rows, 100 * S, 10, 30 * S);
+        let all = owner_pages(&rows, 100 * S, 10, 30 * S, &mut root);
         assert_eq!(pages(&all, "recent", "false"), Some(0), "exited 5 s ago");
         assert_eq!(pages(&all, "leaker", "false"), Some(1));
         assert_eq!(pages(&all, "gone", "false"), None);
@@ -675,5 +851,138 @@ mod tests {
         )));
         assert!(!wants_openmetrics(Some("text/plain")));
         assert!(!wants_openmetrics(None));
+    }
+}
+
+#[cfg(test)]
+mod pruning_tests {
+    use gup_trace_common::{EventKind, Hook};
+
+    use super::*;
+    use crate::engine::synthetic::{self, LONGTERM, S, exit, pin_call, small, unpin_call};
+
+    /// A scrape of an engine that forgot an exited process and its call site: the counters by
+    /// entry point keep what it did, and the pruned counters and state gauges say what went.
+    #[test]
+    fn a_scrape_keeps_the_totals_of_what_the_engine_forgot() {
+        let mut engine = synthetic::engine();
+        engine.set_retention(Some(10 * S));
+        let mut scraper = Scraper::new(&[], 20, 10 * S, 4096, true, None);
+        let mut lookup = |id: u32| -> CallStack { Err(format!("no stack {id}")) };
+        let f1 = synthetic::F1;
+        let events = [
+            pin_call(S, 100, &[f1], 0, 7),
+            unpin_call(2 * S, 100, &[(f1, small(1), small(0))]),
+            pin_call(3 * S, 200, &[synthetic::F2], LONGTERM, 8),
+            vec![exit(4 * S, 100), exit(4 * S, 200)],
+        ];
+        synthetic::run(&mut engine, events.into_iter().flatten());
+        let before = scraper
+            .render(&mut engine, 5 * S, Readings::default(), &mut lookup, false)
+            .unwrap();
+        let tick = |ts| synthetic::event(EventKind::MmapLockDrop, Hook::MmapLockReleased, ts, 300);
+        synthetic::run(&mut engine, [tick(30 * S)]);
+        let after = scraper
+            .render(&mut engine, 31 * S, Readings::default(), &mut lookup, false)
+            .unwrap();
+        for line in [
+            "gup_trace_pins_pages_total{entry=\"pin_user_pages_fast\"} 2",
+            "gup_trace_releases_pages_total{entry=\"pin_user_pages_fast\"} 1",
+            "gup_trace_gup_pages_total{path=\"fast\"} 2",
+        ] {
+            assert!(before.contains(line), "no {line} in\n{before}");
+            assert!(after.contains(line), "no {line} after pruning in\n{after}");
+        }
+        for line in [
+            "gup_trace_engine_pruned_total{what=\"processes\"} 1",
+            "gup_trace_engine_pruned_total{what=\"sites\"} 1",
+            "gup_trace_engine_records{what=\"processes\"} 2",
+            "gup_trace_engine_records{what=\"folios\"} 1",
+            "gup_trace_pinned_pages{owner=\"proc200\",cgroup=\"unknown\",longterm=\"true\"} 1",
+        ] {
+            assert!(after.contains(line), "no {line} in\n{after}");
+        }
+        // A counter never goes back, so only what comes next shows a total that lost the
+        // forgotten: one more pin must make 3.
+        synthetic::run(&mut engine, pin_call(32 * S, 300, &[f1], 0, 9));
+        let next = scraper
+            .render(&mut engine, 33 * S, Readings::default(), &mut lookup, false)
+            .unwrap();
+        let line = "gup_trace_pins_pages_total{entry=\"pin_user_pages_fast\"} 3";
+        assert!(next.contains(line), "no {line} in\n{next}");
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// A cgroup tree in a scratch directory: ids are inode numbers there too.
+    fn tree(name: &str) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("gup-trace-cg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("system.slice/fio.service")).unwrap();
+        std::fs::create_dir_all(root.join("machine.slice/vm1.scope")).unwrap();
+        root
+    }
+
+    fn ino(path: &std::path::Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn cgroup_ids_are_named_by_their_path_and_the_tree_is_read_again_for_new_ones() {
+        let root = tree("paths");
+        let mut cg = CgroupPaths::new(Some(root.clone()));
+        let fio = ino(&root.join("system.slice/fio.service"));
+        assert_eq!(cg.path(fio, S), "/system.slice/fio.service");
+        assert_eq!(cg.path(ino(&root), S), "/");
+        assert_eq!(cg.path(0, S), "unknown");
+        std::fs::create_dir(root.join("system.slice/new.service")).unwrap();
+        let new = ino(&root.join("system.slice/new.service"));
+        assert_eq!(cg.path(new, 5 * S), "unknown", "read at most every 10 s");
+        assert_eq!(cg.path(new, 12 * S), "/system.slice/new.service");
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(CgroupPaths::new(None).path(fio, S), "unknown");
+    }
+
+    #[test]
+    fn one_comm_in_two_cgroups_is_two_owners_within_the_top() {
+        let root = tree("owners");
+        let mut cg = CgroupPaths::new(Some(root.clone()));
+        let (svc, vm) = (
+            ino(&root.join("system.slice/fio.service")),
+            ino(&root.join("machine.slice/vm1.scope")),
+        );
+        let row = |comm: &str, cgroup_id, pages| ProcessRow {
+            comm: comm.into(),
+            cgroup_id,
+            taken: pages,
+            outstanding: pages,
+            holdings: vec![(0, true, pages)],
+            ..ProcessRow::default()
+        };
+        let rows = [row("fio", svc, 10), row("fio", vm, 5), row("qemu", vm, 1)];
+        let map = owner_pages(&rows, S, 2, S, &mut |id| cg.path(id, S));
+        let get = |owner: &str, cgroup: &str| {
+            map.get(&OwnerLabels {
+                owner: owner.into(),
+                cgroup: cgroup.into(),
+                longterm: "true",
+            })
+            .copied()
+        };
+        assert_eq!(get("fio", "/system.slice/fio.service"), Some(10));
+        assert_eq!(get("fio", "/machine.slice/vm1.scope"), Some(5));
+        assert_eq!(
+            get("other", "other"),
+            Some(1),
+            "qemu is third: beyond the top 2"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

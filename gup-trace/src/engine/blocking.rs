@@ -297,6 +297,19 @@ pub struct LongtermTotals {
 }
 
 impl BlockingState {
+    /// FOLL_GET references remembered (at most 65,536: the oldest half is forgotten past it).
+    pub fn remembered_gets(&self) -> usize {
+        self.gets.len()
+    }
+
+    /// Forgets the FOLL_GET references taken before `cutoff_ns` (their release is not
+    /// traced: most were dropped long since); how many.
+    pub fn forget_gets_before(&mut self, cutoff_ns: u64) -> usize {
+        let before = self.gets.len();
+        self.gets.retain(|_, g| g.since_ns >= cutoff_ns);
+        before - self.gets.len()
+    }
+
     pub fn apply(&mut self, e: &TraceEvent, pins: &PinState) {
         match e.kind {
             EventKind::Folio => self.apply_folio(e),

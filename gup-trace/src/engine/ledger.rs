@@ -201,6 +201,14 @@ impl PinLedger {
         }
     }
 
+    /// Forgets the releases of threads that released nothing since `cutoff_ns` (exited
+    /// threads leave them behind), and the per-process totals of pids `known` says are gone.
+    pub(super) fn prune(&mut self, cutoff_ns: u64, known: impl Fn(u32) -> bool) {
+        self.recent_releases
+            .retain(|_, recent| recent.last().is_some_and(|r| r.ts_ns >= cutoff_ns));
+        self.processes.retain(|&tgid, _| known(tgid));
+    }
+
     /// Closes the window: later events with a later timestamp are not counted.
     pub fn close(&mut self, end_ns: u64) {
         self.end_ns = Some(end_ns);

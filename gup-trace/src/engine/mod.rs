@@ -17,7 +17,7 @@ pub mod reorder;
 
 pub use findings::{Finding, FindingRules};
 pub use ledger::{BiasAnomaly, FolioTotals, PinLedger, PinTotals, ProcessPins};
-pub use pins::PinState;
+pub use pins::{PinState, Pruned, Retired, StateSize};
 
 use crate::events::TraceEvent;
 
@@ -40,6 +40,9 @@ pub struct PinEngine {
     pub rules: FindingRules,
     /// Time of the newest event applied: "now" for a recording.
     pub newest_ns: u64,
+    /// How long what ended is remembered (None: for ever), and when to prune next.
+    retention_ns: Option<u64>,
+    next_prune_ns: u64,
 }
 
 impl PinEngine {
@@ -53,12 +56,50 @@ impl PinEngine {
             blocking: blocking::BlockingState::default(),
             rules,
             newest_ns: start_ns,
+            retention_ns: None,
+            next_prune_ns: u64::MAX,
         }
+    }
+
+    /// Forgets what ended (exited processes without pins, idle call sites, ...; see
+    /// [`PinState::prune`]) `retention_ns` after it ended, as events go by (None: never, the
+    /// default: a report keeps everything). For a tracer that runs for weeks.
+    pub fn set_retention(&mut self, retention_ns: Option<u64>) {
+        self.retention_ns = retention_ns;
+        self.next_prune_ns = match retention_ns {
+            Some(r) => self.newest_ns.saturating_add(prune_every(r)),
+            None => u64::MAX,
+        };
     }
 
     pub fn push(&mut self, event: TraceEvent) {
         let (reorder, apply) = self.parts();
         reorder.push(event, apply);
+        if self.newest_ns >= self.next_prune_ns {
+            self.prune_now();
+        }
+    }
+
+    /// Prunes at the newest event's time with the retention set, and sets the next time.
+    fn prune_now(&mut self) {
+        let Some(retention) = self.retention_ns else {
+            return;
+        };
+        self.prune(self.newest_ns, retention);
+        self.next_prune_ns = self.newest_ns.saturating_add(prune_every(retention));
+    }
+
+    /// Forgets what ended more than `retention_ns` before `now_ns`: in the pin state (see
+    /// [`PinState::prune`]), the FOLL_GET references taken before (the blocking view's), and
+    /// in the totals the per-thread releases of threads quiet since and the per-process totals
+    /// of pids the pin state no longer knows.
+    pub fn prune(&mut self, now_ns: u64, retention_ns: u64) {
+        self.state.prune(now_ns, retention_ns);
+        let cutoff = now_ns.saturating_sub(retention_ns);
+        self.state.pruned.get_refs += self.blocking.forget_gets_before(cutoff) as u64;
+        let known: std::collections::HashSet<u32, foldhash::fast::RandomState> =
+            self.state.processes.iter().map(|p| p.tgid).collect();
+        self.ledger.prune(cutoff, |tgid| known.contains(&tgid));
     }
 
     /// Applies everything held back for reordering: the end of the stream, or a moment to
@@ -66,6 +107,9 @@ impl PinEngine {
     pub fn flush(&mut self) {
         let (reorder, apply) = self.parts();
         reorder.flush(apply);
+        if self.newest_ns >= self.next_prune_ns {
+            self.prune_now();
+        }
     }
 
     /// The reorder buffer, and what applies an event it lets go to the ledger and the state.
@@ -81,6 +125,14 @@ impl PinEngine {
         (reorder, move |e: TraceEvent| {
             apply(ledger, state, blocking, newest_ns, &e)
         })
+    }
+
+    /// How much the engine holds now: the pin state's records and the FOLL_GET references.
+    pub fn size(&self) -> StateSize {
+        StateSize {
+            get_refs: self.blocking.remembered_gets(),
+            ..self.state.size()
+        }
     }
 
     /// Events that arrived after newer ones had already been applied.
@@ -130,6 +182,12 @@ impl PinEngine {
         }
         all
     }
+}
+
+/// Pruning walks the whole state: four times per retention keeps what ended at most 1.25
+/// retentions, at a cost spread over all the events in between.
+fn prune_every(retention_ns: u64) -> u64 {
+    (retention_ns / 4).max(1)
 }
 
 fn apply(

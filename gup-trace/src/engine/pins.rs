@@ -19,6 +19,10 @@ use super::{
     ledger::{PIN_COUNTING_BIAS, refs_by_folio, skipped_zero_page},
 };
 
+#[path = "prune.rs"]
+mod prune;
+pub use prune::{Pruned, Retired, StateSize};
+
 /// Index of a [`ProcessRecord`] in [`PinState::processes`].
 pub type ProcessId = u32;
 /// Index of a [`CallSite`] in [`PinState::call_sites`].
@@ -59,6 +63,10 @@ pub struct ProcessRecord {
     pub parent: Option<u32>,
     pub first_ns: u64,
     pub exited_ns: Option<u64>,
+    /// The cgroup v2 id its own tasks last ran in (0: none seen; the kernel side records the
+    /// calling task's, so a process known only as the owner of pins a kernel worker took has
+    /// none).
+    pub cgroup_id: u64,
     /// Pins it took (pages), and how many of those were released (by anyone).
     pub pins_taken: u64,
     pub pins_released: u64,
@@ -88,6 +96,9 @@ pub struct CallSite {
     pub entry: Hook,
     pub pins_taken: u64,
     pub pins_released: u64,
+    /// When a GUP call last took pins through it (what pruning goes by).
+    #[serde(skip)]
+    pub last_ns: u64,
 }
 
 impl CallSite {
@@ -185,6 +196,18 @@ pub struct LockFigures {
     pub dropped_ns: u64,
 }
 
+impl LockFigures {
+    /// Adds `other`'s figures (several processes together).
+    pub fn merge(&mut self, other: &LockFigures) {
+        self.wait.merge(&other.wait);
+        self.hold.merge(&other.hold);
+        self.wait_ns += other.wait_ns;
+        self.hold_ns += other.hold_ns;
+        self.drops += other.drops;
+        self.dropped_ns += other.dropped_ns;
+    }
+}
+
 /// A release call that dropped more pins on a folio than the folio had.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnbalancedRelease {
@@ -247,6 +270,12 @@ pub struct PinState {
     /// When set, every change of an owner's pins on a folio is also kept here, in the order
     /// made, for a consumer that follows pins from take to release (the Perfetto timeline).
     pub hold_log: Option<Vec<HoldChange>>,
+    /// What [`PinState::prune`] forgot, and the totals of what it forgot.
+    pub pruned: Pruned,
+    pub retired: Retired,
+    /// How many times pruning renumbered processes, call sites and owners: ids kept from
+    /// before (a [`crate::analysis::Baseline`]) are void once it changed.
+    pub epoch: u64,
 }
 
 /// Pins taken or released on one folio for one owner (see [`PinState::hold_log`]).
@@ -314,7 +343,12 @@ impl PinState {
 
     /// The process `e` comes from, created on first sight.
     fn process(&mut self, e: &TraceEvent) -> ProcessId {
-        self.process_named(e.tgid, e.comm, e.ts_ns)
+        let id = self.process_named(e.tgid, e.comm, e.ts_ns);
+        let p = &mut self.processes[id as usize];
+        if p.exited_ns.is_none() && e.cgroup_id != 0 {
+            p.cgroup_id = e.cgroup_id;
+        }
+        id
     }
 
     /// The process `tgid` (current lifetime), created on first sight, named `comm`.
@@ -371,17 +405,22 @@ impl PinState {
         self.live.insert(child, id);
     }
 
-    fn site(&mut self, stack_id: Option<u32>, entry: Hook) -> SiteId {
+    /// The call site of `stack_id` and `entry`, created on first sight, used at `ts_ns`.
+    fn site(&mut self, stack_id: Option<u32>, entry: Hook, ts_ns: u64) -> SiteId {
         let sites = &mut self.call_sites;
-        *self.site_ids.entry((stack_id, entry)).or_insert_with(|| {
+        let id = *self.site_ids.entry((stack_id, entry)).or_insert_with(|| {
             sites.push(CallSite {
                 stack_id,
                 entry,
                 pins_taken: 0,
                 pins_released: 0,
+                last_ns: ts_ns,
             });
             (sites.len() - 1) as SiteId
-        })
+        });
+        let site = &mut sites[id as usize];
+        site.last_ns = site.last_ns.max(ts_ns);
+        id
     }
 
     fn owner(&mut self, owner: Owner) -> OwnerId {
@@ -418,7 +457,7 @@ impl PinState {
                 }
                 if let Some(grabs) = self.pending.remove(&e.tid) {
                     let longterm = e.gup_flags & self.foll_longterm != 0;
-                    let site = self.site(e.stack_id, e.hook);
+                    let site = self.site(e.stack_id, e.hook, e.ts_ns);
                     let (process, taker) = self.holder(e, p);
                     let owner = self.owner(Owner {
                         process,
@@ -483,7 +522,7 @@ impl PinState {
             // is the entry point.
             None => {
                 let p = self.process(e);
-                let site = self.site(e.stack_id, e.hook);
+                let site = self.site(e.stack_id, e.hook, e.ts_ns);
                 let owner = self.owner(Owner {
                     process: p,
                     site,

@@ -449,3 +449,166 @@ fn a_short_term_pin_still_held_says_how_long_so_far() {
     assert!(!held.released);
     assert_eq!(held.held_ns, 7 * S + 1);
 }
+
+/// 100 pins F1 and releases it, 200 pins F2 for the long term and keeps it (orphaned): both
+/// exit at 10 s; 300 keeps running and pins F1 through another stack at 19 s.
+fn churned(retention: Option<u64>) -> PinEngine {
+    let mut e = engine();
+    e.set_retention(retention);
+    let events = [
+        pin_call(9 * S, 100, &[F1], 0, 7),
+        unpin_call(9 * S + 100 * MS, 100, &[(F1, small(1), small(0))]),
+        pin_call(9 * S + 200 * MS, 200, &[F2], LONGTERM, 8),
+        vec![exit(10 * S, 100), exit(10 * S, 200)],
+        pin_call(19 * S, 300, &[F1], 0, 9),
+    ];
+    run(&mut e, events.into_iter().flatten());
+    e
+}
+
+#[test]
+fn pruning_forgets_exited_processes_without_pins_and_never_orphaned_pins() {
+    let mut e = churned(Some(10 * S));
+    assert_eq!(
+        e.state.pruned,
+        Pruned::default(),
+        "nothing ended 10 s ago yet"
+    );
+    // Any event past the next pruning time prunes; the reorder buffer holds it 20 ms.
+    run(
+        &mut e,
+        [event(
+            EventKind::MmapLockDrop,
+            Hook::MmapLockReleased,
+            22 * S,
+            300,
+        )],
+    );
+    let pids: Vec<u32> = e.state.processes.iter().map(|p| p.tgid).collect();
+    assert_eq!(pids, [200, 300], "100 exited 12 s ago holding nothing");
+    assert_eq!(e.state.pruned.processes, 1);
+    // 100's stack 7 took no pins for 13 s and none are held: forgotten with its owner.
+    let stacks: Vec<_> = e.state.call_sites.iter().map(|s| s.stack_id).collect();
+    assert_eq!(stacks, [Some(8), Some(9)]);
+    assert_eq!((e.state.pruned.sites, e.state.pruned.owners), (1, 1));
+    assert_eq!(e.state.epoch, 1);
+    // The orphan is still a finding, with its process, site and FOLL_LONGTERM after
+    // renumbering.
+    let found = problems(&e, 23 * S);
+    let [Finding::OrphanedPins(held)] = found.as_slice() else {
+        panic!("expected the orphaned pins, got {found:?}");
+    };
+    assert_eq!((held.tgid, held.comm.as_str()), (200, "proc200"));
+    assert_eq!(
+        (held.stack_id, held.longterm, held.pages),
+        (Some(8), true, 1)
+    );
+    // 300's pin on F1 is matched to 300 (its own record, its own site).
+    let holds: Vec<_> = e.state.holds_of(1).map(|(f, h)| (f.pfn, h.refs)).collect();
+    assert_eq!(holds, [(F1 >> 6, 1)]);
+    // What was forgotten still counts in the totals.
+    assert_eq!(e.state.retired.processes.pins_taken, 1);
+    assert_eq!(e.state.retired.by_entry, [(Hook::PinUserPagesFast, 1, 1)]);
+    let mut lookup = |id: u32| -> crate::symbols::CallStack { Err(format!("no stack {id}")) };
+    let a = crate::analysis::Analysis::new(
+        &e,
+        23 * S,
+        None,
+        &mut crate::analysis::SiteStacks::new(1),
+        &mut lookup,
+    );
+    assert_eq!(a.by_entry, [("pin_user_pages_fast", 3, 1)]);
+    assert_eq!(a.fast_refs, 3);
+}
+
+#[test]
+fn without_a_retention_nothing_is_forgotten() {
+    let mut e = churned(None);
+    run(
+        &mut e,
+        [event(
+            EventKind::MmapLockDrop,
+            Hook::MmapLockReleased,
+            1000 * S,
+            300,
+        )],
+    );
+    assert_eq!(e.state.processes.len(), 3);
+    assert_eq!(e.state.call_sites.len(), 3);
+    assert_eq!((e.state.pruned, e.state.epoch), (Pruned::default(), 0));
+}
+
+#[test]
+fn a_reused_pid_starts_clean_and_the_old_lifetime_keeps_its_orphans() {
+    let mut e = churned(Some(10 * S));
+    // pid 200 comes back as a new process, forked by 300, and pins F1 once.
+    run(&mut e, [fork(20 * S, 300, 200)]);
+    run(
+        &mut e,
+        pin_call(21 * S, 200, &[0xffff_ea00_0000_3000], 0, 9),
+    );
+    run(
+        &mut e,
+        [event(
+            EventKind::MmapLockDrop,
+            Hook::MmapLockReleased,
+            40 * S,
+            300,
+        )],
+    );
+    let lifetimes: Vec<_> = e
+        .state
+        .processes
+        .iter()
+        .filter(|p| p.tgid == 200)
+        .map(|p| (p.exited_ns, p.pins_taken, p.outstanding()))
+        .collect();
+    assert_eq!(
+        lifetimes,
+        [(Some(10 * S), 1, 1), (None, 1, 1)],
+        "the new 200 holds its own pin only; the old one its orphan"
+    );
+    let orphans: Vec<_> = problems(&e, 41 * S)
+        .into_iter()
+        .filter_map(|f| match f {
+            Finding::OrphanedPins(h) => Some((h.tgid, h.exited_ns, h.pages)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(orphans, [(200, Some(10 * S), 1)]);
+    // Once the orphan is released (a late teardown), the old lifetime goes too.
+    run(&mut e, unpin_call(50 * S, 300, &[(F2, small(1), small(0))]));
+    run(
+        &mut e,
+        [event(
+            EventKind::MmapLockDrop,
+            Hook::MmapLockReleased,
+            70 * S,
+            300,
+        )],
+    );
+    let lifetimes = e.state.processes.iter().filter(|p| p.tgid == 200).count();
+    assert_eq!(lifetimes, 1);
+    let orphaned = |f: &Finding| matches!(f, Finding::OrphanedPins(_));
+    assert!(!problems(&e, 71 * S).iter().any(orphaned));
+}
+
+#[test]
+fn a_process_takes_the_cgroup_of_its_own_tasks_not_of_a_worker_pinning_for_it() {
+    let mut e = engine();
+    let mut own = pin_call(10 * MS, 100, &[F1], 0, 7);
+    own.iter_mut().for_each(|ev| ev.cgroup_id = 42);
+    let mut remote = remote_pin_call(20 * MS, 7, 200, &[F2]);
+    remote.iter_mut().for_each(|ev| ev.cgroup_id = 1);
+    run(&mut e, own.into_iter().chain(remote));
+    let cgroup = |tgid| {
+        e.state
+            .processes
+            .iter()
+            .find(|p| p.tgid == tgid)
+            .map(|p| p.cgroup_id)
+    };
+    assert_eq!(cgroup(100), Some(42));
+    assert_eq!(cgroup(200), Some(0), "only the kworker's cgroup was seen");
+    assert_eq!(cgroup(7), Some(1));
+}

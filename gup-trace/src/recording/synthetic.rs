@@ -296,6 +296,57 @@ struct Process {
     tgid: u32,
     comm: [u8; COMM_LEN],
     held: VecDeque<Batch>,
+    /// (soak) Short-term pins held for a long time, released when due.
+    long: VecDeque<(u64, Batch)>,
+}
+
+/// The soak's mix on top of the busy one (see [`Synthetic::soak`]): what a machine up for
+/// days does to a tracer's state.
+#[derive(Clone, Copy, Debug)]
+pub struct SoakMix {
+    /// Machine time between steps: lo..hi ns.
+    pub gap_ns: (u64, u64),
+    /// Pids wrap past this (the kernel's pid_max), to 300 as Linux does: pids are reused.
+    pub pid_max: u32,
+    /// Processes (the first slots) that never exit, each holding a FOLL_LONGTERM buffer
+    /// registration (64 folios) from its start to the end.
+    pub daemons: usize,
+    /// One pin call in this many keeps its pins `long_ns` (lo..hi) before releasing them:
+    /// long-held short-term pins.
+    pub long_every: u64,
+    pub long_ns: (u64, u64),
+    /// Pins an exiting process leaves behind (one exit in ten) are released this long after
+    /// by another process (a late io_uring teardown), except the first `leaks` batches,
+    /// which stay pinned to the end.
+    pub orphan_release_ns: u64,
+    pub leaks: usize,
+    /// The kernel stack of the most common call site changes this often (other callers,
+    /// modules loaded): call sites come and go.
+    pub stack_every_ns: u64,
+}
+
+impl Default for SoakMix {
+    /// About 1,300 events a second of machine time (a step every 5 ms, two processes exiting
+    /// a second): 10^8 events are about 21 hours.
+    fn default() -> Self {
+        SoakMix {
+            gap_ns: (1_000_000, 9_000_000),
+            pid_max: 32_768,
+            daemons: 4,
+            long_every: 500,
+            long_ns: (30_000_000_000, 120_000_000_000),
+            orphan_release_ns: 120_000_000_000,
+            leaks: 32,
+            stack_every_ns: 60_000_000_000,
+        }
+    }
+}
+
+/// The soak's state: its mix, orphans waiting for their teardown, leaks left for ever.
+struct Soak {
+    mix: SoakMix,
+    orphans: VecDeque<(u64, Batch)>,
+    leaked: usize,
 }
 
 /// Generates the records of a synthetic recording, one at a time.
@@ -311,6 +362,7 @@ pub struct Synthetic {
     /// Pins taken and released so far (pages), as vmstat counts them.
     pub pinned: u64,
     pub released: u64,
+    soak: Option<Soak>,
 }
 
 const NAMES: &[&str] = &[
@@ -337,10 +389,29 @@ impl Synthetic {
             spare: Vec::new(),
             pinned: 0,
             released: 0,
+            soak: None,
         };
         for _ in 0..processes.max(1) {
             let p = s.new_process();
             s.processes.push(p);
+        }
+        s
+    }
+
+    /// The busy mix of [`Synthetic::new`] slowed to `mix.gap_ns` a step, with what weeks of
+    /// uptime bring: pid reuse, daemons holding long-term pins for ever, long-held short-term
+    /// pins, orphaned pins released late or never, call sites coming and going.
+    pub fn soak(seed: u64, processes: u32, mix: SoakMix) -> Synthetic {
+        let mut s = Synthetic::new(seed, processes.max(mix.daemons as u32 + 1));
+        s.soak = Some(Soak {
+            mix,
+            orphans: VecDeque::new(),
+            leaked: 0,
+        });
+        for p in 0..mix.daemons {
+            s.pin_batch(p, SITES[1], 64, false);
+            // Never released: out of `held`, and the daemon never exits.
+            s.processes[p].held.pop_back().expect("just pinned");
         }
         s
     }
@@ -351,11 +422,23 @@ impl Synthetic {
 
     fn new_process(&mut self) -> Process {
         self.next_pid += 1 + (self.rng.next() % 7) as u32;
+        if let Some(pid_max) = self.soak.as_ref().map(|s| s.mix.pid_max) {
+            // Past pid_max, the next pid (and the three tids after it) not in use from 300.
+            let in_use =
+                |s: &Synthetic, pid: u32| s.processes.iter().any(|p| p.tgid.abs_diff(pid) < 4);
+            while self.next_pid + 4 >= pid_max || in_use(self, self.next_pid) {
+                self.next_pid += 1 + (self.rng.next() % 7) as u32;
+                if self.next_pid + 4 >= pid_max {
+                    self.next_pid = 300;
+                }
+            }
+        }
         let name = NAMES[(self.rng.next() as usize) % NAMES.len()];
         Process {
             tgid: self.next_pid,
             comm: comm(name),
             held: VecDeque::new(),
+            long: VecDeque::new(),
         }
     }
 
@@ -389,15 +472,20 @@ impl Synthetic {
     /// About 1.2 million events a second of machine time: a busy machine's worth, and what
     /// the engine's reorder window (20 ms) holds is as large as it would be there.
     fn ts(&mut self) -> u64 {
-        self.now_ns += self.rng.range(2000, 8000);
+        let (lo, hi) = self.soak.as_ref().map_or((2000, 8000), |s| s.mix.gap_ns);
+        self.now_ns += self.rng.range(lo, hi);
         self.now_ns
     }
 
     fn step(&mut self) {
         let p = (self.rng.next() as usize) % self.processes.len();
+        if self.soak_step(p) {
+            return;
+        }
+        let daemon = self.soak.as_ref().is_some_and(|s| p < s.mix.daemons);
         let roll = self.rng.next() % 1000;
         let holding = self.processes[p].held.len();
-        if roll < 10 {
+        if roll < 10 && !daemon {
             self.exit_and_replace(p);
         } else if roll < 60 {
             self.mmap_lock_drop(p);
@@ -424,6 +512,25 @@ impl Synthetic {
             93..97 => (SITES[2], self.rng.range(1, 5), false),
             _ => (SITES[0], 1, true),
         };
+        self.pin_batch(p, site, n, large);
+        let Some(soak) = &self.soak else { return };
+        let (every, (lo, hi)) = (soak.mix.long_every, soak.mix.long_ns);
+        if site.flags & FOLL_LONGTERM == 0 && self.rng.next() % every.max(1) == 0 {
+            let due = self.now_ns + self.rng.range(lo, hi);
+            let batch = self.processes[p].held.pop_back().expect("just pinned");
+            self.processes[p].long.push_back((due, batch));
+        }
+    }
+
+    /// A pin call of `n` folios by process `p` through `site`; its batch joins `held`.
+    fn pin_batch(&mut self, p: usize, mut site: Site, n: u64, large: bool) {
+        if let Some(soak) = &self.soak
+            && site.stack_id == SITES[0].stack_id
+        {
+            // Stacks 1000 and up, one per period, cycling through 4096 of them.
+            let period = self.now_ns / soak.mix.stack_every_ns.max(1);
+            site.stack_id = 1000 + (period % 4096) as i32;
+        }
         let (tgid, name) = (self.processes[p].tgid, self.processes[p].comm);
         let tid = tgid + (self.rng.next() % 4) as u32;
         let pfns: Vec<u64> = (0..n)
@@ -507,9 +614,13 @@ impl Synthetic {
     }
 
     fn release_oldest(&mut self, owner: usize, releaser: usize) {
-        let Some(batch) = self.processes[owner].held.pop_front() else {
-            return;
-        };
+        if let Some(batch) = self.processes[owner].held.pop_front() {
+            self.release(batch, releaser);
+        }
+    }
+
+    /// An unpin call by process `releaser` of the pins of `batch`.
+    fn release(&mut self, batch: Batch, releaser: usize) {
         let (tgid, name) = (self.processes[releaser].tgid, self.processes[releaser].comm);
         let refs = if batch.large { 512 } else { 1 };
         let pages = batch.pfns.len() as u64 * u64::from(refs);
@@ -529,6 +640,33 @@ impl Synthetic {
         }
         self.queue.push_back(b);
         self.released += pages;
+    }
+
+    /// (soak) Releases one thing due: an orphan batch (by another process), or `p`'s oldest
+    /// long-held pins. Whether it did.
+    fn soak_step(&mut self, p: usize) -> bool {
+        let Some(soak) = &mut self.soak else {
+            return false;
+        };
+        if soak
+            .orphans
+            .front()
+            .is_some_and(|(due, _)| *due <= self.now_ns)
+        {
+            let (_, batch) = soak.orphans.pop_front().expect("front checked");
+            self.release(batch, p);
+            return true;
+        }
+        if self.processes[p]
+            .long
+            .front()
+            .is_some_and(|(due, _)| *due <= self.now_ns)
+        {
+            let (_, batch) = self.processes[p].long.pop_front().expect("front checked");
+            self.release(batch, p);
+            return true;
+        }
+        false
     }
 
     fn mmap_lock_drop(&mut self, p: usize) {
@@ -552,9 +690,21 @@ impl Synthetic {
     /// The process exits (releasing what it holds, except one time in ten) and a new one,
     /// forked by another, takes its place.
     fn exit_and_replace(&mut self, p: usize) {
+        let long: Vec<Batch> = self.processes[p].long.drain(..).map(|(_, b)| b).collect();
+        self.processes[p].held.extend(long);
         if !self.rng.chance(10) {
             while !self.processes[p].held.is_empty() {
                 self.release_oldest(p, p);
+            }
+        } else if let Some(soak) = &mut self.soak {
+            // Orphans: a late teardown releases them, or (the first few) nobody ever does.
+            let due = self.now_ns + soak.mix.orphan_release_ns;
+            for batch in self.processes[p].held.drain(..) {
+                if soak.leaked < soak.mix.leaks {
+                    soak.leaked += 1; // dropped: its pins stay
+                } else {
+                    soak.orphans.push_back((due, batch));
+                }
             }
         }
         let (tgid, name) = (self.processes[p].tgid, self.processes[p].comm);
