@@ -8,6 +8,7 @@ mod build;
 mod cmd;
 mod demo;
 mod files;
+mod fuzz;
 mod kernels;
 mod kmod;
 mod paths;
@@ -39,8 +40,12 @@ enum Task {
     Setup,
     /// Run gup-trace live in a stock-kernel VM over the selftest workload (the main job).
     Demo(demo::Options),
-    /// Unit tests, host tests on this machine's kernel, then the VM matrix.
+    /// Unit tests, host tests on this machine's kernel, each fuzz target for 20 s, then the VM
+    /// matrix.
     Test(test::Options),
+    /// Run the cargo-fuzz targets (recording reader, ring-buffer decoder, engine) for a while
+    /// each; installs cargo-fuzz first. Fails with the input and how to reproduce on a crash.
+    Fuzz(fuzz::Options),
     /// `gup-trace selftest` in stock Debian kernels under QEMU; a table of hooks and totals.
     VmTest(vm_test::Options),
     /// Boot one stock kernel with gup-trace installed and run a shell command in it, the console
@@ -74,6 +79,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run_setup(),
         Task::Demo(opts) => demo::run(&opts),
         Task::Test(opts) => test::run(&opts),
+        Task::Fuzz(opts) => fuzz::run_fuzz(&opts),
         Task::VmTest(opts) => vm_test::run(&opts),
         Task::VmRun(opts) => vm_run::run(&opts),
         Task::Kmod(opts) => kmod::run(&opts),

@@ -22,8 +22,8 @@ const LLVM_MAJOR: u32 = 22;
 /// Debian packages: LLVM for bpf-linker, the tools that build and boot the test VMs, and what
 /// building the pinleak test module needs: the compiler Debian 12's kernels are built with,
 /// make, the libraries the kbuild programs link, pahole (module BTF), a static libc for
-/// pinleak-user, debootstrap for the Debian 13 build root (see [`run_setup`]), and Prometheus
-/// (with promtool) that scrapes `gup-trace serve` in its host test.
+/// pinleak-user, debootstrap for the Debian 13 build root (see [`run_setup`]), Prometheus
+/// (with promtool) that scrapes `gup-trace serve` in its host test, and g++ for libFuzzer.
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -39,6 +39,8 @@ fn apt_packages() -> Vec<String> {
             "lz4",
             "zstd",
             "gcc-12",
+            // libfuzzer-sys builds libFuzzer (C++) for the fuzz targets.
+            "g++",
             "make",
             "libc6-dev",
             "libelf1",
