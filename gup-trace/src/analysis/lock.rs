@@ -60,10 +60,12 @@ impl LockTotals {
         let t = &mut self.0;
         t.wait.merge(&l.wait);
         t.hold.merge(&l.hold);
-        t.wait_ns += l.wait_ns;
-        t.hold_ns += l.hold_ns;
-        t.drops += l.drops;
-        t.dropped_ns += l.dropped_ns;
+        // Saturating: each figure comes from the records, and a damaged recording's can be
+        // anything.
+        t.wait_ns = t.wait_ns.saturating_add(l.wait_ns);
+        t.hold_ns = t.hold_ns.saturating_add(l.hold_ns);
+        t.drops = t.drops.saturating_add(l.drops);
+        t.dropped_ns = t.dropped_ns.saturating_add(l.dropped_ns);
     }
 
     pub fn row(&self) -> LockRow {

@@ -280,7 +280,7 @@ impl PinState {
                 let p = self.process(e);
                 let lock = &mut self.processes[p as usize].lock;
                 lock.drops += 1;
-                lock.dropped_ns += e.duration_ns;
+                lock.dropped_ns = lock.dropped_ns.saturating_add(e.duration_ns);
             }
             EventKind::MmapLockRelease => {}
             EventKind::ProcessExit => {
@@ -392,12 +392,14 @@ impl PinState {
                 } else {
                     record.get_calls += 1;
                 }
-                record.fast_refs += e.path.fast_refs;
-                record.slow_refs += e.path.slow_refs;
+                // Saturating, as every figure a record gives: a damaged recording's can be
+                // anything (the decoder bounds only the pages a call pinned).
+                record.fast_refs = record.fast_refs.saturating_add(e.path.fast_refs);
+                record.slow_refs = record.slow_refs.saturating_add(e.path.slow_refs);
                 if e.lock.acquisitions > 0 {
                     let lock = &mut record.lock;
-                    lock.wait_ns += e.lock.wait_ns;
-                    lock.hold_ns += e.lock.hold_ns;
+                    lock.wait_ns = lock.wait_ns.saturating_add(e.lock.wait_ns);
+                    lock.hold_ns = lock.hold_ns.saturating_add(e.lock.hold_ns);
                     lock.wait.record(e.lock.wait_ns);
                     lock.hold.record(e.lock.hold_ns);
                 }
@@ -481,11 +483,6 @@ impl PinState {
     }
 
     fn take(&mut self, owner: OwnerId, t: &FolioTransition, ts_ns: u64) {
-        let Owner { process, site, .. } = self.owners[owner as usize];
-        self.processes[process as usize].pins_taken += u64::from(t.refs);
-        self.call_sites[site as usize].pins_taken += u64::from(t.refs);
-        self.pinned_now += u64::from(t.refs);
-        self.pinned_peak = self.pinned_peak.max(self.pinned_now);
         let folio = self.folios.entry(t.folio).or_insert_with(|| {
             // Pins already on the folio when first seen were taken before tracing began.
             FolioState {
@@ -495,14 +492,28 @@ impl PinState {
                 holds: SmallVec::new(),
             }
         });
-        match folio.holds.iter_mut().find(|h| h.owner == owner) {
-            Some(h) => h.refs += t.refs,
-            None => folio.holds.push(PinHold {
-                owner,
-                refs: t.refs,
-                since_ns: ts_ns,
-            }),
-        }
+        // One owner holds at most u32::MAX pins on a folio (the kernel's counts are ints): what
+        // a damaged recording claims beyond that is counted nowhere, so the totals still add up.
+        let refs = match folio.holds.iter_mut().find(|h| h.owner == owner) {
+            Some(h) => {
+                let before = h.refs;
+                h.refs = h.refs.saturating_add(t.refs);
+                h.refs - before
+            }
+            None => {
+                folio.holds.push(PinHold {
+                    owner,
+                    refs: t.refs,
+                    since_ns: ts_ns,
+                });
+                t.refs
+            }
+        };
+        let Owner { process, site, .. } = self.owners[owner as usize];
+        self.processes[process as usize].pins_taken += u64::from(refs);
+        self.call_sites[site as usize].pins_taken += u64::from(refs);
+        self.pinned_now += u64::from(refs);
+        self.pinned_peak = self.pinned_peak.max(self.pinned_now);
     }
 
     /// One release call's folios (its record lists them before the call): matched to the
