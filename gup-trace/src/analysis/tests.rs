@@ -111,6 +111,7 @@ fn figures_a_damaged_recording_makes_up_saturate_and_still_add_up() {
             }
             e.lock.acquisitions = 1;
             e.lock.wait_ns = u64::MAX;
+            e.lock.hold_ns = u64::MAX;
             e.path.fast_refs = u64::MAX;
             e.path.slow_refs = u64::MAX;
         }
@@ -132,6 +133,11 @@ fn figures_a_damaged_recording_makes_up_saturate_and_still_add_up() {
     assert_eq!(s.processes[0].lock.wait_ns, u64::MAX);
     let a = analyse(&engine, 2 * S, None);
     assert_eq!(a.lock.wait_total_ns, u64::MAX);
+    assert_eq!(
+        a.lock.total_ns(),
+        u64::MAX,
+        "the lock ranking's key saturates too"
+    );
     assert_eq!(a.fast_refs, u64::MAX);
     assert_eq!(a.processes[0].fast_share(), Some(0.5));
 }
