@@ -1,12 +1,16 @@
 //! `cargo xtask test`: everything, in the order that fails fastest: unit tests and the host
-//! tests (which load the tracepoint program into this machine's kernel), then the VM matrix,
-//! then the `top` dashboard captured in a guest.
+//! tests (which load the tracepoint program into this machine's kernel), each fuzz target for a
+//! short fixed time, then the VM matrix, then the `top` dashboard captured in a guest.
 
 use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::{build, cmd::run as run_cmd, demo, vm_test};
+use crate::{build, cmd::run as run_cmd, demo, fuzz, vm_test};
+
+/// How long `cargo xtask test` runs each fuzz target: long enough to replay the corpus and
+/// try new inputs, short enough for CI.
+const FUZZ_SECONDS: u32 = 20;
 
 /// `cargo xtask test`'s flags: those of the VM matrix it runs.
 pub type Options = vm_test::Options;
@@ -17,6 +21,8 @@ pub fn run(opts: &Options) -> Result<()> {
     // The default members: everything but the eBPF crate, which only builds for BPF (the
     // gup-trace build script builds it).
     run_cmd(build::cargo().args(["test", "--quiet"]))?;
+    println!("xtask test: fuzz targets, {FUZZ_SECONDS} s each");
+    fuzz::fuzz(fuzz::TARGETS, FUZZ_SECONDS)?;
     println!("xtask test: VM matrix");
     vm_test::run(opts)?;
     if opts.kernels.is_default() {
