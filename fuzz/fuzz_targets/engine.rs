@@ -431,33 +431,31 @@ fn check(engine: &PinEngine) {
         on_folios, s.pinned_now,
         "pins held on folios add up to the pages pinned now"
     );
-    let mut by_process = 0u64;
-    for p in &s.processes {
-        assert!(
-            p.pins_released <= p.pins_taken,
-            "process {} released {} of {} pins taken",
-            p.tgid,
-            p.pins_released,
-            p.pins_taken
-        );
-        by_process += p.pins_taken - p.pins_released;
-    }
-    assert_eq!(
-        by_process, s.pinned_now,
-        "pins held per process add up to the pages pinned now"
+    held_adds_up(
+        "process",
+        s.processes.iter().map(|p| (p.pins_taken, p.pins_released)),
+        s.pinned_now,
     );
-    let mut by_site = 0u64;
-    for c in &s.call_sites {
+    held_adds_up(
+        "call site",
+        s.call_sites.iter().map(|c| (c.pins_taken, c.pins_released)),
+        s.pinned_now,
+    );
+}
+
+/// Pins held per holder (process or call site): none released more than it took, and they
+/// add up to the pages pinned now.
+fn held_adds_up(what: &str, holders: impl Iterator<Item = (u64, u64)>, pinned_now: u64) {
+    let mut held = 0u64;
+    for (taken, released) in holders {
         assert!(
-            c.pins_released <= c.pins_taken,
-            "a call site released {} of {} pins taken",
-            c.pins_released,
-            c.pins_taken
+            released <= taken,
+            "a {what} released {released} of {taken} pins taken"
         );
-        by_site += c.pins_taken - c.pins_released;
+        held += taken - released;
     }
     assert_eq!(
-        by_site, s.pinned_now,
-        "pins held per call site add up to the pages pinned now"
+        held, pinned_now,
+        "pins held per {what} add up to the pages pinned now"
     );
 }
