@@ -79,14 +79,18 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
+    /// What the counters moved since `earlier`. They only grow; a counter below its earlier
+    /// value (a recording whose end counters were damaged or made up) moved 0, not 2^64.
     pub fn delta_since(&self, earlier: &KernelCounters) -> KernelCounters {
         KernelCounters {
-            lost_events: self.lost_events - earlier.lost_events,
-            mmap_lock_releases: self.mmap_lock_releases - earlier.mmap_lock_releases,
-            thread_map_full: self.thread_map_full - earlier.thread_map_full,
-            unmatched_exits: self.unmatched_exits - earlier.unmatched_exits,
-            truncated_walks: self.truncated_walks - earlier.truncated_walks,
-            stale_calls: self.stale_calls - earlier.stale_calls,
+            lost_events: self.lost_events.saturating_sub(earlier.lost_events),
+            mmap_lock_releases: self
+                .mmap_lock_releases
+                .saturating_sub(earlier.mmap_lock_releases),
+            thread_map_full: self.thread_map_full.saturating_sub(earlier.thread_map_full),
+            unmatched_exits: self.unmatched_exits.saturating_sub(earlier.unmatched_exits),
+            truncated_walks: self.truncated_walks.saturating_sub(earlier.truncated_walks),
+            stale_calls: self.stale_calls.saturating_sub(earlier.stale_calls),
         }
     }
 }

@@ -9,6 +9,7 @@ mod cmd;
 mod debroot;
 mod demo;
 mod files;
+mod fuzz;
 mod kernels;
 mod kmod;
 mod package;
@@ -43,12 +44,15 @@ enum Task {
     /// Run gup-trace live in a stock-kernel VM over the selftest workload (the main job).
     Demo(demo::Options),
     /// Unit tests, host tests on this machine's kernel, the Debian package installed into a
-    /// clean Debian 12 root, then the VM matrix.
+    /// clean Debian 12 root, each fuzz target for 20 s, then the VM matrix.
     Test(test::Options),
     /// Build the Debian package (cargo-deb, installed first if missing): the binary, the
     /// gup-trace-serve systemd unit (not enabled), man pages, bash/zsh/fish completions and the
     /// Prometheus files. Prints the .deb's path.
     Package(package::Options),
+    /// Run the cargo-fuzz targets (recording reader, ring-buffer decoder, engine) for a while
+    /// each; installs cargo-fuzz first. Fails with the input and how to reproduce on a crash.
+    Fuzz(fuzz::Options),
     /// `gup-trace selftest` in stock Debian kernels under QEMU; a table of hooks and totals.
     VmTest(vm_test::Options),
     /// Boot one stock kernel with gup-trace installed and run a shell command in it, the console
@@ -87,6 +91,7 @@ fn main() -> Result<()> {
         Task::Demo(opts) => demo::run(&opts),
         Task::Test(opts) => test::run(&opts),
         Task::Package(opts) => package::run(&opts),
+        Task::Fuzz(opts) => fuzz::run_fuzz(&opts),
         Task::VmTest(opts) => vm_test::run(&opts),
         Task::VmRun(opts) => vm_run::run(&opts),
         Task::Kmod(opts) => kmod::run(&opts),

@@ -24,8 +24,9 @@ const LLVM_MAJOR: u32 = 22;
 /// make, the libraries the kbuild programs link, pahole (module BTF), a static libc for
 /// pinleak-user, debootstrap for the Debian 13 build root (see [`run_setup`]), Prometheus
 /// (with promtool) that scrapes `gup-trace serve` in its host test, bpftool, the kernel's
-/// own view of BPF objects, copied into the guest of the session scenarios, and protoc, which
-/// decodes `report --perfetto`'s output against Perfetto's own schema in its test.
+/// own view of BPF objects, copied into the guest of the session scenarios, protoc, which
+/// decodes `report --perfetto`'s output against Perfetto's own schema in its test, and g++ for
+/// libFuzzer.
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -41,6 +42,8 @@ fn apt_packages() -> Vec<String> {
             "lz4",
             "zstd",
             "gcc-12",
+            // libfuzzer-sys builds libFuzzer (C++) for the fuzz targets.
+            "g++",
             "make",
             "libc6-dev",
             "libelf1",

@@ -1,12 +1,17 @@
 //! `cargo xtask test`: everything, in the order that fails fastest: unit tests and the host
 //! tests (which load the tracepoint program into this machine's kernel), the Debian package
-//! in a clean Debian 12 root, then the VM matrix, then the `top` dashboard captured in a guest.
+//! in a clean Debian 12 root, each fuzz target for a short fixed time, then the VM matrix, then
+//! the `top` dashboard captured in a guest.
 
 use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::{build, cmd::run as run_cmd, demo, package, vm_test};
+use crate::{build, cmd::run as run_cmd, demo, fuzz, package, vm_test};
+
+/// How long `cargo xtask test` runs each fuzz target: long enough to replay the corpus and
+/// try new inputs, short enough for CI.
+const FUZZ_SECONDS: u32 = 20;
 
 /// `cargo xtask test`'s flags: those of the VM matrix it runs.
 pub type Options = vm_test::Options;
@@ -19,6 +24,8 @@ pub fn run(opts: &Options) -> Result<()> {
     run_cmd(build::cargo().args(["test", "--quiet"]))?;
     println!("xtask test: the Debian package");
     package::test()?;
+    println!("xtask test: fuzz targets, {FUZZ_SECONDS} s each");
+    fuzz::fuzz(fuzz::TARGETS, FUZZ_SECONDS)?;
     println!("xtask test: VM matrix");
     vm_test::run(opts)?;
     if opts.kernels.is_default() {

@@ -42,7 +42,10 @@ impl LockRow {
 
     /// Time spent waiting, holding and with the lock dropped.
     pub fn total_ns(&self) -> u64 {
-        self.wait_total_ns + self.hold_total_ns + self.dropped_ns
+        // Saturating, as the figures are (see LockTotals::add).
+        self.wait_total_ns
+            .saturating_add(self.hold_total_ns)
+            .saturating_add(self.dropped_ns)
     }
 
     /// The most time in the lock first.

@@ -135,8 +135,8 @@ impl Analysis {
         for (i, p) in state.processes.iter().enumerate() {
             let id = i as ProcessId;
             lock.add(&p.lock);
-            fast_refs += p.fast_refs;
-            slow_refs += p.slow_refs;
+            fast_refs = p.fast_refs.saturating_add(fast_refs);
+            slow_refs = p.slow_refs.saturating_add(slow_refs);
             let h = held.processes[i].take().unwrap_or_default();
             processes.push(ProcessRow {
                 id,

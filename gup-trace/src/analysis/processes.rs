@@ -71,5 +71,6 @@ impl ProcessRow {
 
 /// The fast share of `fast` and `slow` pages (None when both are 0).
 pub fn share(fast: u64, slow: u64) -> Option<f64> {
-    (fast + slow > 0).then(|| fast as f64 / (fast + slow) as f64)
+    // In f64: the counts come from the records, and two near u64::MAX would overflow a sum.
+    (fast != 0 || slow != 0).then(|| fast as f64 / (fast as f64 + slow as f64))
 }

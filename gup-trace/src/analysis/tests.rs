@@ -97,3 +97,47 @@ fn pins_a_worker_took_on_a_process_memory_are_held_by_the_process_and_name_the_w
     };
     assert_eq!(a.process(held.taker.unwrap()).pid, 55);
 }
+
+#[test]
+fn figures_a_damaged_recording_makes_up_saturate_and_still_add_up() {
+    // Found by the engine fuzz target: pins on one folio, lock times and fast/slow counts
+    // summed from records overflowed (a panic in debug builds, wrapped figures in release).
+    let mut engine = PinEngine::new(0, LONGTERM, FindingRules::default());
+    for (ts, tgid) in [(10 * MS, 100), (20 * MS, 100), (30 * MS, 200)] {
+        let mut call = pin_call(ts, tgid, &[F1], 0, 7);
+        for e in &mut call {
+            if let Some(t) = &mut e.folio {
+                t.refs = u32::MAX;
+            }
+            e.lock.acquisitions = 1;
+            e.lock.wait_ns = u64::MAX;
+            e.lock.hold_ns = u64::MAX;
+            e.path.fast_refs = u64::MAX;
+            e.path.slow_refs = u64::MAX;
+        }
+        for e in call {
+            engine.push(e);
+        }
+    }
+    engine.flush();
+    let s = &engine.state;
+    let held: u64 = s.folios.values().map(|f| f.outstanding()).sum();
+    assert_eq!(
+        s.pinned_now,
+        2 * u64::from(u32::MAX),
+        "one hold of each process, full"
+    );
+    assert_eq!(held, s.pinned_now, "what the folios hold is what is pinned");
+    let taken: Vec<u64> = s.processes.iter().map(|p| p.pins_taken).collect();
+    assert_eq!(taken, [u64::from(u32::MAX); 2]);
+    assert_eq!(s.processes[0].lock.wait_ns, u64::MAX);
+    let a = analyse(&engine, 2 * S, None);
+    assert_eq!(a.lock.wait_total_ns, u64::MAX);
+    assert_eq!(
+        a.lock.total_ns(),
+        u64::MAX,
+        "the lock ranking's key saturates too"
+    );
+    assert_eq!(a.fast_refs, u64::MAX);
+    assert_eq!(a.processes[0].fast_share(), Some(0.5));
+}

@@ -170,7 +170,7 @@ pub(super) fn refs_by_folio(
     let mut by_folio: smallvec::SmallVec<[(FolioTransition, u32); 8]> = smallvec::SmallVec::new();
     for &t in batch {
         match by_folio.iter_mut().find(|(seen, _)| seen.folio == t.folio) {
-            Some((_, refs)) => *refs += t.refs,
+            Some((_, refs)) => *refs = refs.saturating_add(t.refs),
             None => by_folio.push((t, t.refs)),
         }
     }

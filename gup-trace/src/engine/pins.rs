@@ -197,14 +197,15 @@ pub struct LockFigures {
 }
 
 impl LockFigures {
-    /// Adds `other`'s figures (several processes together).
+    /// Adds `other`'s figures (several processes together). Saturating: each figure comes
+    /// from the records, and a damaged recording's can be anything.
     pub fn merge(&mut self, other: &LockFigures) {
         self.wait.merge(&other.wait);
         self.hold.merge(&other.hold);
-        self.wait_ns += other.wait_ns;
-        self.hold_ns += other.hold_ns;
-        self.drops += other.drops;
-        self.dropped_ns += other.dropped_ns;
+        self.wait_ns = self.wait_ns.saturating_add(other.wait_ns);
+        self.hold_ns = self.hold_ns.saturating_add(other.hold_ns);
+        self.drops = self.drops.saturating_add(other.drops);
+        self.dropped_ns = self.dropped_ns.saturating_add(other.dropped_ns);
     }
 }
 
@@ -324,7 +325,7 @@ impl PinState {
                 let p = self.process(e);
                 let lock = &mut self.processes[p as usize].lock;
                 lock.drops += 1;
-                lock.dropped_ns += e.duration_ns;
+                lock.dropped_ns = lock.dropped_ns.saturating_add(e.duration_ns);
             }
             EventKind::MmapLockRelease => {}
             EventKind::ProcessExit => {
@@ -446,12 +447,14 @@ impl PinState {
                 } else {
                     record.get_calls += 1;
                 }
-                record.fast_refs += e.path.fast_refs;
-                record.slow_refs += e.path.slow_refs;
+                // Saturating, as every figure a record gives: a damaged recording's can be
+                // anything (the decoder bounds only the pages a call pinned).
+                record.fast_refs = record.fast_refs.saturating_add(e.path.fast_refs);
+                record.slow_refs = record.slow_refs.saturating_add(e.path.slow_refs);
                 if e.lock.acquisitions > 0 {
                     let lock = &mut record.lock;
-                    lock.wait_ns += e.lock.wait_ns;
-                    lock.hold_ns += e.lock.hold_ns;
+                    lock.wait_ns = lock.wait_ns.saturating_add(e.lock.wait_ns);
+                    lock.hold_ns = lock.hold_ns.saturating_add(e.lock.hold_ns);
                     lock.wait.record(e.lock.wait_ns);
                     lock.hold.record(e.lock.hold_ns);
                 }
@@ -536,20 +539,6 @@ impl PinState {
 
     /// `owner` took `t`'s pins at `ts_ns` (the grab), in the event at `event_ns`.
     fn take(&mut self, owner: OwnerId, t: &FolioTransition, ts_ns: u64, event_ns: u64) {
-        if let Some(log) = &mut self.hold_log {
-            log.push(HoldChange {
-                owner,
-                folio: t.folio,
-                refs: t.refs,
-                ts_ns: event_ns,
-                taken: true,
-            });
-        }
-        let Owner { process, site, .. } = self.owners[owner as usize];
-        self.processes[process as usize].pins_taken += u64::from(t.refs);
-        self.call_sites[site as usize].pins_taken += u64::from(t.refs);
-        self.pinned_now += u64::from(t.refs);
-        self.pinned_peak = self.pinned_peak.max(self.pinned_now);
         let folio = self.folios.entry(t.folio).or_insert_with(|| {
             // Pins already on the folio when first seen were taken before tracing began.
             FolioState {
@@ -559,14 +548,37 @@ impl PinState {
                 holds: SmallVec::new(),
             }
         });
-        match folio.holds.iter_mut().find(|h| h.owner == owner) {
-            Some(h) => h.refs += t.refs,
-            None => folio.holds.push(PinHold {
+        // One owner holds at most u32::MAX pins on a folio (the kernel's counts are ints): what
+        // a damaged recording claims beyond that is counted nowhere, so the totals still add up.
+        let refs = match folio.holds.iter_mut().find(|h| h.owner == owner) {
+            Some(h) => {
+                let before = h.refs;
+                h.refs = h.refs.saturating_add(t.refs);
+                h.refs - before
+            }
+            None => {
+                folio.holds.push(PinHold {
+                    owner,
+                    refs: t.refs,
+                    since_ns: ts_ns,
+                });
+                t.refs
+            }
+        };
+        if let Some(log) = &mut self.hold_log {
+            log.push(HoldChange {
                 owner,
-                refs: t.refs,
-                since_ns: ts_ns,
-            }),
+                folio: t.folio,
+                refs,
+                ts_ns: event_ns,
+                taken: true,
+            });
         }
+        let Owner { process, site, .. } = self.owners[owner as usize];
+        self.processes[process as usize].pins_taken += u64::from(refs);
+        self.call_sites[site as usize].pins_taken += u64::from(refs);
+        self.pinned_now += u64::from(refs);
+        self.pinned_peak = self.pinned_peak.max(self.pinned_now);
     }
 
     /// One release call's folios (its record lists them before the call): matched to the
