@@ -23,7 +23,8 @@ const LLVM_MAJOR: u32 = 22;
 /// building the pinleak test module needs: the compiler Debian 12's kernels are built with,
 /// make, the libraries the kbuild programs link, pahole (module BTF), a static libc for
 /// pinleak-user, debootstrap for the Debian 13 build root (see [`run_setup`]), and Prometheus
-/// (with promtool) that scrapes `gup-trace serve` in its host test.
+/// (with promtool) that scrapes `gup-trace serve` in its host test, and bpftrace, which `cargo
+/// xtask bench` copies into its guest to measure what people run today beside gup-trace.
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -46,6 +47,7 @@ fn apt_packages() -> Vec<String> {
             "dwarves",
             "debootstrap",
             "prometheus",
+            "bpftrace",
         ]
         .map(String::from),
     );

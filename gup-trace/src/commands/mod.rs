@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+mod bench_tracer;
 pub mod check;
 pub mod probe;
 pub mod record;
