@@ -95,6 +95,14 @@ impl KernelCounters {
     }
 }
 
+/// One program's runs and run time, as [`Session::program_stats`] reads them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgramStats {
+    pub program: String,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
 pub struct Session {
     // Owns the programs: dropping it unloads them (and detaches whatever `links` still holds).
     ebpf: Ebpf,
@@ -307,6 +315,28 @@ impl Session {
                 StackNames::Unavailable(e)
             }
         }
+    }
+
+    /// Every loaded program's runs and run time so far, by program name (programs this
+    /// kernel could not load, for hooks it lacks, are left out). The kernel counts
+    /// them only while statistics are on (`kernel.bpf_stats_enabled`, or the descriptor of
+    /// [`aya::sys::enable_stats`] held open); run time is the program's own, measured by the
+    /// kernel around each run (not the trampoline or kprobe that calls it).
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>> {
+        self.ebpf
+            .programs()
+            .filter(|(_, program)| program.fd().is_ok())
+            .map(|(name, program)| {
+                let info = program
+                    .info()
+                    .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of program {name}"))?;
+                Ok(ProgramStats {
+                    program: name.to_string(),
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {

@@ -25,8 +25,9 @@ const LLVM_MAJOR: u32 = 22;
 /// pinleak-user, debootstrap for the Debian 13 build root (see [`run_setup`]), Prometheus
 /// (with promtool) that scrapes `gup-trace serve` in its host test, bpftool, the kernel's
 /// own view of BPF objects, copied into the guest of the session scenarios, protoc, which
-/// decodes `report --perfetto`'s output against Perfetto's own schema in its test, and g++ for
-/// libFuzzer.
+/// decodes `report --perfetto`'s output against Perfetto's own schema in its test, g++ for
+/// libFuzzer, and bpftrace, which `cargo xtask bench` copies into its guest to measure what
+/// people run today beside gup-trace.
 fn apt_packages() -> Vec<String> {
     let mut pkgs: Vec<String> = ["llvm-{v}-dev", "libpolly-{v}-dev"]
         .iter()
@@ -53,6 +54,7 @@ fn apt_packages() -> Vec<String> {
             "prometheus",
             "bpftool",
             "protobuf-compiler",
+            "bpftrace",
         ]
         .map(String::from),
     );

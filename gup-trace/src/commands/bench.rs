@@ -29,7 +29,10 @@ use clap::Args;
 use gup_trace_common::bench::BenchRounds;
 use serde::Serialize;
 
-use super::require_root;
+use super::{
+    bench_tracer::{Mode, Tracer, TracerEnd},
+    require_root,
+};
 use crate::{
     events::TraceEvent,
     kernel::{AttachKind, PinVisibility},
@@ -51,6 +54,16 @@ pub struct BenchArgs {
     pub device: Option<PathBuf>,
     #[command(flatten)]
     pub rounds: BenchRounds,
+    /// Tracing modes, each in its own rounds beside untraced ones (bpftrace modes are left out
+    /// where bpftrace is missing).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "MODE",
+        default_value = "session,record,serve,bpftrace-counters,bpftrace-stacks"
+    )]
+    pub modes: Vec<Mode>,
 }
 
 /// Median and range of one quantity over the rounds.
@@ -83,13 +96,16 @@ impl Stat {
 /// One round of one workload.
 #[derive(Clone, Debug, Serialize)]
 pub struct Round {
-    pub traced: bool,
+    /// The boot's first round (round 0, one of each mode): reported, not counted. Under
+    /// instruction time it ran 2x slower than later untraced rounds (caches, first faults).
+    pub warmup: bool,
+    pub mode: Mode,
     pub seconds: f64,
     /// `/proc/vmstat` deltas over the round (read around the timed loop).
     pub vmstat_acquired: u64,
     pub vmstat_released: u64,
-    /// Traced rounds: events received (inside the round's window), lost events, and the pages
-    /// gup-trace counted as pinned and released.
+    /// Rounds of the in-process session: events received (inside the round's window), lost
+    /// events, and the pages gup-trace counted as pinned and released.
     pub events: Option<u64>,
     pub lost_events: Option<u64>,
     pub seen_pinned: Option<u64>,
@@ -101,20 +117,14 @@ pub struct WorkloadResult {
     pub name: &'static str,
     pub description: String,
     pub ops_per_round: u64,
-    /// Operations per second, per round.
-    pub untraced_ops_per_s: Stat,
-    pub traced_ops_per_s: Stat,
-    /// Per pair of rounds (round i untraced, round i traced): traced time / untraced time - 1,
-    /// in percent. Positive: tracing made the workload slower.
-    pub slowdown_pct: Stat,
-    /// FOLL_PIN pins plus releases per traced round (vmstat, median).
+    /// Nanoseconds per operation, per round (under QEMU's instruction time: instructions).
+    pub untraced_ns_per_op: Stat,
+    /// The same for each tracing mode, beside the untraced median.
+    pub modes: Vec<ModeCost>,
+    /// FOLL_PIN pins plus releases per untraced round (vmstat, median).
     pub folios_per_round: u64,
-    /// Per pair of rounds: (traced - untraced time) / folios pinned and released, in ns.
-    /// `None` when the workload pins nothing.
-    pub ns_per_folio: Option<Stat>,
-    /// Events received per traced round.
-    pub events_per_round: Stat,
-    /// Over all traced rounds.
+    /// Over the in-process session's counted rounds: events received, lost, the pages
+    /// gup-trace counted and /proc/vmstat's deltas.
     pub events: u64,
     pub lost_events: u64,
     pub seen_pinned: u64,
@@ -122,6 +132,49 @@ pub struct WorkloadResult {
     pub vmstat_acquired: u64,
     pub vmstat_released: u64,
     pub rounds: Vec<Round>,
+    /// One more traced round with the kernel's BPF statistics on: what each program cost.
+    pub hooks: Option<HookCosts>,
+}
+
+/// One tracing mode's time per operation in one workload.
+#[derive(Debug, Serialize)]
+pub struct ModeCost {
+    pub mode: Mode,
+    pub ns_per_op: Stat,
+    /// Median minus the untraced median.
+    pub added_ns_per_op: f64,
+    /// Median over the untraced median.
+    pub ratio: f64,
+}
+
+/// One round of an external tracer (over every workload of the round).
+#[derive(Debug, Serialize)]
+pub struct TracerRound {
+    pub mode: Mode,
+    pub warmup: bool,
+    #[serde(flatten)]
+    pub end: TracerEnd,
+}
+
+/// What each eBPF program cost per operation in one traced round with the kernel's BPF
+/// statistics on (`BPF_ENABLE_STATS`), and that round's time per operation (statistics add
+/// two clock reads per program run).
+#[derive(Debug, Serialize)]
+pub struct HookCosts {
+    pub ns_per_op: f64,
+    pub records_per_op: f64,
+    /// Programs that ran, most costly first.
+    pub programs: Vec<HookCost>,
+    /// The programs' own run time per operation, summed.
+    pub program_ns_per_op: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HookCost {
+    pub program: String,
+    pub runs_per_op: f64,
+    pub ns_per_run: f64,
+    pub ns_per_op: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,12 +187,19 @@ pub struct Hooks {
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub kernel: String,
+    /// How long the session took to start: the eBPF object loaded (the verifier) and every
+    /// hook attached, in seconds of guest time.
+    pub load_seconds: f64,
     /// CPUs this system has (online).
     pub cpus: usize,
     pub rounds: u32,
     pub round_ms: u64,
     pub hooks: Hooks,
     pub workloads: Vec<WorkloadResult>,
+    /// Each external tracer's rounds: its load time, events and lost events.
+    pub tracers: Vec<TracerRound>,
+    /// Modes asked for that could not run here, with why.
+    pub skipped_modes: Vec<String>,
 }
 
 /// What one timed run measured.
@@ -248,70 +308,80 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         workloads.push(w);
     }
 
+    let mut modes = Vec::new();
+    let mut skipped_modes = Vec::new();
+    for mode in args.modes.iter().copied().filter(|&m| m != Mode::Untraced) {
+        match mode.unavailable() {
+            Some(why) => {
+                eprintln!("bench: mode {} left out: {why}", mode.name());
+                skipped_modes.push(format!("{}: {why}", mode.name()));
+            }
+            None if !modes.contains(&mode) => modes.push(mode),
+            None => {}
+        }
+    }
+    // The session starts first (and is kept, detached between its rounds): a kernel gup-trace
+    // cannot hook is refused right after calibration, and its load time is measured once.
+    let started = Instant::now();
+    let mut session = start_session()?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    session.detach();
+    eprintln!("bench: session started in {load_seconds:.2} s");
+
     let mut rounds: Vec<Vec<Round>> = workloads.iter().map(|_| Vec::new()).collect();
-    let mut session: Option<Session> = None;
-    for round in 1..=args.rounds.count {
-        // Traced first in odd rounds, untraced first in even ones: drift over the run (a busy
-        // host) then weighs on both sides alike. Traced first in round 1, so that a kernel
-        // gup-trace cannot hook is refused right after calibration.
-        let order = if round % 2 == 1 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for traced_mode in order {
-            if traced_mode {
-                let started = Instant::now();
-                let what = match session.as_mut() {
-                    None => {
-                        session = Some(start_session()?);
-                        "session started"
-                    }
-                    Some(s) => {
-                        s.reattach()?;
-                        "programs attached again"
-                    }
+    let mut tracers = Vec::new();
+    for round in 0..=args.rounds.count {
+        let warmup = round == 0;
+        // Each mode's round follows an untraced one.
+        for &mode in &modes {
+            for m in [Mode::Untraced, mode] {
+                let tracer = if m.external() {
+                    Some(Tracer::start(m)?)
+                } else {
+                    None
                 };
-                eprintln!(
-                    "bench: round {round}/{}: {what} in {:.1} s",
-                    args.rounds.count,
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            for (i, w) in std::mem::take(&mut workloads).into_iter().enumerate() {
-                let tracing = if traced_mode { session.take() } else { None };
-                let (w, r) = match tracing {
-                    None => {
-                        let (w, m) = untraced(w, ops[i]).await?;
-                        (w, round_of(&m, None))
-                    }
-                    Some(s) => {
-                        let (s, w, m, seen) = traced(s, w, ops[i]).await?;
-                        session = Some(s);
-                        (w, round_of(&m, Some(&seen)))
-                    }
-                };
-                eprintln!(
-                    "bench: round {round}/{} {:<20} {:>8}: {:.3} s{}",
-                    args.rounds.count,
-                    w.name(),
-                    if traced_mode { "traced" } else { "untraced" },
-                    r.seconds,
-                    match (r.events, r.lost_events) {
-                        (Some(e), Some(l)) => format!(", {e} events, {l} lost"),
-                        _ => String::new(),
-                    }
-                );
-                rounds[i].push(r);
-                workloads.push(w);
-            }
-            // Every program detached before the next untraced round; they stay loaded.
-            if let Some(s) = session.as_mut().filter(|_| traced_mode) {
-                s.detach();
+                if m == Mode::Session {
+                    session.reattach()?;
+                }
+                for (i, w) in std::mem::take(&mut workloads).into_iter().enumerate() {
+                    let (w, r) = if m == Mode::Session {
+                        let (s, w, measured, seen) = traced(session, w, ops[i]).await?;
+                        session = s;
+                        (w, round_of(warmup, m, &measured, Some(&seen)))
+                    } else {
+                        let (w, measured) = untraced(w, ops[i]).await?;
+                        (w, round_of(warmup, m, &measured, None))
+                    };
+                    eprintln!(
+                        "bench: round {round}/{} {:<20} {:>18}: {:.0} ns/op{}",
+                        args.rounds.count,
+                        w.name(),
+                        m.name(),
+                        r.seconds * 1e9 / ops[i] as f64,
+                        match (r.events, r.lost_events) {
+                            (Some(e), Some(l)) => format!(", {e} events, {l} lost"),
+                            _ => String::new(),
+                        }
+                    );
+                    rounds[i].push(r);
+                    workloads.push(w);
+                }
+                if m == Mode::Session {
+                    session.detach();
+                }
+                if let Some(t) = tracer {
+                    let end = t.stop()?;
+                    eprintln!("bench: round {round} {}: {end:?}", m.name());
+                    tracers.push(TracerRound {
+                        mode: m,
+                        warmup,
+                        end,
+                    });
+                }
             }
         }
     }
-    let session = session.ok_or_else(|| anyhow!("no traced round ran"))?;
+    let (session, workloads, mut hook_costs_of) = hook_costs(session, workloads, &ops).await?;
     let caps = &session.capabilities;
     let kernel = caps.kernel.clone();
     let hooks = Hooks {
@@ -325,24 +395,92 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         .iter()
         .zip(ops)
         .zip(rounds)
-        .map(|((w, ops), rounds)| summarize(w.name(), w.description(), ops, rounds))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|((w, ops), rounds)| summarize(w.name(), w.description(), ops, &modes, rounds))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .zip(hook_costs_of.drain(..))
+        .map(|(r, h)| WorkloadResult {
+            hooks: Some(h),
+            ..r
+        })
+        .collect();
     drop(workloads);
     let report = BenchReport {
         kernel,
+        load_seconds,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         rounds: args.rounds.count,
         round_ms: args.rounds.round_ms,
         hooks,
         workloads: results,
+        tracers,
+        skipped_modes,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
-fn round_of(m: &Measured, seen: Option<&Seen>) -> Round {
+/// One more traced round of each workload with the kernel's BPF statistics on: each
+/// program's runs and own run time per operation. A separate round, because the statistics
+/// cost two clock reads per program run.
+async fn hook_costs(
+    mut session: Session,
+    workloads: Vec<Box<dyn Workload>>,
+    ops: &[u64],
+) -> Result<(Session, Vec<Box<dyn Workload>>, Vec<HookCosts>)> {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context(
+        "BPF_ENABLE_STATS (BPF_STATS_RUN_TIME) failed: per-program run time needs Linux 5.8+",
+    )?;
+    session.reattach()?;
+    let mut back = Vec::new();
+    let mut costs = Vec::new();
+    for (w, &ops) in workloads.into_iter().zip(ops) {
+        let before = session.program_stats()?;
+        let (s, w, m, seen) = traced(session, w, ops).await?;
+        session = s;
+        let after = session.program_stats()?;
+        let per_op = |v: u64| v as f64 / ops.max(1) as f64;
+        let mut programs: Vec<HookCost> = after
+            .iter()
+            .filter_map(|a| {
+                let b = before.iter().find(|b| b.program == a.program)?;
+                let runs = a.runs.checked_sub(b.runs).filter(|&r| r > 0)?;
+                let run_ns = a.run_ns.saturating_sub(b.run_ns);
+                Some(HookCost {
+                    program: a.program.clone(),
+                    runs_per_op: per_op(runs),
+                    ns_per_run: run_ns as f64 / runs as f64,
+                    ns_per_op: per_op(run_ns),
+                })
+            })
+            .collect();
+        programs.sort_by(|a, b| b.ns_per_op.total_cmp(&a.ns_per_op));
+        eprintln!(
+            "bench: {:<20} with BPF statistics: {:.0} ns/op; {}",
+            w.name(),
+            per_op(m.elapsed.as_nanos() as u64),
+            programs
+                .iter()
+                .map(|p| format!("{} {:.0} ns/op", p.program, p.ns_per_op))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        costs.push(HookCosts {
+            ns_per_op: per_op(m.elapsed.as_nanos() as u64),
+            records_per_op: per_op(seen.events),
+            program_ns_per_op: programs.iter().map(|p| p.ns_per_op).sum(),
+            programs,
+        });
+        back.push(w);
+    }
+    session.detach();
+    Ok((session, back, costs))
+}
+
+fn round_of(warmup: bool, mode: Mode, m: &Measured, seen: Option<&Seen>) -> Round {
     Round {
-        traced: seen.is_some(),
+        warmup,
+        mode,
         seconds: m.elapsed.as_secs_f64(),
         vmstat_acquired: m.vmstat.acquired,
         vmstat_released: m.vmstat.released,
@@ -353,62 +491,55 @@ fn round_of(m: &Measured, seen: Option<&Seen>) -> Round {
     }
 }
 
-/// Medians and ranges over the rounds; untraced and traced rounds pair up in order.
+/// Medians and ranges over the counted rounds, per mode.
 fn summarize(
     name: &'static str,
     description: String,
     ops: u64,
+    modes: &[Mode],
     rounds: Vec<Round>,
 ) -> Result<WorkloadResult> {
-    let (traced, untraced): (Vec<&Round>, Vec<&Round>) = rounds.iter().partition(|r| r.traced);
-    let rate = |rs: &[&Round]| -> Vec<f64> {
-        rs.iter()
-            .map(|r| ops as f64 / r.seconds.max(1e-9))
+    let counted = |mode: Mode| -> Vec<&Round> {
+        rounds
+            .iter()
+            .filter(|r| !r.warmup && r.mode == mode)
             .collect()
     };
-    let pairs: Vec<(&Round, &Round)> = untraced
+    let ns_per_op = |mode: Mode| -> Option<Stat> {
+        Stat::of(
+            &counted(mode)
+                .iter()
+                .map(|r| r.seconds * 1e9 / ops.max(1) as f64)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let no_rounds = || anyhow!("workload {name}: no counted untraced round ran");
+    let untraced = ns_per_op(Mode::Untraced).ok_or_else(no_rounds)?;
+    let mode_costs = modes
         .iter()
-        .copied()
-        .zip(traced.iter().copied())
+        .filter_map(|&mode| {
+            let s = ns_per_op(mode)?;
+            Some(ModeCost {
+                mode,
+                ns_per_op: s,
+                added_ns_per_op: s.median - untraced.median,
+                ratio: s.median / untraced.median.max(1e-9),
+            })
+        })
         .collect();
-    let folios: Vec<f64> = traced
+    let folios: Vec<f64> = counted(Mode::Untraced)
         .iter()
         .map(|r| (r.vmstat_acquired + r.vmstat_released) as f64)
         .collect();
-    let no_rounds = || anyhow!("workload {name}: no untraced or no traced round ran");
-    let folios_per_round = Stat::of(&folios).ok_or_else(no_rounds)?.median as u64;
-    let ns_per_folio = (folios_per_round > 0)
-        .then(|| {
-            Stat::of(
-                &pairs
-                    .iter()
-                    .map(|(u, t)| (t.seconds - u.seconds) * 1e9 / folios_per_round as f64)
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .flatten();
-    let sum = |f: &dyn Fn(&Round) -> Option<u64>| traced.iter().filter_map(|r| f(r)).sum::<u64>();
-    let events: Vec<f64> = traced
-        .iter()
-        .filter_map(|r| r.events)
-        .map(|e| e as f64)
-        .collect();
+    let session = counted(Mode::Session);
+    let sum = |f: &dyn Fn(&Round) -> Option<u64>| session.iter().filter_map(|r| f(r)).sum::<u64>();
     Ok(WorkloadResult {
         name,
         description,
         ops_per_round: ops,
-        untraced_ops_per_s: Stat::of(&rate(&untraced)).ok_or_else(no_rounds)?,
-        traced_ops_per_s: Stat::of(&rate(&traced)).ok_or_else(no_rounds)?,
-        slowdown_pct: Stat::of(
-            &pairs
-                .iter()
-                .map(|(u, t)| (t.seconds / u.seconds.max(1e-9) - 1.0) * 100.0)
-                .collect::<Vec<_>>(),
-        )
-        .ok_or_else(no_rounds)?,
-        folios_per_round,
-        ns_per_folio,
-        events_per_round: Stat::of(&events).ok_or_else(no_rounds)?,
+        untraced_ns_per_op: untraced,
+        modes: mode_costs,
+        folios_per_round: Stat::of(&folios).ok_or_else(no_rounds)?.median as u64,
         events: sum(&|r| r.events),
         lost_events: sum(&|r| r.lost_events),
         seen_pinned: sum(&|r| r.seen_pinned),
@@ -416,6 +547,7 @@ fn summarize(
         vmstat_acquired: sum(&|r| Some(r.vmstat_acquired)),
         vmstat_released: sum(&|r| Some(r.vmstat_released)),
         rounds,
+        hooks: None,
     })
 }
 
@@ -438,43 +570,58 @@ mod tests {
         assert!(Stat::of(&[]).is_none());
     }
 
-    fn round(traced: bool, seconds: f64, folios: u64) -> Round {
+    fn round(mode: Mode, warmup: bool, seconds: f64, folios: u64) -> Round {
+        let session = mode == Mode::Session;
         Round {
-            traced,
+            warmup,
+            mode,
             seconds,
             vmstat_acquired: folios / 2,
             vmstat_released: folios / 2,
-            events: traced.then_some(10),
-            lost_events: traced.then_some(0),
-            seen_pinned: traced.then_some(folios / 2),
-            seen_released: traced.then_some(folios / 2),
+            events: session.then_some(10),
+            lost_events: session.then_some(0),
+            seen_pinned: session.then_some(folios / 2),
+            seen_released: session.then_some(folios / 2),
         }
     }
 
     #[test]
-    fn rounds_pair_up_into_slowdown_and_cost_per_folio() {
-        // 1000 ops; untraced 1.0 s and 2.0 s, traced 1.1 s and 2.4 s; 1000 folios per round.
+    fn counted_rounds_give_ns_per_op_per_mode_beside_untraced() {
+        // 1000 ops; a warm-up pair, then untraced 1.0, 1.002 and 1.0 ms, session 3.0 and 3.2
+        // ms, record 2.0 ms: 1000 ns/op untraced.
         let rounds = vec![
-            round(false, 1.0, 1000),
-            round(true, 1.1, 1000),
-            round(true, 2.4, 1000),
-            round(false, 2.0, 1000),
+            round(Mode::Untraced, true, 9e-3, 1000),
+            round(Mode::Session, true, 9e-3, 1000),
+            round(Mode::Untraced, false, 1.0e-3, 1000),
+            round(Mode::Session, false, 3.0e-3, 1000),
+            round(Mode::Untraced, false, 1.002e-3, 1000),
+            round(Mode::Session, false, 3.2e-3, 1000),
+            round(Mode::Untraced, false, 1.0e-3, 1000),
+            round(Mode::Record, false, 2.0e-3, 1000),
         ];
-        let r = summarize("w", String::new(), 1000, rounds).unwrap();
+        let modes = [Mode::Session, Mode::Record, Mode::Serve];
+        let r = summarize("w", String::new(), 1000, &modes, rounds).unwrap();
         assert_eq!(r.folios_per_round, 1000);
-        assert!((r.slowdown_pct.min - 10.0).abs() < 1e-9);
-        assert!((r.slowdown_pct.max - 20.0).abs() < 1e-9);
-        let ns = r.ns_per_folio.unwrap();
-        assert!((ns.min - 100_000.0).abs() < 1e-6 && (ns.max - 400_000.0).abs() < 1e-6);
-        assert_eq!((r.events, r.lost_events), (20, 0));
+        assert!(
+            (r.untraced_ns_per_op.median - 1000.0).abs() < 1e-6,
+            "the warm-up is not counted: {:?}",
+            r.untraced_ns_per_op
+        );
+        assert!((r.untraced_ns_per_op.max - 1002.0).abs() < 1e-6);
+        assert_eq!(r.modes.len(), 2, "serve ran no round: no row");
+        assert!((r.modes[0].ns_per_op.median - 3100.0).abs() < 1e-6);
+        assert!((r.modes[0].added_ns_per_op - 2100.0).abs() < 1e-6);
+        assert!((r.modes[1].ratio - 2.0).abs() < 1e-9);
+        assert_eq!((r.events, r.lost_events), (20, 0), "session rounds only");
         assert_eq!((r.vmstat_acquired, r.seen_pinned), (1000, 1000));
-        assert!((r.untraced_ops_per_s.median - 750.0).abs() < 1e-9);
     }
 
     #[test]
-    fn a_workload_that_pins_nothing_has_no_cost_per_folio() {
-        let rounds = vec![round(false, 1.0, 0), round(true, 1.0, 0)];
-        let r = summarize("w", String::new(), 10, rounds).unwrap();
-        assert!(r.ns_per_folio.is_none());
+    fn a_workload_without_a_counted_untraced_round_is_an_error() {
+        let rounds = vec![
+            round(Mode::Untraced, true, 1.0, 0),
+            round(Mode::Session, false, 1.0, 0),
+        ];
+        assert!(summarize("w", String::new(), 10, &[Mode::Session], rounds).is_err());
     }
 }

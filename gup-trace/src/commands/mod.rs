@@ -2,6 +2,7 @@
 
 pub mod assets;
 pub mod bench;
+mod bench_tracer;
 pub mod check;
 pub mod probe;
 pub mod record;

@@ -7,6 +7,18 @@
 //!   16 MiB; each read pins its page (6.1: takes a plain reference).
 //! - `io_uring_read_fixed`: the same reads as IORING_OP_READ_FIXED into a buffer registered once
 //!   before the rounds, queue depth 1: no pin per I/O, so tracing should cost it next to nothing.
+//! - `uring_register_1024`: IORING_REGISTER_BUFFERS of a 1,024-page (small pages) buffer on a
+//!   ring set up once, then IORING_UNREGISTER_BUFFERS: 1,024 FOLL_LONGTERM pins and releases
+//!   in two calls.
+//! - `uring_register_thp`: the same with one 2 MiB transparent huge page (one folio, 512
+//!   pages); left out, with the reason on stderr, where THPs do not form.
+//! - `fault_loop` and `fork_exit`: work that pins nothing, for what the mmap_lock and process
+//!   hooks cost it: a write fault on a fresh anonymous page (the pages given back with
+//!   MADV_DONTNEED every [`FAULT_PAGES`] faults), and fork + _exit + waitpid.
+//!
+//! The reads are CPU-bound only on a device that completes them inline: `null_blk` with
+//! `irqmode=0` (`/dev/nullb0`), as `cargo xtask bench` sets up; on an emulated disk under
+//! QEMU's instruction time the wait for the device is skipped or jumps to the next timer.
 
 use std::{
     path::Path,
@@ -18,9 +30,17 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use super::child::{Child, VM_PATTERN, VmCopy, check_pattern, process_vm_copy};
 use super::direct_io::{DirectTarget, direct_io_target};
 use super::error::WorkloadError;
+use super::huge_pages::{check_thp_backed, thp_size};
 use super::memory::AnonBuf;
 use super::sys::os_error;
+use super::uring::register_unregister;
 use crate::kernel::page_size;
+
+/// Pages of the `uring_register_1024` buffer.
+const REGISTER_PAGES: usize = 1024;
+
+/// Pages the fault loop writes to before giving them back.
+const FAULT_PAGES: usize = 256;
 
 /// Size of one read.
 const IO_BYTES: usize = 4096;
@@ -42,11 +62,22 @@ pub trait Workload: Send {
 /// /dev/sda, else a temporary file).
 pub fn all(device: Option<&Path>, pin_pages: usize) -> Result<Vec<Box<dyn Workload>>> {
     let page = page_size();
-    Ok(vec![
+    let mut all: Vec<Box<dyn Workload>> = vec![
         Box::new(PinUnpin::new(pin_pages, page)?),
         Box::new(DirectRead::new(device, page)?),
         Box::new(UringReadFixed::new(device, page)?),
-    ])
+        Box::new(UringRegister::small(page)?),
+        Box::new(FaultLoop::new(page)?),
+        Box::new(ForkExit),
+    ];
+    match UringRegister::thp(page) {
+        Ok(w) => all.push(Box::new(w)),
+        Err(WorkloadError::Unavailable(why)) => {
+            eprintln!("bench: uring_register_thp left out: {why}")
+        }
+        Err(WorkloadError::Failed(e)) => return Err(e),
+    }
+    Ok(all)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,6 +313,169 @@ impl Workload for UringReadFixed {
                     "IORING_OP_READ_FIXED of {IO_BYTES} bytes at offset {off} from {}: {what}",
                     self.target.what
                 );
+            }
+        }
+        Ok(started.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// uring_register_1024 and uring_register_thp: fixed-buffer registration and unregistration
+// ---------------------------------------------------------------------------------------------
+
+struct UringRegister {
+    name: &'static str,
+    what: String,
+    // Dropped first: the ring, then the buffer.
+    ring: io_uring::IoUring,
+    buf: AnonBuf,
+    pages: usize,
+}
+
+impl UringRegister {
+    fn new(name: &'static str, what: String, buf: AnonBuf, page: usize) -> Result<UringRegister> {
+        let ring = io_uring::IoUring::new(4).with_context(|| {
+            format!(
+                "io_uring_setup(4 entries) for the {name} workload (needs CONFIG_IO_URING and \
+                 kernel.io_uring_disabled=0)"
+            )
+        })?;
+        let pages = buf.len / page;
+        Ok(UringRegister {
+            name,
+            what,
+            ring,
+            buf,
+            pages,
+        })
+    }
+
+    /// [`REGISTER_PAGES`] small pages.
+    fn small(page: usize) -> Result<UringRegister> {
+        UringRegister::new(
+            "uring_register_1024",
+            format!("{REGISTER_PAGES} small pages"),
+            AnonBuf::new(REGISTER_PAGES, page)?,
+            page,
+        )
+    }
+
+    /// One PMD-sized transparent huge page.
+    fn thp(page: usize) -> Result<UringRegister, WorkloadError> {
+        let hp = thp_size(page)?;
+        let buf = AnonBuf::thp(hp, hp, page)?;
+        check_thp_backed(&buf)?;
+        Ok(UringRegister::new(
+            "uring_register_thp",
+            format!("one {} KiB transparent huge page", hp >> 10),
+            buf,
+            page,
+        )?)
+    }
+}
+
+impl Workload for UringRegister {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "IORING_REGISTER_BUFFERS + IORING_UNREGISTER_BUFFERS of {} on one ring",
+            self.what
+        )
+    }
+
+    fn run(&mut self, ops: u64) -> Result<Duration> {
+        let started = Instant::now();
+        for _ in 0..ops {
+            register_unregister(&self.ring, &self.buf, self.pages)?;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fault_loop and fork_exit: work that pins nothing
+// ---------------------------------------------------------------------------------------------
+
+struct FaultLoop {
+    buf: AnonBuf,
+    page: usize,
+    next: usize,
+}
+
+impl FaultLoop {
+    fn new(page: usize) -> Result<FaultLoop> {
+        let buf = AnonBuf::untouched(FAULT_PAGES, page)?;
+        Ok(FaultLoop { buf, page, next: 0 })
+    }
+}
+
+impl Workload for FaultLoop {
+    fn name(&self) -> &'static str {
+        "fault_loop"
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "a write fault on a fresh anonymous small page; MADV_DONTNEED of the {FAULT_PAGES} \
+             pages after every {FAULT_PAGES} faults"
+        )
+    }
+
+    fn run(&mut self, ops: u64) -> Result<Duration> {
+        let started = Instant::now();
+        for _ in 0..ops {
+            // SAFETY: next < FAULT_PAGES, so the byte lies inside the buffer.
+            unsafe { self.buf.ptr.add(self.next * self.page).write_volatile(1) };
+            self.next += 1;
+            if self.next == FAULT_PAGES {
+                self.next = 0;
+                // SAFETY: the range is the buffer's own mapping.
+                if unsafe { libc::madvise(self.buf.ptr.cast(), self.buf.len, libc::MADV_DONTNEED) }
+                    != 0
+                {
+                    return Err(os_error(format!(
+                        "madvise({} bytes, MADV_DONTNEED)",
+                        self.buf.len
+                    )));
+                }
+            }
+        }
+        Ok(started.elapsed())
+    }
+}
+
+struct ForkExit;
+
+impl Workload for ForkExit {
+    fn name(&self) -> &'static str {
+        "fork_exit"
+    }
+
+    fn description(&self) -> String {
+        "fork, the child _exit(0)s at once, waitpid".into()
+    }
+
+    fn run(&mut self, ops: u64) -> Result<Duration> {
+        let started = Instant::now();
+        for _ in 0..ops {
+            // SAFETY: the child calls only _exit, which is async-signal-safe.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(os_error("fork for the fork_exit workload"));
+            }
+            if pid == 0 {
+                // SAFETY: ends the child at once, without running the parent's destructors.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child just forked; status is a valid out pointer.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+                return Err(os_error(format!(
+                    "waitpid({pid}) for the fork_exit workload"
+                )));
             }
         }
         Ok(started.elapsed())

@@ -38,6 +38,18 @@ pub(super) fn uring_register_cycle(buf: &AnonBuf, pages: usize) -> Outcome<()> {
                 .into());
         }
     };
+    let registered = register_unregister(&ring, buf, pages);
+    drop(ring);
+    Ok(registered?)
+}
+
+/// Registers `buf` (`pages` small pages) as the fixed buffers of `ring` (the kernel pins them
+/// with FOLL_LONGTERM) and unregisters them (unpinned before the call returns).
+pub(super) fn register_unregister(
+    ring: &io_uring::IoUring,
+    buf: &AnonBuf,
+    pages: usize,
+) -> anyhow::Result<()> {
     let iovecs: Vec<libc::iovec> = (0..buf.len)
         .step_by(MAX_URING_IOVEC_BYTES)
         .map(|off| libc::iovec {
@@ -46,23 +58,19 @@ pub(super) fn uring_register_cycle(buf: &AnonBuf, pages: usize) -> Outcome<()> {
             iov_len: (buf.len - off).min(MAX_URING_IOVEC_BYTES),
         })
         .collect();
-    // SAFETY: the iovecs describe `buf`, which stays mapped until after the ring is dropped.
+    // SAFETY: the iovecs describe `buf`, which the caller keeps mapped while it is registered.
     if let Err(e) = unsafe { ring.submitter().register_buffers(&iovecs) } {
         let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
             " (without CAP_IPC_LOCK the pages count against RLIMIT_MEMLOCK)"
         } else {
             ""
         };
-        drop(ring);
-        return Err(anyhow::Error::new(e)
-            .context(format!(
-                "io_uring_register(IORING_REGISTER_BUFFERS, {} iovec(s), {pages} pages){hint}",
-                iovecs.len()
-            ))
-            .into());
+        return Err(anyhow::Error::new(e).context(format!(
+            "io_uring_register(IORING_REGISTER_BUFFERS, {} iovec(s), {pages} pages){hint}",
+            iovecs.len()
+        )));
     }
-    let unregistered = ring.submitter().unregister_buffers();
-    drop(ring);
-    unregistered.context("io_uring_register(IORING_UNREGISTER_BUFFERS)")?;
-    Ok(())
+    ring.submitter()
+        .unregister_buffers()
+        .context("io_uring_register(IORING_UNREGISTER_BUFFERS)")
 }

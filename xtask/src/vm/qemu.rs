@@ -38,6 +38,12 @@ pub struct Boot {
     pub echo: bool,
     /// More kernel command line (e.g. `movablecore=256M`), after the usual one.
     pub cmdline: String,
+    /// Instruction time (`-icount shift=0,sleep=off`, single-threaded TCG) instead of
+    /// multi-threaded TCG: the guest's clocks advance one nanosecond per instruction the guest
+    /// executes (all vCPUs together), whatever the host's load, so guest-measured durations
+    /// repeat to about 0.1% on CPU-bound work. Slower in wall time (one host thread), and
+    /// time spent waiting for emulated devices is skipped: for benchmarks of CPU-bound work.
+    pub icount: bool,
 }
 
 impl Boot {
@@ -52,6 +58,7 @@ impl Boot {
             timeout,
             echo: false,
             cmdline: String::new(),
+            icount: false,
         }
     }
 }
@@ -142,7 +149,8 @@ struct Run {
 fn boot_once(b: &Boot) -> Result<Run> {
     let disk = ScratchDisk::create(b.disk_mb)?;
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+    qemu.args(accel_args(b.icount))
+        .args(["-cpu", "max", "-smp", "2"])
         .args(["-m", &b.memory_mb.to_string()])
         // No network card: nothing uses it, and its boot ROM (iPXE) only costs time.
         .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
@@ -203,6 +211,16 @@ fn boot_once(b: &Boot) -> Result<Run> {
         console: Console { text, wall },
         failure,
     })
+}
+
+/// QEMU's accelerator flags: multi-threaded TCG, or single-threaded TCG in instruction time
+/// (see [`Boot::icount`]).
+fn accel_args(icount: bool) -> &'static [&'static str] {
+    if icount {
+        &["-accel", "tcg", "-icount", "shift=0,sleep=off"]
+    } else {
+        &["-accel", "tcg,thread=multi"]
+    }
 }
 
 /// Waits for `child`, killing it after `timeout`; `None` means it was killed.
@@ -323,5 +341,14 @@ mod tests {
         let silent = "SeaBIOS (version 1.16)\nBooting from ROM..\n";
         assert!(crashed_before_init(silent), "a silent reset is retried too");
         assert!(first_oops(silent).contains("silent reset"));
+    }
+
+    #[test]
+    fn instruction_time_is_single_threaded_tcg() {
+        assert_eq!(
+            accel_args(true),
+            ["-accel", "tcg", "-icount", "shift=0,sleep=off"]
+        );
+        assert!(accel_args(false).concat().contains("thread=multi"));
     }
 }
