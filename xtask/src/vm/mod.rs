@@ -16,4 +16,4 @@ mod qemu;
 
 pub use console::{Console, EXIT_PREFIX, VERDICT_PREFIX, find_line};
 pub use initramfs::build_initramfs;
-pub use qemu::{Boot, MEMORY_MB, boot, boot_logged};
+pub use qemu::{Boot, boot, boot_logged};
