@@ -11,12 +11,8 @@
 
 use gup_trace::{
     engine::FindingRules,
-    output::{
-        self,
-        report::{self, Report, ReportOptions},
-    },
+    output::report::{self, Report, ReportOptions},
     recording::{ReadStatus, RecordingReader, Replay},
-    symbols::CallStack,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -49,14 +45,7 @@ fn report(bytes: &[u8]) {
     };
     let report = Report::new(&replay, &findings, opts);
     serde_json::to_string(&report).expect("the report serializes");
-    let mut lookup = |id: u32| -> CallStack { replay.stack(id) };
-    let findings_text = output::findings_text(
-        &findings,
-        replay.meta.start_ns,
-        &mut lookup,
-        opts.stack_depth,
-    );
-    let text = report::text(&report, &findings_text);
+    let text = report::replay_text(&report, &replay, &findings, opts);
     assert!(!text.is_empty());
 }
 

@@ -13,7 +13,6 @@ use crate::{
         report::{self, Report, ReportOptions},
     },
     recording::{ProcessFilter, RecordingReader, Replay},
-    symbols::CallStack,
 };
 
 #[derive(Args, Debug)]
@@ -125,14 +124,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let mut lookup = |id: u32| -> CallStack { replay.stack(id) };
-        let findings_text = output::findings_text(
-            &findings,
-            replay.meta.start_ns,
-            &mut lookup,
-            opts.stack_depth,
-        );
-        print!("{}", report::text(&report, &findings_text));
+        print!("{}", report::replay_text(&report, &replay, &findings, opts));
     }
     if let crate::recording::ReadStatus::Damaged(damage) = &replay.status {
         eprintln!(

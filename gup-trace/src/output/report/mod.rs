@@ -385,5 +385,23 @@ impl<'a> Report<'a> {
     }
 }
 
+/// The report as `report` prints it: `report` (made by [`Report::new`] from the same
+/// `replay` and `findings`) with each finding's text and evidence.
+pub fn replay_text(
+    report: &Report,
+    replay: &Replay,
+    findings: &[Finding],
+    opts: ReportOptions,
+) -> String {
+    let mut lookup = |id: u32| -> CallStack { replay.stack(id) };
+    let findings_text = super::findings_text(
+        findings,
+        replay.meta.start_ns,
+        &mut lookup,
+        opts.stack_depth,
+    );
+    text(report, &findings_text)
+}
+
 #[cfg(test)]
 mod tests;
