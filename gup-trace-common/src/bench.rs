@@ -2,10 +2,10 @@
 //! them and `cargo xtask bench` takes them too, to pass on to it in the guest. Only with the
 //! `cli` feature: the eBPF crate builds this crate without features, and without clap.
 
-use std::{format, string::String};
+use std::{format, string::String, vec::Vec};
 
 /// How many rounds the bench runs, how long each lasts, how many pages a pin call takes.
-#[derive(clap::Args, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct BenchRounds {
     /// Untraced and traced rounds of each workload (as many of each, alternating).
     #[arg(long = "rounds", value_name = "ROUNDS", default_value_t = 5,
@@ -20,14 +20,22 @@ pub struct BenchRounds {
     #[arg(long, default_value_t = 1, value_name = "PAGES",
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub pin_pages: u64,
+    /// Only these workloads (comma-separated names, e.g. pin_unpin,o_direct_read; default:
+    /// all). For a quick look at one workload: every workload adds its rounds to every mode.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub workloads: Vec<String>,
 }
 
 impl BenchRounds {
     /// The same flags on a command line, as `gup-trace bench` takes them.
     pub fn to_flags(&self) -> String {
-        format!(
+        let mut flags = format!(
             "--rounds {} --round-ms {} --pin-pages {}",
             self.count, self.round_ms, self.pin_pages
-        )
+        );
+        if !self.workloads.is_empty() {
+            flags += &format!(" --workloads {}", self.workloads.join(","));
+        }
+        flags
     }
 }

@@ -82,6 +82,10 @@ pub struct Options {
     // The vm section passes these on to `gup-trace bench` in the guest.
     #[command(flatten)]
     pub rounds: BenchRounds,
+    /// Tracing modes, as `gup-trace bench --modes` takes them (comma-separated; default: all
+    /// of them, see `gup-trace bench --help`).
+    #[arg(long, value_name = "MODES")]
+    pub modes: Option<String>,
     /// Events in the host section's synthetic recording.
     #[arg(long, default_value_t = 4_000_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1000..))]
@@ -138,12 +142,15 @@ ifconfig lo 127.0.0.1 up
 M=/lib/modules/$(uname -r)
 insmod $M/configfs.ko 2>/dev/null
 insmod $M/null_blk.ko {NULL_BLK_PARAMS} || {{ echo "GUPTRACE-RESULT insmod null_blk failed"; exit 2; }}
-OUT=$(gup-trace bench --device /dev/nullb0 {})
+OUT=$(gup-trace bench --device /dev/nullb0 {}{})
 STATUS=$?
 echo "GUPTRACE-RESULT $OUT"
 exit $STATUS
 "#,
-        opts.rounds.to_flags()
+        opts.rounds.to_flags(),
+        opts.modes
+            .as_deref()
+            .map_or(String::new(), |m| format!(" --modes {m}"))
     );
     let initramfs = vm_dir().join(format!("bench-{}.cpio.gz", kernel.release));
     vm::build_initramfs(&initramfs, &files, &script)?;

@@ -299,6 +299,21 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     let target = Duration::from_millis(args.rounds.round_ms);
     let mut workloads =
         workload::bench::all(args.device.as_deref(), args.rounds.pin_pages as usize)?;
+    let only = &args.rounds.workloads;
+    if let Some(unknown) = only
+        .iter()
+        .find(|n| !workloads.iter().any(|w| w.name() == *n))
+    {
+        bail!(
+            "--workloads: no workload is called {unknown:?} here (there are: {})",
+            workloads
+                .iter()
+                .map(|w| w.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    workloads.retain(|w| only.is_empty() || only.iter().any(|n| n == w.name()));
 
     let mut ops = Vec::new();
     for w in std::mem::take(&mut workloads) {
