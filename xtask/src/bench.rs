@@ -217,6 +217,12 @@ exit $STATUS
          start to attached, CPU = the process's user+system time while attached\n"
     );
     print!("{}", tracer_table(&result));
+    let markdown = markdown_table(&rows);
+    println!(
+        "\nthe same as markdown, for the README's cost section ({}):\n",
+        kernel.release
+    );
+    print!("{markdown}");
     println!("\nwhere the cost goes (one more traced round with BPF statistics on):");
     print!("{}", hook_table(&rows));
     println!();
@@ -236,6 +242,7 @@ exit $STATUS
         "guest_memory_mb": BENCH_MEMORY_MB,
         "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         "verdicts": verdicts,
+        "markdown": markdown,
         "result": result,
     });
     let path = save(&format!("vm-{}.json", kernel.release), &saved)?;
@@ -538,6 +545,8 @@ struct Row {
     records_per_op: Option<f64>,
     hooks: Vec<HookRow>,
     lost: u64,
+    /// Events lost per mode over its counted rounds, where the mode reports them.
+    mode_lost: Vec<(String, u64)>,
     seen: (u64, u64),
     vmstat: (u64, u64),
 }
@@ -566,6 +575,8 @@ impl Row {
 const SESSION: &str = "session";
 const RECORD: &str = "record";
 const BPFTRACE_STACKS: &str = "bpftrace-stacks";
+/// The floor mode: the same hooks, programs that only bump a counter.
+const FLOOR: &str = "floor";
 
 fn rows(result: &Value) -> Result<Vec<Row>> {
     let workloads = result["workloads"]
@@ -598,8 +609,23 @@ fn rows(result: &Value) -> Result<Vec<Row>> {
                 .flatten()
                 .filter_map(|m| Some((m["mode"].as_str()?.to_string(), stat(&m["ns_per_op"])?)))
                 .collect();
+            let mut mode_lost: Vec<(String, u64)> = Vec::new();
+            for r in w["rounds"].as_array().into_iter().flatten() {
+                let (Some(mode), Some(lost)) = (r["mode"].as_str(), r["lost_events"].as_u64())
+                else {
+                    continue;
+                };
+                if r["warmup"] == true {
+                    continue;
+                }
+                match mode_lost.iter_mut().find(|(m, _)| m == mode) {
+                    Some((_, sum)) => *sum += lost,
+                    None => mode_lost.push((mode.to_string(), lost)),
+                }
+            }
             Ok(Row {
                 untraced: need("untraced_ns_per_op")?,
+                mode_lost,
                 modes,
                 folios_per_op: n("folios_per_round") as f64 / ops,
                 programs_ns: h["program_ns_per_op"].as_f64(),
@@ -678,6 +704,48 @@ fn table(rows: &[Row]) -> String {
             r.folios_per_op,
             r.lost
         );
+    }
+    out
+}
+
+/// The side-by-side table as markdown, paste-ready for the README's cost section: per
+/// workload, one line per mode with ns (= instructions) per operation, the cost added to
+/// untraced, the ratios to untraced, to the floor and to bpftrace with kernel stacks, and the
+/// events lost over the counted rounds ("-" where a mode is absent or does not report them).
+fn markdown_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| workload | mode | ns/op (= instructions) | added | x untraced | x floor | \
+         x bpftrace-stacks | lost events |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let ratio = |v: f64, to: Option<&Stat>| {
+            to.map_or("-".to_string(), |to| {
+                format!("{:.2}", v / to.median.max(1e-9))
+            })
+        };
+        out += &format!(
+            "| {} | untraced | {:.0} | - | 1.00 | {} | {} | - |\n",
+            r.name,
+            r.untraced.median,
+            ratio(r.untraced.median, r.mode(FLOOR)),
+            ratio(r.untraced.median, r.mode(BPFTRACE_STACKS))
+        );
+        for (mode, s) in &r.modes {
+            let lost = r
+                .mode_lost
+                .iter()
+                .find(|(m, _)| m == mode)
+                .map_or("-".to_string(), |(_, l)| l.to_string());
+            out += &format!(
+                "| {} | {mode} | {:.0} | {:+.0} | {} | {} | {} | {lost} |\n",
+                r.name,
+                s.median,
+                s.median - r.untraced.median,
+                ratio(s.median, Some(&r.untraced)),
+                ratio(s.median, r.mode(FLOOR)),
+                ratio(s.median, r.mode(BPFTRACE_STACKS))
+            );
+        }
     }
     out
 }
@@ -902,6 +970,55 @@ mod tests {
         assert!(notes[0].contains("3 events lost"));
         assert!(notes[1].contains("counted 0 pinned"));
         assert_eq!(hooks(&v), "18 fentry, 0 kprobe, 1 tracepoint");
+    }
+
+    #[test]
+    fn the_markdown_table_gives_ratios_to_untraced_floor_and_bpftrace_and_lost_events() {
+        let v: Value = serde_json::from_str(
+            &RESULT
+                .replacen(
+                    r#"[{"mode":"session","#,
+                    r#"[{"mode":"floor","ns_per_op":{"median":7700.0,"min":7700.0,"max":7700.0}},
+                {"mode":"session","#,
+                    1,
+                )
+                .replacen(
+                    r#""vmstat_acquired":4000,"vmstat_released":4000,"#,
+                    r#""vmstat_acquired":4000,"vmstat_released":4000,"rounds":[
+              {"warmup":true,"mode":"session","lost_events":50},
+              {"warmup":false,"mode":"session","lost_events":2},
+              {"warmup":false,"mode":"session","lost_events":3},
+              {"warmup":false,"mode":"record","lost_events":0},
+              {"warmup":false,"mode":"floor"}],"#,
+                    1,
+                ),
+        )
+        .unwrap();
+        let md = markdown_table(&rows(&v).unwrap());
+        let lines: Vec<&str> = md.lines().collect();
+        assert!(lines[0].starts_with("| workload | mode |"), "{md}");
+        assert_eq!(lines[1], "|---|---|---:|---:|---:|---:|---:|---:|");
+        assert!(
+            lines.contains(&"| pin_unpin | untraced | 7000 | - | 1.00 | 0.91 | 0.50 | - |"),
+            "{md}"
+        );
+        assert!(
+            lines.contains(&"| pin_unpin | floor | 7700 | +700 | 1.10 | 1.00 | 0.55 | - |"),
+            "{md}"
+        );
+        assert!(
+            lines.contains(&"| pin_unpin | session | 36000 | +29000 | 5.14 | 4.68 | 2.57 | 5 |"),
+            "the warm-up's lost events are not counted: {md}"
+        );
+        assert!(
+            lines.contains(&"| pin_unpin | record | 21000 | +14000 | 3.00 | 2.73 | 1.50 | 0 |"),
+            "{md}"
+        );
+        assert!(
+            lines.contains(&"| fault_loop | session | 1020 | +20 | 1.02 | - | 0.68 | - |"),
+            "no floor in that workload: {md}"
+        );
+        assert_eq!(lines.len(), 2 + 5 + 3, "{md}");
     }
 
     #[test]
