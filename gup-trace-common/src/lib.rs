@@ -546,7 +546,9 @@ pub mod counter {
     /// Calls that looked in progress for over 10 s when the thread entered another: their
     /// return was lost (kretprobe misses), and they were forgotten.
     pub const STALE_CALLS: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Program runs in floor mode (`FLOOR` set): each program only bumped this and returned.
+    pub const FLOOR_RUNS: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Names of the globals userspace sets before load (`EbpfLoader::set_global`).
@@ -583,6 +585,9 @@ pub mod global {
     pub const ISOLATED_START_OFFSET: &str = "ISOLATED_START_OFFSET";
     pub const ISOLATED_END_OFFSET: &str = "ISOLATED_END_OFFSET";
     pub const ISOLATED_FIN_OFFSET: &str = "ISOLATED_FIN_OFFSET";
+    /// 1: the floor (`gup-trace bench --modes floor`): every program only bumps
+    /// `counter::FLOOR_RUNS` and returns, what the hooks cost with nothing done in them.
+    pub const FLOOR: &str = "FLOOR";
     /// A [`crate::CmaOffsets`]: where the cma tracepoints' records keep their fields.
     pub const CMA_OFFSETS: &str = "CMA_OFFSETS";
 }

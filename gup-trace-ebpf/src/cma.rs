@@ -101,6 +101,9 @@ fn read_name(ctx: &TracePointContext, offset: u32, name: &mut [u8; AREA_NAME_LEN
 
 #[tracepoint]
 pub fn cma_alloc_start(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let offsets = CMA_OFFSETS.load();
     if offsets.start_name == 0 {
         return 0;
@@ -116,6 +119,9 @@ pub fn cma_alloc_start(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn cma_alloc_busy_retry(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let offsets = CMA_OFFSETS.load();
     if offsets.retry_pfn == 0 || offsets.retry_count == 0 || offsets.retry_name == 0 {
         return 0;
@@ -165,6 +171,9 @@ fn flush_busy(ctx: &TracePointContext, task: (u32, u32), w: &mut CmaWatch, now: 
 
 #[tracepoint]
 pub fn cma_alloc_finish(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let offsets = CMA_OFFSETS.load();
     if offsets.finish_pfn == 0
         || offsets.finish_count == 0

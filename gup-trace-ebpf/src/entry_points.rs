@@ -141,21 +141,33 @@ macro_rules! gup_functions {
     ($($symbol:ident => $hook:ident, $at:expr;)*) => { $(
         #[fentry]
         pub fn ${concat(fentry_, $symbol)}(ctx: FEntryContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::gup_enter(&ctx, Hook::$hook, gup_args(&ctx, $at));
             0
         }
         #[fexit]
         pub fn ${concat(fexit_, $symbol)}(ctx: FExitContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::gup_exit(&ctx, ctx.ret::<i32>().unwrap_or(0) as i64);
             0
         }
         #[kprobe]
         pub fn ${concat(kprobe_, $symbol)}(ctx: ProbeContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::gup_enter(&ctx, Hook::$hook, gup_args(&ctx, $at));
             0
         }
         #[kretprobe]
         pub fn ${concat(kretprobe_, $symbol)}(ctx: RetProbeContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::gup_exit(&ctx, ctx.ret::<i32>() as i64);
             0
         }
@@ -166,23 +178,35 @@ macro_rules! release_functions {
     ($($symbol:ident => $hook:ident, $args:ident;)*) => { $(
         #[fentry]
         pub fn ${concat(fentry_, $symbol)}(ctx: FEntryContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             let (pages, released) = released(&ctx, ReleaseArgs::$args);
             calls::unpin_enter(Hook::$hook, pages, released);
             0
         }
         #[fexit]
         pub fn ${concat(fexit_, $symbol)}(ctx: FExitContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::unpin_exit(&ctx);
             0
         }
         #[kprobe]
         pub fn ${concat(kprobe_, $symbol)}(ctx: ProbeContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             let (pages, released) = released(&ctx, ReleaseArgs::$args);
             calls::unpin_enter(Hook::$hook, pages, released);
             0
         }
         #[kretprobe]
         pub fn ${concat(kretprobe_, $symbol)}(ctx: RetProbeContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::unpin_exit(&ctx);
             0
         }
@@ -221,23 +245,35 @@ macro_rules! grab_functions {
     ($($symbol:ident => $hook:ident, $at:expr;)*) => { $(
         #[fentry]
         pub fn ${concat(fentry_, $symbol)}(ctx: FEntryContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             let (page, refs, flags) = grab_args(&ctx, $at);
             folio::grab_enter(page, refs, flags);
             0
         }
         #[fexit]
         pub fn ${concat(fexit_, $symbol)}(ctx: FExitContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>().unwrap_or(0));
             0
         }
         #[kprobe]
         pub fn ${concat(kprobe_, $symbol)}(ctx: ProbeContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             let (page, refs, flags) = grab_args(&ctx, $at);
             folio::grab_enter(page, refs, flags);
             0
         }
         #[kretprobe]
         pub fn ${concat(kretprobe_, $symbol)}(ctx: RetProbeContext) -> u32 {
+            if crate::maps::floor() {
+                return 0;
+            }
             calls::grab_exit(&ctx, Hook::$hook, ctx.ret::<u64>());
             0
         }
@@ -291,24 +327,36 @@ grab_functions! {
 // __get_user_pages(mm, start, nr_pages, gup_flags, pages, [vmas,] locked): the slow walk.
 #[fentry]
 pub fn fentry___get_user_pages(ctx: FEntryContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     calls::slow_walk_enter(ctx.arg_u64(1));
     0
 }
 
 #[fexit]
 pub fn fexit___get_user_pages(_ctx: FExitContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     calls::slow_walk_exit();
     0
 }
 
 #[kprobe]
 pub fn kprobe___get_user_pages(ctx: ProbeContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     calls::slow_walk_enter(ctx.arg_u64(1));
     0
 }
 
 #[kretprobe]
 pub fn kretprobe___get_user_pages(_ctx: RetProbeContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     calls::slow_walk_exit();
     0
 }
@@ -317,24 +365,36 @@ pub fn kretprobe___get_user_pages(_ctx: RetProbeContext) -> u32 {
 // migration and isolation tracepoints report about while it runs (see `migration`).
 #[fentry]
 pub fn fentry_offline_pages(ctx: FEntryContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     migration::offline_enter(ctx.arg_u64(0), ctx.arg_u64(1));
     0
 }
 
 #[fexit]
 pub fn fexit_offline_pages(ctx: FExitContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     migration::offline_exit(&ctx, ctx.ret::<i32>().unwrap_or(0));
     0
 }
 
 #[kprobe]
 pub fn kprobe_offline_pages(ctx: ProbeContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     migration::offline_enter(ctx.arg_u64(0), ctx.arg_u64(1));
     0
 }
 
 #[kretprobe]
 pub fn kretprobe_offline_pages(ctx: RetProbeContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     migration::offline_exit(&ctx, ctx.ret::<i32>());
     0
 }

@@ -79,6 +79,22 @@ pub static FILTER_FOLLOWED: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static RELEASES_UNFILTERED: Global<u32> = Global::new(0);
 
+/// 1: the floor, for `gup-trace bench`: every program only counts its run and returns. Read-only
+/// (.rodata, frozen before load), so the verifier prunes all the rest of each program.
+#[unsafe(no_mangle)]
+pub static FLOOR: Global<u32> = Global::new(0);
+
+/// Tested first in every program: in floor mode, counts the run in `counter::FLOOR_RUNS` and
+/// says so (the program then returns at once).
+#[inline(always)]
+pub fn floor() -> bool {
+    let on = FLOOR.load() != 0;
+    if on {
+        bump(counter::FLOOR_RUNS, 1);
+    }
+    on
+}
+
 /// The processes (tgids) of a followed tree: userspace puts the root in before it runs, and
 /// `task_newtask` adds each child. LRU: a long run with many short processes must not fill it.
 #[map]

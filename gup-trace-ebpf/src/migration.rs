@@ -122,6 +122,9 @@ fn read_u64(ctx: &TracePointContext, offset: u32) -> u64 {
 
 #[tracepoint]
 pub fn mm_migrate_pages(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let (ok_at, failed_at, reason_at) = (
         MIGRATE_SUCCEEDED_OFFSET.load(),
         MIGRATE_FAILED_OFFSET.load(),
@@ -189,6 +192,9 @@ fn flush_migrations<C: EbpfContext + StackIdContext>(
 
 #[tracepoint]
 pub fn test_pages_isolated(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let (start_at, end_at, fin_at) = (
         ISOLATED_START_OFFSET.load(),
         ISOLATED_END_OFFSET.load(),

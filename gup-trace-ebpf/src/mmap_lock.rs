@@ -17,6 +17,9 @@ pub static LOCK_SUCCESS_OFFSET: Global<u32> = Global::new(0);
 
 #[tracepoint]
 pub fn mmap_lock_start_locking(_ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     if let Some((_, tid)) = current_task() {
         calls::lock_start_locking(tid);
     }
@@ -25,6 +28,9 @@ pub fn mmap_lock_start_locking(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mmap_lock_acquire_returned(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let Some(task) = current_task() else { return 0 };
     let offset = LOCK_SUCCESS_OFFSET.load() as usize;
     let success = offset == 0 || unsafe { ctx.read_at::<u8>(offset) }.unwrap_or(1) != 0;
@@ -34,6 +40,9 @@ pub fn mmap_lock_acquire_returned(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let Some(task) = current_task() else { return 0 };
     bump(counter::MMAP_LOCK_RELEASES, 1);
     // Every release on a busy machine is a flood: by default releases become events only as

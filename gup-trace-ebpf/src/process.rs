@@ -22,6 +22,9 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     // Only the main thread: the process as a whole goes away (exit_group).
     if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
@@ -40,6 +43,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 /// Runs in the parent, for the new task.
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let (pid_at, flags_at) = (NEWTASK_PID_OFFSET.load(), NEWTASK_FLAGS_OFFSET.load());
     if pid_at == 0 || flags_at == 0 {
         return 0;

@@ -49,6 +49,8 @@ pub struct SessionConfig {
     /// Trace releases whoever makes them, whatever the filters: who holds a pin can only be
     /// told by seeing it released, often by another task (io_uring teardown, I/O completion).
     pub all_releases: bool,
+    /// The floor (`gup-trace bench`): the same hooks, each program only counting its runs.
+    pub floor: bool,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +63,7 @@ impl Default for SessionConfig {
             ring_buffer_kib: 4096,
             follow_tree: false,
             all_releases: false,
+            floor: false,
         }
     }
 }
@@ -197,6 +200,7 @@ impl Session {
                 true,
             )
             .override_global(global::CMA_OFFSETS, &facts.cma_offsets, true)
+            .override_global(global::FLOOR, &u32::from(config.floor), true)
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;
@@ -339,8 +343,17 @@ impl Session {
             .collect()
     }
 
+    /// Program runs a floor session counted (0 in any other session).
+    pub fn floor_runs(&self) -> Result<u64> {
+        self.counter(counter::FLOOR_RUNS)
+    }
+
+    fn counter(&self, index: u32) -> Result<u64> {
+        Ok(self.counters.get(&index, 0)?.iter().sum())
+    }
+
     pub fn counters(&self) -> Result<KernelCounters> {
-        let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
+        let sum = |index: u32| self.counter(index);
         Ok(KernelCounters {
             lost_events: sum(counter::LOST_EVENTS)?,
             mmap_lock_releases: sum(counter::MMAP_LOCK_RELEASES)?,

@@ -230,3 +230,43 @@ fn check_refuses_to_vouch_for_a_command_on_a_kernel_without_gup_hooks() {
         "{all}"
     );
 }
+
+/// The floor (`gup-trace bench --modes floor`): the same tracepoints attached, each program only
+/// counting its run. It loads, counts the process and mmap_lock traffic we make, and a normal session beside
+/// it counts no floor runs.
+#[test]
+fn a_floor_session_counts_program_runs_and_a_normal_one_does_not() {
+    use gup_trace::session::{Session, SessionConfig};
+    use std::time::Instant;
+    assert!(
+        is_root(),
+        "the host tests load eBPF programs: run them as root"
+    );
+    // The session's ring-buffer reader registers with a tokio reactor.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _reactor = runtime.enter();
+    let started = Instant::now();
+    let full = Session::start(&SessionConfig::default()).expect("the full session starts");
+    let full_load = started.elapsed();
+    let started = Instant::now();
+    let floor = Session::start(&SessionConfig {
+        floor: true,
+        ..SessionConfig::default()
+    })
+    .expect("the floor session starts");
+    let floor_load = started.elapsed();
+    eprintln!("load: full {full_load:?}, floor {floor_load:?}");
+    // 20 processes: each forks, maps its program (mmap_lock) and exits.
+    for _ in 0..20 {
+        Command::new("true").status().expect("true runs");
+    }
+    let runs = floor.floor_runs().expect("the floor counter reads");
+    assert!(
+        runs >= 60,
+        "the floor counted {runs} runs over 20 processes created, mapped and ended"
+    );
+    assert_eq!(full.floor_runs().expect("the counter reads"), 0);
+}

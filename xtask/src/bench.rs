@@ -43,7 +43,7 @@ const BENCH_MEMORY_MB: u64 = 2048;
 
 /// Workloads and tracing modes `gup-trace bench` runs (for the time estimate).
 const BENCH_WORKLOADS: u32 = 7;
-const BENCH_MODES: u32 = 5;
+const BENCH_MODES: u32 = 6;
 
 /// The modules of the block device the read workloads use: configfs (a module in Debian's
 /// cloud kernels) and null_blk.
@@ -228,6 +228,16 @@ exit $STATUS
     println!();
     for note in notes(&rows) {
         println!("note: {note}");
+    }
+    if let (Some(full), Some(floor)) = (
+        result["load_seconds"].as_f64(),
+        result["floor_load_seconds"].as_f64(),
+    ) {
+        println!(
+            "load (guest s = instructions / 1e9): full session {full:.2} s, floor session \
+             {floor:.2} s ({} program runs counted at the floor)",
+            result["floor_runs"]
+        );
     }
     let verdicts = verdicts(&rows, result["load_seconds"].as_f64());
     for v in &verdicts {

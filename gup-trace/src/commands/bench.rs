@@ -61,7 +61,7 @@ pub struct BenchArgs {
         value_enum,
         value_delimiter = ',',
         value_name = "MODE",
-        default_value = "session,record,serve,bpftrace-counters,bpftrace-stacks"
+        default_value = "floor,session,record,serve,bpftrace-counters,bpftrace-stacks"
     )]
     pub modes: Vec<Mode>,
 }
@@ -190,6 +190,11 @@ pub struct BenchReport {
     /// How long the session took to start: the eBPF object loaded (the verifier) and every
     /// hook attached, in seconds of guest time.
     pub load_seconds: f64,
+    /// The same for the floor session (`floor` mode), whose programs the verifier prunes to a
+    /// counter bump; None without that mode.
+    pub floor_load_seconds: Option<f64>,
+    /// Program runs the floor session counted over all its rounds (its programs' own count).
+    pub floor_runs: Option<u64>,
     /// CPUs this system has (online).
     pub cpus: usize,
     pub rounds: u32,
@@ -280,8 +285,11 @@ async fn calibrate(mut w: Box<dyn Workload>, target: Duration) -> Result<(Box<dy
 }
 
 /// Starts a session and refuses a kernel where gup-trace cannot hook pins and releases.
-fn start_session() -> Result<Session> {
-    let session = Session::start(&SessionConfig::default())?;
+fn start_session(floor: bool) -> Result<Session> {
+    let session = Session::start(&SessionConfig {
+        floor,
+        ..SessionConfig::default()
+    })?;
     let caps = &session.capabilities;
     if caps.pin_visibility() == PinVisibility::Blind {
         bail!(
@@ -338,10 +346,21 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     // The session starts first (and is kept, detached between its rounds): a kernel gup-trace
     // cannot hook is refused right after calibration, and its load time is measured once.
     let started = Instant::now();
-    let mut session = start_session()?;
+    let mut session = start_session(false)?;
     let load_seconds = started.elapsed().as_secs_f64();
     session.detach();
     eprintln!("bench: session started in {load_seconds:.2} s");
+    // The floor: a second session, its programs only counting their runs.
+    let (mut floor, floor_load_seconds) = if modes.contains(&Mode::Floor) {
+        let started = Instant::now();
+        let mut floor = start_session(true)?;
+        let seconds = started.elapsed().as_secs_f64();
+        floor.detach();
+        eprintln!("bench: floor session started in {seconds:.2} s");
+        (Some(floor), Some(seconds))
+    } else {
+        (None, None)
+    };
 
     let mut rounds: Vec<Vec<Round>> = workloads.iter().map(|_| Vec::new()).collect();
     let mut tracers = Vec::new();
@@ -357,6 +376,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                 };
                 if m == Mode::Session {
                     session.reattach()?;
+                }
+                if let Some(f) = floor.as_mut().filter(|_| m == Mode::Floor) {
+                    f.reattach()?;
                 }
                 for (i, w) in std::mem::take(&mut workloads).into_iter().enumerate() {
                     let (w, r) = if m == Mode::Session {
@@ -384,6 +406,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                 if m == Mode::Session {
                     session.detach();
                 }
+                if let Some(f) = floor.as_mut().filter(|_| m == Mode::Floor) {
+                    f.detach();
+                }
                 if let Some(t) = tracer {
                     let end = t.stop()?;
                     eprintln!("bench: round {round} {}: {end:?}", m.name());
@@ -396,6 +421,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
             }
         }
     }
+    let floor_runs = floor.as_ref().map(Session::floor_runs).transpose()?;
+    drop(floor);
     let (session, workloads, mut hook_costs_of) = hook_costs(session, workloads, &ops).await?;
     let caps = &session.capabilities;
     let kernel = caps.kernel.clone();
@@ -423,6 +450,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     let report = BenchReport {
         kernel,
         load_seconds,
+        floor_load_seconds,
+        floor_runs,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         rounds: args.rounds.count,
         round_ms: args.rounds.round_ms,

@@ -27,6 +27,9 @@ pub enum Mode {
     /// A gup-trace session inside the bench process: every hook attached, every event decoded
     /// into the pin engine, as `selftest` and `trace` consume them.
     Session,
+    /// The floor: the session's hooks attached with programs that only bump a per-CPU
+    /// counter (inside the bench process, as `session`): what hooking costs before any work.
+    Floor,
     /// `gup-trace record -o FILE` in its own process.
     Record,
     /// `gup-trace serve` in its own process (nothing scrapes it during the round).
@@ -52,6 +55,7 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Session => "session",
+            Mode::Floor => "floor",
             Mode::Record => "record",
             Mode::Serve => "serve",
             Mode::BpftraceCounters => "bpftrace-counters",
@@ -61,7 +65,7 @@ impl Mode {
 
     /// Whether the mode runs in a process of its own.
     pub fn external(self) -> bool {
-        !matches!(self, Mode::Untraced | Mode::Session)
+        !matches!(self, Mode::Untraced | Mode::Session | Mode::Floor)
     }
 
     /// The command line of an external mode, and the text it prints once attached.
@@ -73,7 +77,9 @@ impl Mode {
             (c, "Attaching")
         };
         Ok(match self {
-            Mode::Untraced | Mode::Session => bail!("{} runs in the bench itself", self.name()),
+            Mode::Untraced | Mode::Session | Mode::Floor => {
+                bail!("{} runs in the bench itself", self.name())
+            }
             Mode::Record => {
                 let mut c = Command::new(exe);
                 c.args(["record", "-o"]).arg(recording_path());

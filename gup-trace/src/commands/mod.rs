@@ -68,6 +68,7 @@ impl SessionArgs {
             ring_buffer_kib: self.ring_buffer_kib,
             follow_tree: false,
             all_releases: false,
+            floor: false,
         })
     }
 }
