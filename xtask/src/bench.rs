@@ -864,11 +864,17 @@ fn verdicts(rows: &[Row], load_seconds: Option<f64>) -> Vec<String> {
              run)"
         )),
     }
-    out.push(
-        "n/a: record within 2x the floor (no floor mode yet: programs that only count on the \
-         same hooks)"
-            .into(),
-    );
+    match pin_loop.and_then(|r| Some((r.mode(RECORD)?.median, r.mode(FLOOR)?.median))) {
+        Some((record, floor)) => out.push(format!(
+            "{}: record within 2x the floor on {PIN_LOOP}: {record:.0} vs {floor:.0} ns/op \
+             ({:.2}x)",
+            pass(record <= 2.0 * floor),
+            record / floor.max(1e-9)
+        )),
+        None => out.push(format!(
+            "n/a: record within 2x the floor (record or {FLOOR} did not run)"
+        )),
+    }
     for name in NON_PINNING {
         if let Some(r) = rows.iter().find(|r| r.name == name) {
             for (mode, s) in r.modes.iter().filter(|(m, _)| !m.starts_with("bpftrace")) {
@@ -1029,6 +1035,11 @@ mod tests {
             "no floor in that workload: {md}"
         );
         assert_eq!(lines.len(), 2 + 5 + 3, "{md}");
+        let verdicts = verdicts(&rows(&v).unwrap(), None);
+        assert_eq!(
+            verdicts[2],
+            "OVER: record within 2x the floor on pin_unpin: 21000 vs 7700 ns/op (2.73x)"
+        );
     }
 
     #[test]
