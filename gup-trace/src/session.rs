@@ -119,7 +119,9 @@ pub struct Session {
 
 impl Session {
     pub fn start(config: &SessionConfig) -> Result<Session> {
+        let started = std::time::Instant::now();
         let facts = KernelFacts::probe()?;
+        let probed = started.elapsed();
         let ring_bytes = config
             .ring_buffer_kib
             .checked_mul(1024)
@@ -205,8 +207,17 @@ impl Session {
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow::anyhow!(explain_load_error(&e)))?;
         start_ebpf_logger(&mut ebpf);
+        let object_loaded = started.elapsed();
 
         let (capabilities, links) = kernel::attach_all(&mut ebpf, &facts);
+        log::info!(
+            target: "gup_trace::kernel",
+            "start-up: kernel probed (kallsyms, BTF, tracefs) in {:.1} ms, object and maps loaded \
+             in {:.1} ms, programs loaded and attached in {:.1} ms",
+            probed.as_secs_f64() * 1e3,
+            (object_loaded - probed).as_secs_f64() * 1e3,
+            (started.elapsed() - object_loaded).as_secs_f64() * 1e3
+        );
         if crate::stop::pending() {
             anyhow::bail!(
                 "stopped (SIGINT or SIGTERM) while loading the eBPF programs: nothing was traced"

@@ -142,7 +142,8 @@ ifconfig lo 127.0.0.1 up
 M=/lib/modules/$(uname -r)
 insmod $M/configfs.ko 2>/dev/null
 insmod $M/null_blk.ko {NULL_BLK_PARAMS} || {{ echo "GUPTRACE-RESULT insmod null_blk failed"; exit 2; }}
-OUT=$(gup-trace bench --device /dev/nullb0 {}{})
+# Each program's load (verifier) time and verified instructions go to the console.
+OUT=$(RUST_LOG=warn,gup_trace::kernel=info gup-trace bench --device /dev/nullb0 {}{})
 STATUS=$?
 echo "GUPTRACE-RESULT $OUT"
 exit $STATUS

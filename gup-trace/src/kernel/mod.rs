@@ -8,7 +8,7 @@
 mod layout;
 mod mm_owner;
 
-use std::{collections::HashSet, fmt, fs, io, path::Path};
+use std::{collections::HashSet, fmt, fs, io, path::Path, time::Instant};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -602,8 +602,10 @@ fn attach_function(
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook, links: &mut Links) -> HookStatus {
+    let started = Instant::now();
     let result = program::<TracePoint>(ebpf, hook.name())
         .and_then(|prog| prog.load().map_err(refused("tracepoint")))
+        .inspect(|()| log_load(ebpf, hook.name(), started))
         .and_then(|()| link(ebpf, hook, AttachKind::Tracepoint));
     match result {
         Ok(hook_links) => {
@@ -620,10 +622,33 @@ fn attach_tracepoint(ebpf: &mut Ebpf, hook: Hook, links: &mut Links) -> HookStat
 
 fn load_fentry(ebpf: &mut Ebpf, btf: &Btf, hook: Hook) -> Result<(), AttachError> {
     let symbol = hook.name();
-    let prog: &mut FExit = program(ebpf, &format!("fexit_{symbol}"))?;
+    let name = format!("fexit_{symbol}");
+    let started = Instant::now();
+    let prog: &mut FExit = program(ebpf, &name)?;
     prog.load(symbol, btf).map_err(refused("fexit"))?;
-    let prog: &mut FEntry = program(ebpf, &format!("fentry_{symbol}"))?;
-    prog.load(symbol, btf).map_err(refused("fentry"))
+    log_load(ebpf, &name, started);
+    let name = format!("fentry_{symbol}");
+    let started = Instant::now();
+    let prog: &mut FEntry = program(ebpf, &name)?;
+    prog.load(symbol, btf).map_err(refused("fentry"))?;
+    log_load(ebpf, &name, started);
+    Ok(())
+}
+
+/// One line per program loaded: how long the kernel took to verify it and how many
+/// instructions its verifier walked. `RUST_LOG=gup_trace::kernel=info` (or `--verbose`) shows
+/// them; in an instruction-time guest the milliseconds are millions of instructions.
+fn log_load(ebpf: &Ebpf, name: &str, started: Instant) {
+    let elapsed = started.elapsed();
+    let verified = ebpf
+        .program(name)
+        .and_then(|prog| prog.info().ok())
+        .and_then(|info| info.verified_instruction_count())
+        .map_or_else(|| "unknown".to_string(), |n| n.to_string());
+    log::info!(
+        "loaded {name} in {:.1} ms, {verified} instructions verified",
+        elapsed.as_secs_f64() * 1e3
+    );
 }
 
 /// After a failed fentry attempt: the kprobe pair replaces it, and a lone exit program must
@@ -648,8 +673,10 @@ fn kprobe_pair(symbol: &str) -> [(&'static str, String); 2] {
 
 fn load_kprobes(ebpf: &mut Ebpf, hook: Hook) -> Result<(), AttachError> {
     for (kind, name) in kprobe_pair(hook.name()) {
+        let started = Instant::now();
         let prog: &mut KProbe = program(ebpf, &name)?;
         prog.load().map_err(refused(kind))?;
+        log_load(ebpf, &name, started);
     }
     Ok(())
 }
