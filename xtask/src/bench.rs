@@ -54,8 +54,8 @@ const NULL_BLK_PARAMS: &str = "nr_devices=1 gb=1 bs=4096 irqmode=0 completion_ns
 
 /// Host targets: replay throughput on one core, memory per pinned folio, writer throughput,
 /// and a refresh of `top` well inside its default one-second interval.
-const REPLAY_TARGET: f64 = 5e6;
-const FOLIO_BYTES_TARGET: f64 = 160.0;
+const REPLAY_TARGET: f64 = 10e6;
+const FOLIO_BYTES_TARGET: f64 = 128.0;
 const WRITER_TARGET: f64 = 1e6;
 const DASHBOARD_MS_TARGET: f64 = 100.0;
 /// The soak's end against its first sample: state, heap and CPU per event may not grow more
@@ -1087,7 +1087,7 @@ mod tests {
           "read":{"per_cpu_s":28000000.0,"per_wall_s":20000000.0},
           "decode":{"per_cpu_s":47000000.0,"per_wall_s":null},
           "engine":{"per_cpu_s":7400000.0,"per_wall_s":3700000.0},
-          "replay":{"per_cpu_s":5160000.0,"per_wall_s":1930000.0}},
+          "replay":{"per_cpu_s":10500000.0,"per_wall_s":1930000.0}},
         "memory":{"folios":1000000,"bytes_per_folio":102.8,"rss_bytes_per_folio":152.6},
         "writer":[
           {"compression":"lz4","ratio":8.1,"written":{"per_cpu_s":10400000.0},
@@ -1106,15 +1106,18 @@ mod tests {
             t.contains("replay: read, decode, engine (4.00M events)"),
             "{t}"
         );
-        assert!(t.contains("5.16M events/s (1.93M wall)"), "{t}");
+        assert!(t.contains("10.50M events/s (1.93M wall)"), "{t}");
         assert!(t.contains("103 B allocated (RSS 153 B)"), "{t}");
         assert!(t.contains("recording writer, LZ4 (8.1x smaller)"), "{t}");
         assert!(
             t.contains("5.57M events/s with fsync, 61 MB/s (10.40M/s per CPU-s)"),
             "{t}"
         );
-        let slow: Value = serde_json::from_str(&HOST.replace("5160000.0", "4000000.0")).unwrap();
+        // 9.9M events/s misses the 10M floor; 130 B per folio misses the 128 B one.
+        let slow: Value = serde_json::from_str(&HOST.replace("10500000.0", "9900000.0")).unwrap();
         assert_eq!(host_rows(&slow).unwrap()[0].verdict, "MISS");
+        let fat: Value = serde_json::from_str(&HOST.replace("102.8", "130.0")).unwrap();
+        assert_eq!(host_rows(&fat).unwrap()[4].verdict, "MISS");
     }
 
     #[test]
